@@ -1,0 +1,79 @@
+// The compute engine: phase two of the two-phase API.
+//
+//   Engine engine(EngineOptions{.workspace_budget_bytes = 1 << 30});
+//   ATTN_ASSIGN_OR_RETURN(ForwardPlan plan, PlanForward(args));
+//   CancelToken token;
+//   ATTN_ASSIGN_OR_RETURN(ForwardResult out,
+//                         engine.RunForward(args, plan, token));
+//
+// Run* must be given the plan made from the same args. They lease their
+// workspace from the engine's pool for the duration of the call, check the
+// cancel token between tiles, and return CANCELLED / DEADLINE_EXCEEDED /
+// RESOURCE_EXHAUSTED as fit. Thread-safe: many runs may proceed at once.
+#ifndef ATTNSERVE_CORE_ENGINE_H_
+#define ATTNSERVE_CORE_ENGINE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "attnserve/core/cancel.h"
+#include "attnserve/core/params.h"
+#include "attnserve/core/plan.h"
+#include "attnserve/core/tensor.h"
+#include "attnserve/core/workspace_pool.h"
+
+namespace attnserve::core {
+
+struct EngineOptions {
+  // Cap on the bytes of workspace leased at once; 0 = unlimited.
+  uint64_t workspace_budget_bytes = 0;
+};
+
+struct RunStats {
+  uint64_t workspace_bytes = 0;
+  double flops = 0;
+  // Tiles computed and tiles skipped as fully masked.
+  int64_t tiles_computed = 0;
+  int64_t tiles_skipped = 0;
+};
+
+struct ForwardResult {
+  HostTensor attention_out;
+  HostTensor softmax_max;  // FLOAT32 [B,N1,S1,8].
+  HostTensor softmax_sum;  // FLOAT32 [B,N1,S1,8].
+  RunStats stats;
+};
+
+struct BackwardResult {
+  HostTensor dq;
+  HostTensor dk;
+  HostTensor dv;
+  RunStats stats;
+};
+
+class Engine {
+ public:
+  explicit Engine(const EngineOptions& options);
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  absl::StatusOr<ForwardResult> RunForward(const ForwardArgs& args,
+                                           const ForwardPlan& plan,
+                                           const CancelToken& cancel);
+  absl::StatusOr<BackwardResult> RunBackward(const BackwardArgs& args,
+                                             const BackwardPlan& plan,
+                                             const CancelToken& cancel);
+
+  WorkspacePool& workspace_pool() { return pool_; }
+  // Names of the compute backends, e.g. {"openblas:Haswell"}.
+  std::vector<std::string> backends() const;
+
+ private:
+  WorkspacePool pool_;
+};
+
+}  // namespace attnserve::core
+
+#endif  // ATTNSERVE_CORE_ENGINE_H_

@@ -1,0 +1,34 @@
+// FlashAttention forward and backward on fp32 tiles (FA2 decomposition).
+//
+// Forward, per (batch, kv head): K and V are widened to fp32 once and shared
+// by the G query heads of the group; per Sq tile an online softmax runs over
+// the Skv tiles, skipping tiles the band masks entirely.
+// Backward, per (batch, kv head): P is recomputed from softmax_max/sum;
+// dK/dV accumulate over the group in scratch and are written once, so the
+// result is deterministic.
+//
+// Both return CANCELLED / DEADLINE_EXCEEDED from the token, checked between
+// tiles; `scratch` must hold plan.workspace_bytes.
+#ifndef ATTNSERVE_CORE_SRC_KERNELS_FLASH_ATTENTION_H_
+#define ATTNSERVE_CORE_SRC_KERNELS_FLASH_ATTENTION_H_
+
+#include <cstddef>
+
+#include "absl/status/status.h"
+#include "attnserve/core/cancel.h"
+#include "attnserve/core/engine.h"
+#include "kernels/kernel_args.h"
+
+namespace attnserve::core {
+
+absl::Status FlashForward(const FlashForwardArgs& args, float* scratch,
+                          size_t scratch_floats, const CancelToken& cancel,
+                          RunStats* stats);
+
+absl::Status FlashBackward(const FlashBackwardArgs& args, float* scratch,
+                           size_t scratch_floats, const CancelToken& cancel,
+                           RunStats* stats);
+
+}  // namespace attnserve::core
+
+#endif  // ATTNSERVE_CORE_SRC_KERNELS_FLASH_ATTENTION_H_

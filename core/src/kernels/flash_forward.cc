@@ -1,0 +1,122 @@
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+
+#include "attnserve/core/status_macros.h"
+#include "kernels/flash_attention.h"
+#include "kernels/tile_mask.h"
+#include "runtime/gemm.h"
+#include "runtime/scratch.h"
+#include "runtime/vector_math.h"
+
+namespace attnserve::core {
+namespace {
+
+// Per-thread scratch of the forward kernel.
+struct ForwardScratch {
+  float* k;    // [S2, D]
+  float* v;    // [S2, Dv]
+  float* q;    // [tile_q, D]
+  float* s;    // [tile_q, tile_kv] scores, then probabilities.
+  float* o;    // [tile_q, Dv] unnormalized output.
+  float* m;    // [tile_q] running max.
+  float* l;    // [tile_q] running sum.
+};
+
+ForwardScratch Carve(const FlashForwardArgs& a, Scratch& arena) {
+  const AttentionDims& d = a.dims;
+  const int64_t tq = a.tiling.tile_q, tk = a.tiling.tile_kv;
+  ForwardScratch s;
+  s.k = arena.Take(d.s2 * d.d);
+  s.v = arena.Take(d.s2 * d.dv);
+  s.q = arena.Take(tq * d.d);
+  s.s = arena.Take(tq * tk);
+  s.o = arena.Take(tq * d.dv);
+  s.m = arena.Take(tq);
+  s.l = arena.Take(tq);
+  return s;
+}
+
+// One Sq tile of one query head: online softmax over the Skv tiles.
+void ForwardTile(const FlashForwardArgs& a, const TileMask& mask,
+                 const ForwardScratch& w, int64_t b, int64_t n, int64_t i0,
+                 int64_t rows, RunStats* stats) {
+  const AttentionDims& d = a.dims;
+  LoadRows(a.q.data, a.q.Slice(b, n), i0, rows, w.q);
+  std::fill(w.m, w.m + rows, -INFINITY);
+  std::fill(w.l, w.l + rows, 0.0f);
+  std::fill(w.o, w.o + rows * d.dv, 0.0f);
+
+  for (int64_t j0 = 0; j0 < d.s2; j0 += a.tiling.tile_kv) {
+    const int64_t cols = std::min(a.tiling.tile_kv, d.s2 - j0);
+    const TileCoverage cover = mask.Classify(i0, rows, j0, cols);
+    if (cover == TileCoverage::kEmpty) {
+      ++stats->tiles_skipped;
+      continue;
+    }
+    ++stats->tiles_computed;
+    GemmNT(rows, cols, d.d, a.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.s,
+           cols);
+    if (cover == TileCoverage::kPartial) {
+      mask.Apply(b, n, i0, rows, j0, cols, w.s, cols);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = w.s + r * cols;
+      const float m_new = std::max(w.m[r], Max(row, cols));
+      if (m_new == -INFINITY) {  // Nothing kept in this row so far.
+        std::fill(row, row + cols, 0.0f);
+        continue;
+      }
+      const float correction = std::exp(w.m[r] - m_new);  // 0 when m = -inf.
+      const float sum = ExpShiftSum(row, cols, m_new);
+      w.l[r] = w.l[r] * correction + sum;
+      w.m[r] = m_new;
+      if (correction != 1.0f) Scale(w.o + r * d.dv, d.dv, correction);
+    }
+    GemmNN(rows, d.dv, cols, 1.0f, w.s, cols, w.v + j0 * d.dv, d.dv, 1.0f,
+           w.o, d.dv);
+  }
+
+  for (int64_t r = 0; r < rows; ++r) {
+    float* o = w.o + r * d.dv;
+    float max = w.m[r], sum = w.l[r];
+    if (max == -INFINITY) {  // Fully masked row: the "invalid line" result.
+      std::fill(o, o + d.dv, 0.0f);
+      max = -FLT_MAX;
+      sum = FLT_MAX;
+    } else {
+      Scale(o, d.dv, 1.0f / sum);
+    }
+    const int64_t idx = SoftmaxIndex(d, b, n, i0 + r);
+    std::fill(a.softmax_max + idx, a.softmax_max + idx + 8, max);
+    std::fill(a.softmax_sum + idx, a.softmax_sum + idx + 8, sum);
+  }
+  StoreRows(w.o, a.out.Slice(b, n), i0, rows, a.out.mutable_data);
+}
+
+}  // namespace
+
+absl::Status FlashForward(const FlashForwardArgs& a, float* scratch,
+                          size_t scratch_floats, const CancelToken& cancel,
+                          RunStats* stats) {
+  const AttentionDims& d = a.dims;
+  Scratch arena(scratch, scratch_floats);
+  const ForwardScratch w = Carve(a, arena);
+  const TileMask mask(a.mask, a.mask_data);
+  for (int64_t b = 0; b < d.b; ++b) {
+    for (int64_t n2 = 0; n2 < d.n2; ++n2) {
+      LoadRows(a.k.data, a.k.Slice(b, n2), 0, d.s2, w.k);
+      LoadRows(a.v.data, a.v.Slice(b, n2), 0, d.s2, w.v);
+      for (int64_t n = n2 * d.g; n < (n2 + 1) * d.g; ++n) {
+        for (int64_t i0 = 0; i0 < d.s1; i0 += a.tiling.tile_q) {
+          ATTN_RETURN_IF_ERROR(cancel.Check());
+          const int64_t rows = std::min(a.tiling.tile_q, d.s1 - i0);
+          ForwardTile(a, mask, w, b, n, i0, rows, stats);
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace attnserve::core

@@ -1,0 +1,130 @@
+#include "attnserve/core/workspace_pool.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+
+#include "absl/strings/str_cat.h"
+
+namespace attnserve::core {
+namespace {
+
+constexpr size_t kAlignment = 64;
+
+size_t RoundUp(uint64_t bytes) {
+  const uint64_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  return static_cast<size_t>(std::max<uint64_t>(rounded, kAlignment));
+}
+
+}  // namespace
+
+WorkspaceLease::WorkspaceLease(WorkspaceLease&& other) noexcept
+    : pool_(other.pool_),
+      data_(other.data_),
+      size_(other.size_),
+      capacity_(other.capacity_) {
+  other.pool_ = nullptr;
+  other.data_ = nullptr;
+}
+
+WorkspaceLease& WorkspaceLease::operator=(WorkspaceLease&& other) noexcept {
+  if (this != &other) {
+    Release();
+    pool_ = other.pool_;
+    data_ = other.data_;
+    size_ = other.size_;
+    capacity_ = other.capacity_;
+    other.pool_ = nullptr;
+    other.data_ = nullptr;
+  }
+  return *this;
+}
+
+WorkspaceLease::~WorkspaceLease() { Release(); }
+
+void WorkspaceLease::Release() {
+  if (pool_ != nullptr && data_ != nullptr) pool_->Return(data_, capacity_);
+  pool_ = nullptr;
+  data_ = nullptr;
+}
+
+WorkspacePool::WorkspacePool(uint64_t budget_bytes) : budget_(budget_bytes) {}
+
+WorkspacePool::~WorkspacePool() {
+  absl::MutexLock lock(&mu_);
+  for (const FreeBuffer& buffer : free_) std::free(buffer.data);
+}
+
+absl::StatusOr<WorkspaceLease> WorkspacePool::Acquire(uint64_t bytes) {
+  const size_t want = RoundUp(bytes);
+  std::byte* data = nullptr;
+  size_t capacity = 0;
+  std::byte* evict = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    if (budget_ != 0 && in_use_ + want > budget_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "workspace of ", want, " bytes does not fit the memory budget: ",
+          in_use_, " of ", budget_, " bytes in use"));
+    }
+    // Best fit among free buffers.
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->capacity >= want &&
+          (best == free_.end() || it->capacity < best->capacity)) {
+        best = it;
+      }
+    }
+    if (best != free_.end()) {
+      data = best->data;
+      capacity = best->capacity;
+      free_.erase(best);
+    } else {
+      // Keep reserved memory within the budget: drop the largest free buffer
+      // if a new allocation would take the pool over it.
+      if (budget_ != 0 && !free_.empty() && reserved_ + want > budget_) {
+        auto largest = std::max_element(
+            free_.begin(), free_.end(),
+            [](const FreeBuffer& a, const FreeBuffer& b) {
+              return a.capacity < b.capacity;
+            });
+        evict = largest->data;
+        reserved_ -= largest->capacity;
+        free_.erase(largest);
+      }
+      capacity = want;
+      reserved_ += want;
+    }
+    in_use_ += capacity;
+  }
+  std::free(evict);
+  if (data == nullptr) {
+    data = static_cast<std::byte*>(std::aligned_alloc(kAlignment, capacity));
+    if (data == nullptr) {
+      absl::MutexLock lock(&mu_);
+      in_use_ -= capacity;
+      reserved_ -= capacity;
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot allocate a workspace of ", capacity, " bytes"));
+    }
+  }
+  return WorkspaceLease(this, data, static_cast<size_t>(bytes), capacity);
+}
+
+void WorkspacePool::Return(std::byte* data, size_t capacity) {
+  absl::MutexLock lock(&mu_);
+  in_use_ -= capacity;
+  free_.push_back(FreeBuffer{data, capacity});
+}
+
+uint64_t WorkspacePool::in_use_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return in_use_;
+}
+
+uint64_t WorkspacePool::reserved_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return reserved_;
+}
+
+}  // namespace attnserve::core
