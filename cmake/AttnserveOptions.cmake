@@ -22,6 +22,9 @@ function(attnserve_add_test)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 600)
   endif()
-  gtest_discover_tests(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
-                       DISCOVERY_TIMEOUT 60)
+  # Every test is labelled with its directory (core, server, client, e2e) so
+  # that suites can be selected with `ctest -L`.
+  get_filename_component(dir_label ${CMAKE_CURRENT_SOURCE_DIR} NAME)
+  gtest_discover_tests(${T_NAME} PROPERTIES LABELS "${dir_label};${T_LABELS}"
+                       TIMEOUT ${T_TIMEOUT} DISCOVERY_TIMEOUT 60)
 endfunction()

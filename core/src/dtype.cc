@@ -111,10 +111,14 @@ uint16_t FloatToBf16(float f) {
   return static_cast<uint16_t>(rounded >> 16);
 }
 
-float Bf16ToFloat(uint16_t b) { return FromBits(static_cast<uint32_t>(b) << 16); }
+float Bf16ToFloat(uint16_t b) {
+  return FromBits(static_cast<uint32_t>(b) << 16);
+}
 
-__attribute__((target_clones("avx2", "default"))) void ToFloat(
-    DType src_dtype, const void* src, float* dst, size_t n) {
+__attribute__((target_clones("avx2", "default"))) void ToFloat(DType src_dtype,
+                                                               const void* src,
+                                                               float* dst,
+                                                               size_t n) {
   switch (src_dtype) {
     case DType::kFloat32:
       std::memcpy(dst, src, n * sizeof(float));

@@ -1,9 +1,12 @@
 #include "attnserve/core/engine.h"
 
+#include <algorithm>
+
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
 #include "plan/layout.h"
 #include "runtime/gemm.h"
+#include "runtime/parallel_for.h"
 
 namespace attnserve::core {
 namespace {
@@ -31,14 +34,20 @@ const uint8_t* MaskData(const AttentionOptions& o) {
              : nullptr;
 }
 
-float* Floats(HostTensor& t) { return reinterpret_cast<float*>(t.bytes.data()); }
+float* Floats(HostTensor& t) {
+  return reinterpret_cast<float*>(t.bytes.data());
+}
 
 }  // namespace
 
 Engine::Engine(const EngineOptions& options)
-    : pool_(options.workspace_budget_bytes) {
+    : pool_(options.workspace_budget_bytes),
+      intra_op_threads_(std::max(1, options.intra_op_threads)),
+      compute_(std::make_unique<ComputePool>(intra_op_threads_ - 1)) {
   InitGemmBackend();
 }
+
+Engine::~Engine() = default;
 
 std::vector<std::string> Engine::backends() const {
   return {InitGemmBackend()};
@@ -71,8 +80,8 @@ absl::StatusOr<ForwardResult> Engine::RunForward(const ForwardArgs& args,
   k.softmax_sum = Floats(result.softmax_sum);
   result.stats.workspace_bytes = lease.size();
   ATTN_RETURN_IF_ERROR(FlashForward(k, lease.floats(),
-                                    lease.size() / sizeof(float), cancel,
-                                    &result.stats));
+                                    lease.size() / sizeof(float), *compute_,
+                                    cancel, &result.stats));
   result.stats.flops = plan.flops;
   return result;
 }
@@ -83,8 +92,10 @@ absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
   ATTN_RETURN_IF_ERROR(cancel.Check());
   // Without residuals, recompute them with a forward pass first.
   ForwardResult recomputed;
-  const TensorView* softmax_max = args.softmax_max ? &*args.softmax_max : nullptr;
-  const TensorView* softmax_sum = args.softmax_sum ? &*args.softmax_sum : nullptr;
+  const TensorView* softmax_max =
+      args.softmax_max ? &*args.softmax_max : nullptr;
+  const TensorView* softmax_sum =
+      args.softmax_sum ? &*args.softmax_sum : nullptr;
   const TensorView* attention_in =
       args.attention_in ? &*args.attention_in : nullptr;
   TensorView rec_max, rec_sum, rec_out;
@@ -131,8 +142,8 @@ absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
   result.stats.workspace_bytes =
       std::max<uint64_t>(lease.size(), recomputed.stats.workspace_bytes);
   ATTN_RETURN_IF_ERROR(FlashBackward(k, lease.floats(),
-                                     lease.size() / sizeof(float), cancel,
-                                     &result.stats));
+                                     lease.size() / sizeof(float), *compute_,
+                                     cancel, &result.stats));
   result.stats.flops = plan.flops + extra_flops;
   return result;
 }

@@ -83,11 +83,11 @@ absl::StatusOr<WorkspaceLease> WorkspacePool::Acquire(uint64_t bytes) {
       // Keep reserved memory within the budget: drop the largest free buffer
       // if a new allocation would take the pool over it.
       if (budget_ != 0 && !free_.empty() && reserved_ + want > budget_) {
-        auto largest = std::max_element(
-            free_.begin(), free_.end(),
-            [](const FreeBuffer& a, const FreeBuffer& b) {
-              return a.capacity < b.capacity;
-            });
+        auto largest =
+            std::max_element(free_.begin(), free_.end(),
+                             [](const FreeBuffer& a, const FreeBuffer& b) {
+                               return a.capacity < b.capacity;
+                             });
         evict = largest->data;
         reserved_ -= largest->capacity;
         free_.erase(largest);

@@ -8,7 +8,8 @@
 // result is deterministic.
 //
 // Both return CANCELLED / DEADLINE_EXCEEDED from the token, checked between
-// tiles; `scratch` must hold plan.workspace_bytes.
+// tiles; `scratch` must hold plan.workspace_bytes, split into
+// args.tiling.threads equal per-worker regions. Work is shared out on `pool`.
 #ifndef ATTNSERVE_CORE_SRC_KERNELS_FLASH_ATTENTION_H_
 #define ATTNSERVE_CORE_SRC_KERNELS_FLASH_ATTENTION_H_
 
@@ -18,16 +19,17 @@
 #include "attnserve/core/cancel.h"
 #include "attnserve/core/engine.h"
 #include "kernels/kernel_args.h"
+#include "runtime/parallel_for.h"
 
 namespace attnserve::core {
 
 absl::Status FlashForward(const FlashForwardArgs& args, float* scratch,
-                          size_t scratch_floats, const CancelToken& cancel,
-                          RunStats* stats);
+                          size_t scratch_floats, ComputePool& pool,
+                          const CancelToken& cancel, RunStats* stats);
 
 absl::Status FlashBackward(const FlashBackwardArgs& args, float* scratch,
-                           size_t scratch_floats, const CancelToken& cancel,
-                           RunStats* stats);
+                           size_t scratch_floats, ComputePool& pool,
+                           const CancelToken& cancel, RunStats* stats);
 
 }  // namespace attnserve::core
 

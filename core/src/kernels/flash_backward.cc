@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
@@ -106,31 +107,47 @@ void BackwardTile(const FlashBackwardArgs& a, const TileMask& mask,
 
 }  // namespace
 
+// Work items are (b, n2): one worker owns a kv head's dK/dV and walks the
+// group's query heads and tiles in a fixed order, so the sums are the same
+// whatever the number of workers.
 absl::Status FlashBackward(const FlashBackwardArgs& a, float* scratch,
-                           size_t scratch_floats, const CancelToken& cancel,
-                           RunStats* stats) {
+                           size_t scratch_floats, ComputePool& pool,
+                           const CancelToken& cancel, RunStats* stats) {
   const AttentionDims& d = a.dims;
-  Scratch arena(scratch, scratch_floats);
-  const BackwardScratch w = Carve(a, arena);
-  const TileMask mask(a.mask, a.mask_data);
-  for (int64_t b = 0; b < d.b; ++b) {
-    for (int64_t n2 = 0; n2 < d.n2; ++n2) {
-      LoadRows(a.k.data, a.k.Slice(b, n2), 0, d.s2, w.k);
-      LoadRows(a.v.data, a.v.Slice(b, n2), 0, d.s2, w.v);
-      std::fill(w.dk, w.dk + d.s2 * d.d, 0.0f);
-      std::fill(w.dv, w.dv + d.s2 * d.dv, 0.0f);
-      for (int64_t n = n2 * d.g; n < (n2 + 1) * d.g; ++n) {
-        for (int64_t i0 = 0; i0 < d.s1; i0 += a.tiling.tile_q) {
-          ATTN_RETURN_IF_ERROR(cancel.Check());
-          const int64_t rows = std::min(a.tiling.tile_q, d.s1 - i0);
-          BackwardTile(a, mask, w, b, n, i0, rows, stats);
-        }
-      }
-      StoreRows(w.dk, a.dk.Slice(b, n2), 0, d.s2, a.dk.mutable_data);
-      StoreRows(w.dv, a.dv.Slice(b, n2), 0, d.s2, a.dv.mutable_data);
-    }
+  const int slots = a.tiling.threads;
+  const size_t per_slot = scratch_floats / static_cast<size_t>(slots);
+  std::vector<BackwardScratch> scratch_of(static_cast<size_t>(slots));
+  std::vector<RunStats> stats_of(static_cast<size_t>(slots));
+  for (int i = 0; i < slots; ++i) {
+    Scratch arena(scratch + per_slot * static_cast<size_t>(i), per_slot);
+    scratch_of[static_cast<size_t>(i)] = Carve(a, arena);
   }
-  return absl::OkStatus();
+  const TileMask mask(a.mask, a.mask_data);
+  const absl::Status status =
+      pool.ParallelFor(d.b * d.n2, slots, [&](int64_t item, int slot) {
+        const BackwardScratch& w = scratch_of[static_cast<size_t>(slot)];
+        RunStats* st = &stats_of[static_cast<size_t>(slot)];
+        const int64_t b = item / d.n2, n2 = item % d.n2;
+        LoadRows(a.k.data, a.k.Slice(b, n2), 0, d.s2, w.k);
+        LoadRows(a.v.data, a.v.Slice(b, n2), 0, d.s2, w.v);
+        std::fill(w.dk, w.dk + d.s2 * d.d, 0.0f);
+        std::fill(w.dv, w.dv + d.s2 * d.dv, 0.0f);
+        for (int64_t n = n2 * d.g; n < (n2 + 1) * d.g; ++n) {
+          for (int64_t i0 = 0; i0 < d.s1; i0 += a.tiling.tile_q) {
+            ATTN_RETURN_IF_ERROR(cancel.Check());
+            const int64_t rows = std::min(a.tiling.tile_q, d.s1 - i0);
+            BackwardTile(a, mask, w, b, n, i0, rows, st);
+          }
+        }
+        StoreRows(w.dk, a.dk.Slice(b, n2), 0, d.s2, a.dk.mutable_data);
+        StoreRows(w.dv, a.dv.Slice(b, n2), 0, d.s2, a.dv.mutable_data);
+        return absl::OkStatus();
+      });
+  for (const RunStats& s : stats_of) {
+    stats->tiles_computed += s.tiles_computed;
+    stats->tiles_skipped += s.tiles_skipped;
+  }
+  return status;
 }
 
 }  // namespace attnserve::core

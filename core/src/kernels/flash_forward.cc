@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <vector>
 
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
@@ -14,13 +15,13 @@ namespace {
 
 // Per-thread scratch of the forward kernel.
 struct ForwardScratch {
-  float* k;    // [S2, D]
-  float* v;    // [S2, Dv]
-  float* q;    // [tile_q, D]
-  float* s;    // [tile_q, tile_kv] scores, then probabilities.
-  float* o;    // [tile_q, Dv] unnormalized output.
-  float* m;    // [tile_q] running max.
-  float* l;    // [tile_q] running sum.
+  float* k;  // [S2, D]
+  float* v;  // [S2, Dv]
+  float* q;  // [tile_q, D]
+  float* s;  // [tile_q, tile_kv] scores, then probabilities.
+  float* o;  // [tile_q, Dv] unnormalized output.
+  float* m;  // [tile_q] running max.
+  float* l;  // [tile_q] running sum.
 };
 
 ForwardScratch Carve(const FlashForwardArgs& a, Scratch& arena) {
@@ -73,8 +74,8 @@ void ForwardTile(const FlashForwardArgs& a, const TileMask& mask,
       w.m[r] = m_new;
       if (correction != 1.0f) Scale(w.o + r * d.dv, d.dv, correction);
     }
-    GemmNN(rows, d.dv, cols, 1.0f, w.s, cols, w.v + j0 * d.dv, d.dv, 1.0f,
-           w.o, d.dv);
+    GemmNN(rows, d.dv, cols, 1.0f, w.s, cols, w.v + j0 * d.dv, d.dv, 1.0f, w.o,
+           d.dv);
   }
 
   for (int64_t r = 0; r < rows; ++r) {
@@ -96,27 +97,50 @@ void ForwardTile(const FlashForwardArgs& a, const TileMask& mask,
 
 }  // namespace
 
+// Work items are (b, n1, Sq tile) in order, so a worker's consecutive items
+// mostly share a kv head and it reloads K/V only when the head changes.
 absl::Status FlashForward(const FlashForwardArgs& a, float* scratch,
-                          size_t scratch_floats, const CancelToken& cancel,
-                          RunStats* stats) {
+                          size_t scratch_floats, ComputePool& pool,
+                          const CancelToken& cancel, RunStats* stats) {
   const AttentionDims& d = a.dims;
-  Scratch arena(scratch, scratch_floats);
-  const ForwardScratch w = Carve(a, arena);
-  const TileMask mask(a.mask, a.mask_data);
-  for (int64_t b = 0; b < d.b; ++b) {
-    for (int64_t n2 = 0; n2 < d.n2; ++n2) {
-      LoadRows(a.k.data, a.k.Slice(b, n2), 0, d.s2, w.k);
-      LoadRows(a.v.data, a.v.Slice(b, n2), 0, d.s2, w.v);
-      for (int64_t n = n2 * d.g; n < (n2 + 1) * d.g; ++n) {
-        for (int64_t i0 = 0; i0 < d.s1; i0 += a.tiling.tile_q) {
-          ATTN_RETURN_IF_ERROR(cancel.Check());
-          const int64_t rows = std::min(a.tiling.tile_q, d.s1 - i0);
-          ForwardTile(a, mask, w, b, n, i0, rows, stats);
-        }
-      }
-    }
+  const int slots = a.tiling.threads;
+  const size_t per_slot = scratch_floats / static_cast<size_t>(slots);
+  struct Slot {
+    ForwardScratch w;
+    int64_t b = -1, n2 = -1;  // kv head held in w.k / w.v.
+    RunStats stats;
+  };
+  std::vector<Slot> slot_state(static_cast<size_t>(slots));
+  for (int i = 0; i < slots; ++i) {
+    Scratch arena(scratch + per_slot * static_cast<size_t>(i), per_slot);
+    slot_state[static_cast<size_t>(i)].w = Carve(a, arena);
   }
-  return absl::OkStatus();
+  const TileMask mask(a.mask, a.mask_data);
+  const int64_t q_tiles = (d.s1 + a.tiling.tile_q - 1) / a.tiling.tile_q;
+  const absl::Status status = pool.ParallelFor(
+      d.b * d.n1 * q_tiles, slots, [&](int64_t item, int slot) {
+        ATTN_RETURN_IF_ERROR(cancel.Check());
+        Slot& s = slot_state[static_cast<size_t>(slot)];
+        const int64_t tile = item % q_tiles;
+        const int64_t n = (item / q_tiles) % d.n1;
+        const int64_t b = item / (q_tiles * d.n1);
+        const int64_t n2 = n / d.g;
+        if (s.b != b || s.n2 != n2) {
+          LoadRows(a.k.data, a.k.Slice(b, n2), 0, d.s2, s.w.k);
+          LoadRows(a.v.data, a.v.Slice(b, n2), 0, d.s2, s.w.v);
+          s.b = b;
+          s.n2 = n2;
+        }
+        const int64_t i0 = tile * a.tiling.tile_q;
+        const int64_t rows = std::min(a.tiling.tile_q, d.s1 - i0);
+        ForwardTile(a, mask, s.w, b, n, i0, rows, &s.stats);
+        return absl::OkStatus();
+      });
+  for (const Slot& s : slot_state) {
+    stats->tiles_computed += s.stats.tiles_computed;
+    stats->tiles_skipped += s.stats.tiles_skipped;
+  }
+  return status;
 }
 
 }  // namespace attnserve::core

@@ -14,7 +14,7 @@ namespace attnserve::core {
 
 // One tensor of q/k/v/out/dy/... shape: base pointer plus (b, s, n) strides.
 struct HeadTensor {
-  const void* data = nullptr;  // Inputs.
+  const void* data = nullptr;    // Inputs.
   void* mutable_data = nullptr;  // Outputs.
   HeadStrides strides;
   DType dtype = DType::kFloat32;
@@ -30,7 +30,7 @@ struct FlashForwardArgs {
   Tiling tiling;
   MaskSpec mask;
   const uint8_t* mask_data = nullptr;
-  float scale = 1.0f;          // Multiplies q·k.
+  float scale = 1.0f;  // Multiplies q·k.
   HeadTensor q, k, v, out;
   float* softmax_max = nullptr;  // [B, N1, S1, 8].
   float* softmax_sum = nullptr;

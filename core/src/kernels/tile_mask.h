@@ -41,10 +41,10 @@ class TileMask {
       const int64_t i = i0 + r;
       const int64_t lo = i - spec_.pre_tokens, hi = i + spec_.next_tokens;
       float* row = s + r * ld;
-      const uint8_t* m =
-          spec_.has_tensor ? data_ + b * spec_.stride_b + n * spec_.stride_n +
-                                 i * spec_.stride_i + j0 * spec_.stride_j
-                           : nullptr;
+      const uint8_t* m = spec_.has_tensor
+                             ? data_ + b * spec_.stride_b + n * spec_.stride_n +
+                                   i * spec_.stride_i + j0 * spec_.stride_j
+                             : nullptr;
       for (int64_t c = 0; c < cols; ++c) {
         const int64_t j = j0 + c;
         const bool masked =

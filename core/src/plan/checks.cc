@@ -18,11 +18,10 @@ absl::Status CheckByteSize(const TensorView& t, const std::string& field) {
   }
   const uint64_t want = static_cast<uint64_t>(n) * item;
   if (want != t.size_bytes) {
-    return InvalidField(
-        field + ".data",
-        absl::StrCat("has ", t.size_bytes, " bytes but shape ",
-                     ShapeString(t.shape), " of ", DTypeName(t.dtype),
-                     " needs ", want));
+    return InvalidField(field + ".data",
+                        absl::StrCat("has ", t.size_bytes, " bytes but shape ",
+                                     ShapeString(t.shape), " of ",
+                                     DTypeName(t.dtype), " needs ", want));
   }
   return absl::OkStatus();
 }
@@ -30,8 +29,8 @@ absl::Status CheckByteSize(const TensorView& t, const std::string& field) {
 absl::Status CheckRange(int64_t value, int64_t lo, int64_t hi,
                         const std::string& field, const std::string& what) {
   if (value < lo || value > hi) {
-    return InvalidField(field, absl::StrCat(what, " must be in [", lo, ", ",
-                                            hi, "], got ", value));
+    return InvalidField(field, absl::StrCat(what, " must be in [", lo, ", ", hi,
+                                            "], got ", value));
   }
   return absl::OkStatus();
 }

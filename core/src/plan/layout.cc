@@ -14,8 +14,10 @@ absl::StatusOr<Layout> ParseLayout(const std::string& name) {
     return InvalidField("input_layout",
                         "is required: one of BSH, SBH, BSND, BNSD, TND");
   }
-  return InvalidField("input_layout", "must be one of BSH, SBH, BSND, BNSD, "
-                                      "TND, got \"" + name + "\"");
+  return InvalidField("input_layout",
+                      "must be one of BSH, SBH, BSND, BNSD, "
+                      "TND, got \"" +
+                          name + "\"");
 }
 
 const char* LayoutName(Layout layout) {
@@ -34,8 +36,8 @@ const char* LayoutName(Layout layout) {
   return "?";
 }
 
-HeadStrides StridesFor(Layout layout, int64_t batch, int64_t seq,
-                       int64_t heads, int64_t dim) {
+HeadStrides StridesFor(Layout layout, int64_t batch, int64_t seq, int64_t heads,
+                       int64_t dim) {
   switch (layout) {
     case Layout::kBSH:
     case Layout::kBSND:

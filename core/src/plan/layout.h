@@ -24,8 +24,8 @@ struct HeadStrides {
 };
 
 // Strides of a tensor of `layout` with batch B, sequence S, heads N, dim D.
-HeadStrides StridesFor(Layout layout, int64_t batch, int64_t seq,
-                       int64_t heads, int64_t dim);
+HeadStrides StridesFor(Layout layout, int64_t batch, int64_t seq, int64_t heads,
+                       int64_t dim);
 
 // The shape of such a tensor as the layout lays it out.
 std::vector<int64_t> ShapeFor(Layout layout, int64_t batch, int64_t seq,

@@ -52,10 +52,10 @@ absl::Status CheckRank(const TensorView& t, Layout layout,
                        const std::string& field) {
   const int want = (layout == Layout::kBSH || layout == Layout::kSBH) ? 3 : 4;
   if (t.rank() != want) {
-    return InvalidField(field + ".shape",
-                        absl::StrCat("must have rank ", want, " for layout ",
-                                     LayoutName(layout), ", got ",
-                                     ShapeString(t.shape)));
+    return InvalidField(
+        field + ".shape",
+        absl::StrCat("must have rank ", want, " for layout ",
+                     LayoutName(layout), ", got ", ShapeString(t.shape)));
   }
   return absl::OkStatus();
 }
@@ -75,9 +75,9 @@ absl::Status SplitHeads(const TensorView& t, const AxisIndex& ax,
     if (hidden % known_heads != 0) {
       return InvalidField(
           Dim(field, ax.d),
-          absl::StrCat("hidden size ", hidden,
-                       " must be a multiple of the key/value heads N2=",
-                       known_heads));
+          absl::StrCat(
+              "hidden size ", hidden,
+              " must be a multiple of the key/value heads N2=", known_heads));
     }
     *heads = known_heads;
     *dim = hidden / known_heads;
@@ -103,8 +103,9 @@ absl::StatusOr<AttentionDims> ResolveDims(const TensorView& q,
   ATTN_ASSIGN_OR_RETURN(dims.layout, ParseLayout(o.input_layout));
   if (dims.layout == Layout::kTND) {
     return UnimplementedField(
-        "input_layout", "TND (varlen) is not implemented yet; use a padded "
-                        "layout (BSH, SBH, BSND, BNSD)");
+        "input_layout",
+        "TND (varlen) is not implemented yet; use a padded "
+        "layout (BSH, SBH, BSND, BNSD)");
   }
   dims.dtype = q.dtype;
   if (!IsFloatingCompute(q.dtype)) {
@@ -136,18 +137,18 @@ absl::StatusOr<AttentionDims> ResolveDims(const TensorView& q,
   dims.s1 = q.dim(ax.s);
   if (ax.n >= 0) {
     if (q.dim(ax.n) != o.head_num) {
-      return InvalidField("head_num",
-                          absl::StrCat("must equal the query's N (",
-                                       Dim("query", ax.n), ")=", q.dim(ax.n),
-                                       ", got ", o.head_num));
+      return InvalidField(
+          "head_num",
+          absl::StrCat("must equal the query's N (", Dim("query", ax.n),
+                       ")=", q.dim(ax.n), ", got ", o.head_num));
     }
     dims.d = q.dim(ax.d);
   } else {
     const int64_t hidden = q.dim(ax.d);
     if (hidden % o.head_num != 0) {
-      return InvalidField(
-          "head_num", absl::StrCat("must divide the query hidden size H=",
-                                   hidden, ", got ", o.head_num));
+      return InvalidField("head_num",
+                          absl::StrCat("must divide the query hidden size H=",
+                                       hidden, ", got ", o.head_num));
     }
     dims.d = hidden / o.head_num;
   }
@@ -178,10 +179,10 @@ absl::StatusOr<AttentionDims> ResolveDims(const TensorView& q,
   ATTN_RETURN_IF_ERROR(
       CheckRange(dims.n2, 1, kMaxHeads, key_heads_field, "key heads N2"));
   if (dims.n1 % dims.n2 != 0) {
-    return InvalidField(key_heads_field,
-                        absl::StrCat("key heads N2=", dims.n2,
-                                     " must divide query heads N1=", dims.n1,
-                                     " (GQA/MQA)"));
+    return InvalidField(
+        key_heads_field,
+        absl::StrCat("key heads N2=", dims.n2,
+                     " must divide query heads N1=", dims.n1, " (GQA/MQA)"));
   }
   dims.g = dims.n1 / dims.n2;
 
@@ -190,8 +191,7 @@ absl::StatusOr<AttentionDims> ResolveDims(const TensorView& q,
     vn = v.dim(ax.n);
     dims.dv = v.dim(ax.d);
   } else {
-    ATTN_RETURN_IF_ERROR(
-        SplitHeads(v, ax, dims.n2, 0, "value", &vn, &dims.dv));
+    ATTN_RETURN_IF_ERROR(SplitHeads(v, ax, dims.n2, 0, "value", &vn, &dims.dv));
   }
   if (v.dim(ax.b) != dims.b) {
     return InvalidField(Dim("value", ax.b),
@@ -204,9 +204,9 @@ absl::StatusOr<AttentionDims> ResolveDims(const TensorView& q,
                                      dims.s2, ", got ", v.dim(ax.s)));
   }
   if (vn != dims.n2) {
-    return InvalidField(Dim("value", ax.n),
-                        absl::StrCat("heads must equal the key's N2=", dims.n2,
-                                     ", got ", vn));
+    return InvalidField(
+        Dim("value", ax.n),
+        absl::StrCat("heads must equal the key's N2=", dims.n2, ", got ", vn));
   }
   ATTN_RETURN_IF_ERROR(
       CheckRange(dims.dv, 1, kMaxHeadDim, Dim("value", ax.d), "head dim Dv"));
@@ -230,16 +230,16 @@ absl::Status CheckBand(const AttentionOptions& o, const AttentionDims& dims) {
                      " (empty band), got ", o.next_tokens));
   }
   if (o.next_tokens < -(dims.s1 - 1)) {
-    return InvalidField("next_tokens",
-                        absl::StrCat("must be >= -(Sq-1)=", -(dims.s1 - 1),
-                                     " or the band is empty, got ",
-                                     o.next_tokens));
+    return InvalidField(
+        "next_tokens",
+        absl::StrCat("must be >= -(Sq-1)=", -(dims.s1 - 1),
+                     " or the band is empty, got ", o.next_tokens));
   }
   if (o.pre_tokens < -(dims.s2 - 1)) {
-    return InvalidField("pre_tokens",
-                        absl::StrCat("must be >= -(Skv-1)=", -(dims.s2 - 1),
-                                     " or the band is empty, got ",
-                                     o.pre_tokens));
+    return InvalidField(
+        "pre_tokens",
+        absl::StrCat("must be >= -(Skv-1)=", -(dims.s2 - 1),
+                     " or the band is empty, got ", o.pre_tokens));
   }
   return absl::OkStatus();
 }
@@ -284,29 +284,29 @@ absl::Status CheckOptions(const AttentionOptions& o,
     return InvalidField("scale_value", "must be a finite number");
   }
   if (!(o.keep_prob > 0.0 && o.keep_prob <= 1.0)) {
-    return InvalidField("keep_prob", absl::StrCat("must be in (0, 1], got ",
-                                                  o.keep_prob));
+    return InvalidField("keep_prob",
+                        absl::StrCat("must be in (0, 1], got ", o.keep_prob));
   }
   if (o.pse_type < 0 || o.pse_type > 3) {
-    return InvalidField("pse_type", absl::StrCat("must be 0, 1, 2 or 3, got ",
-                                                 o.pse_type));
+    return InvalidField("pse_type",
+                        absl::StrCat("must be 0, 1, 2 or 3, got ", o.pse_type));
   }
   if (o.sparse_mode < 0 || o.sparse_mode > 8) {
-    return InvalidField("sparse_mode", absl::StrCat("must be in [0, 8], got ",
-                                                    o.sparse_mode));
+    return InvalidField("sparse_mode",
+                        absl::StrCat("must be in [0, 8], got ", o.sparse_mode));
   }
   if (o.inner_precise != 0 && o.inner_precise != 2) {
-    return InvalidField("inner_precise", absl::StrCat("must be 0 or 2, got ",
-                                                      o.inner_precise));
+    return InvalidField("inner_precise",
+                        absl::StrCat("must be 0 or 2, got ", o.inner_precise));
   }
   if (o.pse_type != 1 && !o.pse.has_value()) {
-    return InvalidField("pse", absl::StrCat("pse_type=", o.pse_type,
-                                            " requires a pse tensor"));
+    return InvalidField(
+        "pse", absl::StrCat("pse_type=", o.pse_type, " requires a pse tensor"));
   }
   if (!o.actual_seq_qlen.empty() || !o.actual_seq_kvlen.empty()) {
-    return InvalidField(o.actual_seq_qlen.empty() ? "actual_seq_kvlen"
-                                                  : "actual_seq_qlen",
-                        "is only used with input_layout TND");
+    return InvalidField(
+        o.actual_seq_qlen.empty() ? "actual_seq_kvlen" : "actual_seq_qlen",
+        "is only used with input_layout TND");
   }
   if (!o.prefix.empty() && o.sparse_mode != 5 && o.sparse_mode != 6) {
     return InvalidField("prefix", absl::StrCat("is only used with sparse_mode "
@@ -315,9 +315,9 @@ absl::Status CheckOptions(const AttentionOptions& o,
   }
   // Options the kernels do not implement yet are refused by name.
   if (o.sparse_mode != 0) {
-    return UnimplementedField(
-        "sparse_mode", absl::StrCat("sparse_mode ", o.sparse_mode,
-                                    " is not implemented yet (only 0)"));
+    return UnimplementedField("sparse_mode",
+                              absl::StrCat("sparse_mode ", o.sparse_mode,
+                                           " is not implemented yet (only 0)"));
   }
   if (o.pse.has_value()) {
     return UnimplementedField("pse", "pse is not implemented yet");
@@ -343,8 +343,9 @@ Tiling MakeTiling(int threads) {
 }
 
 uint64_t FloatBytes(int64_t floats) {
-  // Each scratch region is 64-byte aligned: allow one cache line per region.
-  return static_cast<uint64_t>(floats) * sizeof(float) + 16 * 64;
+  // Whole cache lines, plus one line of slack for each aligned region.
+  const int64_t lines = (floats + 15) / 16 + 16;
+  return static_cast<uint64_t>(lines) * 64;
 }
 
 std::vector<int64_t> SoftmaxShape(const AttentionDims& d) {
@@ -356,8 +357,8 @@ std::vector<int64_t> SoftmaxShape(const AttentionDims& d) {
 absl::StatusOr<ForwardPlan> PlanForward(const ForwardArgs& args, int threads) {
   ForwardPlan plan;
   const AttentionOptions& o = args.options;
-  ATTN_ASSIGN_OR_RETURN(plan.dims, ResolveDims(args.query, args.key,
-                                               args.value, o, false));
+  ATTN_ASSIGN_OR_RETURN(
+      plan.dims, ResolveDims(args.query, args.key, args.value, o, false));
   ATTN_RETURN_IF_ERROR(CheckOptions(o, plan.dims));
   ATTN_ASSIGN_OR_RETURN(plan.mask, ResolveMask(o, plan.dims));
   const AttentionDims& d = plan.dims;
@@ -380,8 +381,8 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
                                           int threads) {
   BackwardPlan plan;
   const AttentionOptions& o = args.options;
-  ATTN_ASSIGN_OR_RETURN(plan.dims, ResolveDims(args.query, args.key,
-                                               args.value, o, true));
+  ATTN_ASSIGN_OR_RETURN(plan.dims,
+                        ResolveDims(args.query, args.key, args.value, o, true));
   const AttentionDims& d = plan.dims;
   const std::vector<int64_t> dy_shape =
       ShapeFor(d.layout, d.b, d.s1, d.n1, d.dv);
@@ -412,17 +413,17 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
       ATTN_RETURN_IF_ERROR(CheckShape(*t, SoftmaxShape(d), name));
       ATTN_RETURN_IF_ERROR(CheckByteSize(*t, name));
     }
-    ATTN_RETURN_IF_ERROR(CheckDType(*args.attention_in, d.dtype,
-                                    "attention_in", "same as query"));
-    ATTN_RETURN_IF_ERROR(CheckShape(*args.attention_in, dy_shape,
-                                    "attention_in"));
+    ATTN_RETURN_IF_ERROR(CheckDType(*args.attention_in, d.dtype, "attention_in",
+                                    "same as query"));
+    ATTN_RETURN_IF_ERROR(
+        CheckShape(*args.attention_in, dy_shape, "attention_in"));
     ATTN_RETURN_IF_ERROR(CheckByteSize(*args.attention_in, "attention_in"));
   }
   plan.scale = static_cast<float>(o.scale_value);
   plan.tiling = MakeTiling(threads);
   const int64_t tq = plan.tiling.tile_q, tk = plan.tiling.tile_kv;
-  const int64_t per_thread = 2 * d.s2 * (d.d + d.dv) +
-                             2 * tq * (d.d + d.dv) + 2 * tq * tk + 4 * tq;
+  const int64_t per_thread =
+      2 * d.s2 * (d.d + d.dv) + 2 * tq * (d.d + d.dv) + 2 * tq * tk + 4 * tq;
   plan.workspace_bytes = FloatBytes(per_thread) * plan.tiling.threads;
   plan.flops = 2.5 * ForwardFlops(d);
   plan.outputs = {

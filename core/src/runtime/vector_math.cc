@@ -36,8 +36,8 @@ inline float FastExp(float x) {
 
 }  // namespace
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) float
-ExpShiftSum(float* x, int64_t n, float shift) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) float ExpShiftSum(
+    float* x, int64_t n, float shift) {
   for (int64_t i = 0; i < n; ++i) x[i] = FastExp(x[i] - shift);
   // Eight partial sums so that the reduction vectorizes without reassociation.
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -14,6 +14,7 @@
 #define ATTNSERVE_CORE_ENGINE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,10 +26,17 @@
 #include "attnserve/core/workspace_pool.h"
 
 namespace attnserve::core {
+class ComputePool;
+}  // namespace attnserve::core
+
+namespace attnserve::core {
 
 struct EngineOptions {
   // Cap on the bytes of workspace leased at once; 0 = unlimited.
   uint64_t workspace_budget_bytes = 0;
+  // Threads one request may use (the caller's plus helpers the engine owns).
+  // Plan with the same number: PlanForward(args, engine.intra_op_threads()).
+  int intra_op_threads = 1;
 };
 
 struct RunStats {
@@ -56,6 +64,7 @@ struct BackwardResult {
 class Engine {
  public:
   explicit Engine(const EngineOptions& options);
+  ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
@@ -67,11 +76,14 @@ class Engine {
                                              const CancelToken& cancel);
 
   WorkspacePool& workspace_pool() { return pool_; }
+  int intra_op_threads() const { return intra_op_threads_; }
   // Names of the compute backends, e.g. {"openblas:Haswell"}.
   std::vector<std::string> backends() const;
 
  private:
   WorkspacePool pool_;
+  const int intra_op_threads_;
+  std::unique_ptr<ComputePool> compute_;
 };
 
 }  // namespace attnserve::core

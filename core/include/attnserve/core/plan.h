@@ -71,8 +71,8 @@ struct ForwardPlan {
   MaskSpec mask;
   Tiling tiling;
   float scale = 1.0f;
-  uint64_t workspace_bytes = 0;  // For one run (all threads).
-  double flops = 0;              // 4 * B * N1 * S1 * S2 * D-ish (FA2).
+  uint64_t workspace_bytes = 0;     // For one run (all threads).
+  double flops = 0;                 // 4 * B * N1 * S1 * S2 * D-ish (FA2).
   std::vector<OutputSpec> outputs;  // attention_out, softmax_max, softmax_sum.
 };
 

@@ -40,15 +40,16 @@ std::optional<std::string> FieldOf(const absl::Status& status);
 #define ATTN_STATUS_CONCAT_(a, b) ATTN_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function when `expr` yields a non-OK status.
-#define ATTN_RETURN_IF_ERROR(expr)                \
-  do {                                            \
-    ::absl::Status attn_status_ = (expr);         \
-    if (!attn_status_.ok()) return attn_status_;  \
+#define ATTN_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status attn_status_ = (expr);        \
+    if (!attn_status_.ok()) return attn_status_; \
   } while (0)
 
 // `lhs = value of expr` or return its error. `lhs` may declare a variable.
-#define ATTN_ASSIGN_OR_RETURN(lhs, expr) \
-  ATTN_ASSIGN_OR_RETURN_IMPL_(ATTN_STATUS_CONCAT_(attn_sor_, __LINE__), lhs, expr)
+#define ATTN_ASSIGN_OR_RETURN(lhs, expr)                                     \
+  ATTN_ASSIGN_OR_RETURN_IMPL_(ATTN_STATUS_CONCAT_(attn_sor_, __LINE__), lhs, \
+                              expr)
 #define ATTN_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                                \
   if (!tmp.ok()) return tmp.status();               \

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything attnserve needs to build, run and test, from Debian's
+# packages (and buf, the protobuf linter / gRPC curl, from npm into .tools/).
+# Idempotent and quiet when everything is already there. Needs root (or sudo).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+packages=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libopenblas-dev libspdlog-dev libgtest-dev libgmock-dev
+  golang-github-gogo-googleapis-dev
+  clang-format
+)
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$p")
+done
+if ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# buf: `buf lint` for the protos and `buf curl` for the end-to-end tests.
+if [ ! -x "$root/.tools/node_modules/.bin/buf" ]; then
+  echo "install-deps: installing buf (npm @bufbuild/buf) into .tools/"
+  mkdir -p "$root/.tools"
+  npm install --silent --no-audit --no-fund --prefix "$root/.tools" \
+    @bufbuild/buf@1 >/dev/null
+fi

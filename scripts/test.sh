@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the dependencies, builds attnserve with its tests (Release) and
+# runs every test with ctest. With --sanitize, builds in build-asan/ with
+# AddressSanitizer + UndefinedBehaviorSanitizer and runs the unit tests
+# (labels core, server and client).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/install-deps.sh"
+jobs=$(nproc 2>/dev/null || echo 2)
+if [ "${1:-}" = "--sanitize" ]; then
+  build_dir="$root/build-asan"
+  "$root/scripts/build.sh" "$build_dir" -DATTNSERVE_SANITIZE=ON \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNSERVE_BUILD_TESTS=ON
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" -L 'core|server|client'
+else
+  build_dir="$root/build"
+  "$root/scripts/build.sh" "$build_dir" -DATTNSERVE_BUILD_TESTS=ON
+  ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
+fi
