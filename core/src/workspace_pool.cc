@@ -59,7 +59,7 @@ absl::StatusOr<WorkspaceLease> WorkspacePool::Acquire(uint64_t bytes) {
   const size_t want = RoundUp(bytes);
   std::byte* data = nullptr;
   size_t capacity = 0;
-  std::byte* evict = nullptr;
+  std::vector<std::byte*> evicted;
   {
     absl::MutexLock lock(&mu_);
     if (budget_ != 0 && in_use_ + want > budget_) {
@@ -67,11 +67,12 @@ absl::StatusOr<WorkspaceLease> WorkspacePool::Acquire(uint64_t bytes) {
           "workspace of ", want, " bytes does not fit the memory budget: ",
           in_use_, " of ", budget_, " bytes in use"));
     }
-    // Best fit among free buffers.
+    // Best fit among free buffers that keep the leased total in budget.
     auto best = free_.end();
     for (auto it = free_.begin(); it != free_.end(); ++it) {
-      if (it->capacity >= want &&
-          (best == free_.end() || it->capacity < best->capacity)) {
+      const bool fits = it->capacity >= want &&
+                        (budget_ == 0 || in_use_ + it->capacity <= budget_);
+      if (fits && (best == free_.end() || it->capacity < best->capacity)) {
         best = it;
       }
     }
@@ -80,24 +81,24 @@ absl::StatusOr<WorkspaceLease> WorkspacePool::Acquire(uint64_t bytes) {
       capacity = best->capacity;
       free_.erase(best);
     } else {
-      // Keep reserved memory within the budget: drop the largest free buffer
-      // if a new allocation would take the pool over it.
-      if (budget_ != 0 && !free_.empty() && reserved_ + want > budget_) {
+      capacity = want;
+      reserved_ += want;
+      // Keep the memory held (leased + free) within the budget: release
+      // free buffers, largest first, until the new one fits.
+      while (budget_ != 0 && reserved_ > budget_ && !free_.empty()) {
         auto largest =
             std::max_element(free_.begin(), free_.end(),
                              [](const FreeBuffer& a, const FreeBuffer& b) {
                                return a.capacity < b.capacity;
                              });
-        evict = largest->data;
+        evicted.push_back(largest->data);
         reserved_ -= largest->capacity;
         free_.erase(largest);
       }
-      capacity = want;
-      reserved_ += want;
     }
     in_use_ += capacity;
   }
-  std::free(evict);
+  for (std::byte* p : evicted) std::free(p);
   if (data == nullptr) {
     data = static_cast<std::byte*>(std::aligned_alloc(kAlignment, capacity));
     if (data == nullptr) {

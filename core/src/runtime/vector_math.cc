@@ -26,9 +26,10 @@ inline float FastExp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  int32_t bits;
+  // Scale by 2^k through the exponent bits (unsigned: k may be negative).
+  uint32_t bits;
   std::memcpy(&bits, &p, sizeof(bits));
-  bits += static_cast<int32_t>(k) << 23;
+  bits += static_cast<uint32_t>(static_cast<int32_t>(k)) << 23;
   float result;
   std::memcpy(&result, &bits, sizeof(result));
   return underflow ? 0.0f : result;

@@ -1,0 +1,176 @@
+// attnctl: command-line client for an attnserve server.
+//
+//   attnctl health|info|forward|backward [flags]
+//
+// Flags only: parsing, building the Workload and dispatching to commands.cc.
+#include <cmath>
+#include <cstdint>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "attnctl/commands.h"
+#include "attnctl/report.h"
+#include "attnctl/workload.h"
+#include "attnserve/client/client.h"
+#include "attnserve/client/tensor_helpers.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address, host:port.");
+ABSL_FLAG(absl::Duration, timeout, absl::Minutes(5),
+          "Deadline of each call, e.g. 30s or 2m.");
+ABSL_FLAG(std::vector<std::string>, metadata, {},
+          "Comma-separated key=value pairs sent as call metadata, e.g. "
+          "authorization=Bearer abc.");
+ABSL_FLAG(std::string, service, "", "health: service name to check.");
+ABSL_FLAG(std::string, layout, "BNSD", "Input layout: BSH, SBH, BSND or BNSD.");
+ABSL_FLAG(std::string, dtype, "fp32",
+          "Input dtype: fp32, fp16, bf16 (or float32, float16, bfloat16).");
+ABSL_FLAG(int64_t, b, 1, "Batch size.");
+ABSL_FLAG(int64_t, n, 8, "Query heads (N1).");
+ABSL_FLAG(std::optional<int64_t>, kv_heads, std::nullopt,
+          "Key/value heads (N2); default: -n.");
+ABSL_FLAG(std::optional<int64_t>, head_num, std::nullopt,
+          "head_num sent to the server; default: -n (override to probe "
+          "validation).");
+ABSL_FLAG(int64_t, s, 1024, "Sequence length of query and key/value.");
+ABSL_FLAG(std::optional<int64_t>, sq, std::nullopt,
+          "Query sequence length; default: -s.");
+ABSL_FLAG(std::optional<int64_t>, skv, std::nullopt,
+          "Key/value sequence length; default: -s.");
+ABSL_FLAG(int64_t, d, 128, "Head dimension.");
+ABSL_FLAG(std::optional<double>, scale, std::nullopt,
+          "scale_value; default: 1/sqrt(d).");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of the random inputs.");
+ABSL_FLAG(bool, causal_mask, false,
+          "Send a full [Sq,Skv] BOOL causal mask (sparse_mode 0).");
+ABSL_FLAG(int32_t, repeat, 1, "Number of timed calls.");
+
+namespace attnserve::attnctl {
+namespace {
+
+constexpr char kUsage[] =
+    "attnctl <command> [flags]\n\n"
+    "Commands:\n"
+    "  health    grpc.health.v1 check; exit 0 only when SERVING\n"
+    "  info      print GetServerInfo\n"
+    "  forward   FlashAttentionScore on random inputs\n"
+    "  backward  forward, then FlashAttentionScoreGrad on random dy\n\n"
+    "Example:\n"
+    "  attnctl forward --layout BNSD --dtype bf16 -b 1 -n 8 -s 1024 -d 128";
+
+absl::StatusOr<Workload> WorkloadFromFlags() {
+  Workload w;
+  w.layout = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_layout));
+  absl::StatusOr<v1::DataType> dtype =
+      ParseDataType(absl::GetFlag(FLAGS_dtype));
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", dtype.status().message()));
+  }
+  w.dtype = *dtype;
+  w.batch = absl::GetFlag(FLAGS_b);
+  w.heads = absl::GetFlag(FLAGS_n);
+  w.kv_heads = absl::GetFlag(FLAGS_kv_heads).value_or(w.heads);
+  w.head_num = absl::GetFlag(FLAGS_head_num).value_or(w.heads);
+  const int64_t s = absl::GetFlag(FLAGS_s);
+  w.sq = absl::GetFlag(FLAGS_sq).value_or(s);
+  w.skv = absl::GetFlag(FLAGS_skv).value_or(s);
+  w.head_dim = absl::GetFlag(FLAGS_d);
+  w.scale = absl::GetFlag(FLAGS_scale)
+                .value_or(w.head_dim > 0
+                              ? 1.0 / std::sqrt(static_cast<double>(w.head_dim))
+                              : 1.0);
+  w.seed = absl::GetFlag(FLAGS_seed);
+  w.causal_mask = absl::GetFlag(FLAGS_causal_mask);
+  absl::Status valid = ValidateWorkload(w);
+  if (!valid.ok()) return valid;
+  return w;
+}
+
+absl::StatusOr<ClientOptions> ClientOptionsFromFlags() {
+  ClientOptions options;
+  options.default_timeout = absl::GetFlag(FLAGS_timeout);
+  for (const std::string& pair : absl::GetFlag(FLAGS_metadata)) {
+    const size_t eq = pair.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--metadata: expected key=value, got \"", pair, "\""));
+    }
+    options.metadata.emplace_back(absl::AsciiStrToLower(pair.substr(0, eq)),
+                                  pair.substr(eq + 1));
+  }
+  return options;
+}
+
+int UsageError(const absl::Status& status) {
+  std::cerr << "attnctl: " << status.message() << "\n"
+            << "Run 'attnctl --help' for usage.\n";
+  return kExitUsage;
+}
+
+// --help lists attnctl's own flags (all defined in this directory).
+bool IsAttnctlFlagFile(absl::string_view filename) {
+  return absl::StrContains(filename, "attnctl/");
+}
+
+int Main(int argc, char** argv) {
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = &IsAttnctlFlagFile;
+  usage_config.contains_helpshort_flags = &IsAttnctlFlagFile;
+  absl::SetFlagsUsageConfig(usage_config);
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() != 2) {
+    return UsageError(absl::InvalidArgumentError(
+        positional.size() < 2
+            ? "missing command (health, info, forward or "
+              "backward)"
+            : absl::StrCat("unexpected argument \"", positional[2], "\"")));
+  }
+  const std::string command = positional[1];
+  if (command != "health" && command != "info" && command != "forward" &&
+      command != "backward") {
+    return UsageError(absl::InvalidArgumentError(
+        absl::StrCat("unknown command \"", command, "\"")));
+  }
+
+  CommandOptions options;
+  options.timeout = absl::GetFlag(FLAGS_timeout);
+  options.repeat = absl::GetFlag(FLAGS_repeat);
+  options.health_service = absl::GetFlag(FLAGS_service);
+  if (options.repeat < 1) {
+    return UsageError(absl::InvalidArgumentError(
+        absl::StrCat("--repeat: must be at least 1, got ", options.repeat)));
+  }
+  absl::StatusOr<ClientOptions> client_options = ClientOptionsFromFlags();
+  if (!client_options.ok()) return UsageError(client_options.status());
+  absl::StatusOr<Client> client =
+      Client::Connect(absl::GetFlag(FLAGS_target), *client_options);
+  if (!client.ok()) return UsageError(client.status());
+
+  if (command == "health")
+    return RunHealth(*client, options, std::cout, std::cerr);
+  if (command == "info") return RunInfo(*client, options, std::cout, std::cerr);
+  absl::StatusOr<Workload> workload = WorkloadFromFlags();
+  if (!workload.ok()) return UsageError(workload.status());
+  if (command == "forward") {
+    return RunForward(*client, *workload, options, std::cout, std::cerr);
+  }
+  return RunBackward(*client, *workload, options, std::cout, std::cerr);
+}
+
+}  // namespace
+}  // namespace attnserve::attnctl
+
+int main(int argc, char** argv) { return attnserve::attnctl::Main(argc, argv); }

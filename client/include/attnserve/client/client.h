@@ -1,0 +1,111 @@
+// A typed, blocking client for an attnserve server.
+//
+// One Client wraps one gRPC channel and offers a method per RPC of
+// attnserve.v1.AttentionService plus the standard grpc.health.v1 check. Every
+// method takes an optional per-call timeout (the option's default otherwise)
+// and returns the response or an absl::Status with the server's code and
+// message; google.rpc.BadRequest field violations stay reachable through
+// FieldViolations() (see status_conversion.h). Example:
+//
+//   ATTN_ASSIGN_OR_RETURN(attnserve::Client client,
+//                         attnserve::Client::Connect("127.0.0.1:50051"));
+//   ATTN_ASSIGN_OR_RETURN(attnserve::v1::GetServerInfoResponse info,
+//                         client.GetServerInfo(absl::Seconds(5)));
+//
+// Thread-safety: a Client is cheap to copy (copies share the channel) and all
+// its methods are const and may be called concurrently.
+#ifndef ATTNSERVE_CLIENT_CLIENT_H_
+#define ATTNSERVE_CLIENT_CLIENT_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "attnserve/v1/attention.pb.h"
+#include "grpcpp/channel.h"
+
+namespace attnserve {
+
+struct ClientOptions {
+  // Largest message sent or received, in bytes (tensors travel inline).
+  int max_message_bytes = 1 << 30;
+  // Timeout of calls made without one; absl::InfiniteDuration() (or anything
+  // beyond a year) = no deadline.
+  absl::Duration default_timeout = absl::Minutes(5);
+  // Metadata sent with every call, e.g. {"authorization", "Bearer <token>"}.
+  // Keys must be lower-case.
+  std::vector<std::pair<std::string, std::string>> metadata;
+};
+
+// Result of the grpc.health.v1 Check method.
+enum class ServingStatus {
+  kUnknown,
+  kServing,
+  kNotServing,
+  kServiceUnknown,
+};
+
+// "UNKNOWN", "SERVING", "NOT_SERVING" or "SERVICE_UNKNOWN".
+absl::string_view ServingStatusName(ServingStatus status);
+
+class Client {
+ public:
+  // Creates an insecure (plain-text HTTP/2) channel to `target`, e.g.
+  // "127.0.0.1:50051" or "dns:///attn.internal:50051". Connecting is lazy: a
+  // server that is down shows up as UNAVAILABLE on the first call. Fails with
+  // INVALID_ARGUMENT for an empty target or a non-positive message size.
+  static absl::StatusOr<Client> Connect(const std::string& target,
+                                        const ClientOptions& options = {});
+
+  // Uses an existing channel (e.g. one with TLS credentials, or an in-process
+  // channel in tests); `channel` must not be null. The channel's own
+  // arguments decide the message limits; options.max_message_bytes is unused.
+  explicit Client(std::shared_ptr<grpc::Channel> channel,
+                  ClientOptions options = {});
+
+  // Each call blocks until the response arrives, the timeout passes
+  // (DEADLINE_EXCEEDED) or the call fails. `timeout` defaults to
+  // options.default_timeout.
+  absl::StatusOr<v1::FlashAttentionScoreResponse> FlashAttentionScore(
+      const v1::FlashAttentionScoreRequest& request,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  absl::StatusOr<v1::FlashAttentionScoreGradResponse> FlashAttentionScoreGrad(
+      const v1::FlashAttentionScoreGradRequest& request,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  absl::StatusOr<v1::NsaSelectedAttentionResponse> NsaSelectedAttention(
+      const v1::NsaSelectedAttentionRequest& request,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  absl::StatusOr<v1::NsaSelectedAttentionGradResponse> NsaSelectedAttentionGrad(
+      const v1::NsaSelectedAttentionGradRequest& request,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  absl::StatusOr<v1::GetWorkspaceSizeResponse> GetWorkspaceSize(
+      const v1::GetWorkspaceSizeRequest& request,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  absl::StatusOr<v1::GetServerInfoResponse> GetServerInfo(
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+
+  // grpc.health.v1.Health/Check for `service` ("" = the whole server).
+  // A server that does not know `service` answers NOT_FOUND.
+  absl::StatusOr<ServingStatus> Health(
+      const std::string& service = "",
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  struct Stubs;
+
+  std::shared_ptr<grpc::Channel> channel_;
+  ClientOptions options_;
+  std::shared_ptr<const Stubs> stubs_;
+};
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_CLIENT_CLIENT_H_

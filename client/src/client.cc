@@ -1,0 +1,181 @@
+#include "attnserve/client/client.h"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "attnserve/client/status_conversion.h"
+#include "attnserve/v1/attention.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace attnserve {
+
+struct Client::Stubs {
+  explicit Stubs(const std::shared_ptr<grpc::Channel>& channel)
+      : attention(v1::AttentionService::NewStub(channel)),
+        health(grpc::health::v1::Health::NewStub(channel)) {}
+
+  std::unique_ptr<v1::AttentionService::Stub> attention;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health;
+};
+
+namespace {
+
+// Makes the context of one call: deadline and the configured metadata.
+void PrepareContext(const ClientOptions& options,
+                    std::optional<absl::Duration> timeout,
+                    grpc::ClientContext* context) {
+  // Timeouts beyond a year mean "no deadline" (and cannot overflow the clock).
+  constexpr absl::Duration kNoDeadline = absl::Hours(24 * 365);
+  const absl::Duration t = timeout.value_or(options.default_timeout);
+  if (t < kNoDeadline) {
+    const absl::Duration clamped = std::max(t, absl::ZeroDuration());
+    context->set_deadline(std::chrono::system_clock::now() +
+                          absl::ToChronoNanoseconds(clamped));
+  }
+  for (const auto& [key, value] : options.metadata) {
+    context->AddMetadata(key, value);
+  }
+}
+
+// Runs one unary call through `invoke(context, response)`.
+template <typename Response, typename Invoke>
+absl::StatusOr<Response> Unary(const ClientOptions& options,
+                               std::optional<absl::Duration> timeout,
+                               Invoke invoke) {
+  grpc::ClientContext context;
+  PrepareContext(options, timeout, &context);
+  Response response;
+  const grpc::Status status = invoke(&context, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+}  // namespace
+
+absl::string_view ServingStatusName(ServingStatus status) {
+  switch (status) {
+    case ServingStatus::kUnknown:
+      return "UNKNOWN";
+    case ServingStatus::kServing:
+      return "SERVING";
+    case ServingStatus::kNotServing:
+      return "NOT_SERVING";
+    case ServingStatus::kServiceUnknown:
+      return "SERVICE_UNKNOWN";
+  }
+  return "UNKNOWN";
+}
+
+absl::StatusOr<Client> Client::Connect(const std::string& target,
+                                       const ClientOptions& options) {
+  if (target.empty()) {
+    return absl::InvalidArgumentError("target: must not be empty");
+  }
+  if (options.max_message_bytes <= 0) {
+    return absl::InvalidArgumentError(
+        "max_message_bytes: must be positive, got " +
+        std::to_string(options.max_message_bytes));
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
+      target, grpc::InsecureChannelCredentials(), args);
+  if (channel == nullptr) {
+    return absl::InvalidArgumentError("target: cannot create a channel to " +
+                                      target);
+  }
+  return Client(std::move(channel), options);
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : channel_(std::move(channel)),
+      options_(std::move(options)),
+      stubs_(std::make_shared<const Stubs>(channel_)) {}
+
+absl::StatusOr<v1::FlashAttentionScoreResponse> Client::FlashAttentionScore(
+    const v1::FlashAttentionScoreRequest& request,
+    std::optional<absl::Duration> timeout) const {
+  return Unary<v1::FlashAttentionScoreResponse>(
+      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
+        return stubs_->attention->FlashAttentionScore(c, request, r);
+      });
+}
+
+absl::StatusOr<v1::FlashAttentionScoreGradResponse>
+Client::FlashAttentionScoreGrad(
+    const v1::FlashAttentionScoreGradRequest& request,
+    std::optional<absl::Duration> timeout) const {
+  return Unary<v1::FlashAttentionScoreGradResponse>(
+      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
+        return stubs_->attention->FlashAttentionScoreGrad(c, request, r);
+      });
+}
+
+absl::StatusOr<v1::NsaSelectedAttentionResponse> Client::NsaSelectedAttention(
+    const v1::NsaSelectedAttentionRequest& request,
+    std::optional<absl::Duration> timeout) const {
+  return Unary<v1::NsaSelectedAttentionResponse>(
+      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
+        return stubs_->attention->NsaSelectedAttention(c, request, r);
+      });
+}
+
+absl::StatusOr<v1::NsaSelectedAttentionGradResponse>
+Client::NsaSelectedAttentionGrad(
+    const v1::NsaSelectedAttentionGradRequest& request,
+    std::optional<absl::Duration> timeout) const {
+  return Unary<v1::NsaSelectedAttentionGradResponse>(
+      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
+        return stubs_->attention->NsaSelectedAttentionGrad(c, request, r);
+      });
+}
+
+absl::StatusOr<v1::GetWorkspaceSizeResponse> Client::GetWorkspaceSize(
+    const v1::GetWorkspaceSizeRequest& request,
+    std::optional<absl::Duration> timeout) const {
+  return Unary<v1::GetWorkspaceSizeResponse>(
+      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
+        return stubs_->attention->GetWorkspaceSize(c, request, r);
+      });
+}
+
+absl::StatusOr<v1::GetServerInfoResponse> Client::GetServerInfo(
+    std::optional<absl::Duration> timeout) const {
+  const v1::GetServerInfoRequest request;
+  return Unary<v1::GetServerInfoResponse>(
+      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
+        return stubs_->attention->GetServerInfo(c, request, r);
+      });
+}
+
+absl::StatusOr<ServingStatus> Client::Health(
+    const std::string& service, std::optional<absl::Duration> timeout) const {
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse> response =
+      Unary<grpc::health::v1::HealthCheckResponse>(
+          options_, timeout, [&](grpc::ClientContext* c, auto* r) {
+            return stubs_->health->Check(c, request, r);
+          });
+  if (!response.ok()) return response.status();
+  switch (response->status()) {
+    case grpc::health::v1::HealthCheckResponse::SERVING:
+      return ServingStatus::kServing;
+    case grpc::health::v1::HealthCheckResponse::NOT_SERVING:
+      return ServingStatus::kNotServing;
+    case grpc::health::v1::HealthCheckResponse::SERVICE_UNKNOWN:
+      return ServingStatus::kServiceUnknown;
+    default:
+      return ServingStatus::kUnknown;
+  }
+}
+
+}  // namespace attnserve

@@ -1,0 +1,273 @@
+#include "server/attention_service.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "attnserve/core/dtype.h"
+#include "attnserve/core/status_macros.h"
+#include "server/compute_call.h"
+#include "server/proto_convert.h"
+#include "server/request_log.h"
+#include "server/status_mapping.h"
+
+#ifndef ATTNSERVE_VERSION
+#error "ATTNSERVE_VERSION must be defined by the build"
+#endif
+
+namespace attnserve::server {
+namespace {
+
+constexpr char kForwardOp[] = "FlashAttentionScore";
+constexpr char kBackwardOp[] = "FlashAttentionScoreGrad";
+
+// What a job needs after planning, shared by the job's closures. The args
+// view the request's bytes; the request outlives the job.
+struct ForwardWork {
+  core::ForwardArgs args;
+  core::ForwardPlan plan;
+};
+
+struct BackwardWork {
+  core::BackwardArgs args;
+  core::BackwardPlan plan;
+};
+
+absl::Status NsaUnimplemented(absl::string_view op) {
+  return absl::UnimplementedError(absl::StrCat(op, " is not implemented yet"));
+}
+
+// An immediate answer on the calling thread.
+grpc::ServerUnaryReactor* FinishedReactor(grpc::CallbackServerContext* context,
+                                          const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+void FillWorkspaceResponse(uint64_t workspace_bytes, double flops,
+                           const std::vector<core::OutputSpec>& outputs,
+                           v1::GetWorkspaceSizeResponse* response) {
+  response->set_workspace_bytes(workspace_bytes);
+  response->set_flops(flops);
+  for (const core::OutputSpec& spec : outputs) {
+    ToProto(spec, response->add_outputs());
+  }
+}
+
+}  // namespace
+
+AttentionService::AttentionService(core::Engine* engine, Scheduler* scheduler,
+                                   const ServiceConfig& config)
+    : engine_(engine), scheduler_(scheduler), config_(config) {}
+
+absl::Status AttentionService::CheckResponseSize(
+    const std::vector<core::OutputSpec>& outputs) const {
+  uint64_t total = 0;
+  bool overflow = false;
+  for (const core::OutputSpec& spec : outputs) {
+    uint64_t bytes = core::ItemSize(spec.dtype);
+    for (int64_t dim : spec.shape) {
+      overflow = overflow || __builtin_mul_overflow(
+                                 bytes, static_cast<uint64_t>(dim), &bytes);
+    }
+    overflow = overflow || __builtin_add_overflow(total, bytes, &total);
+  }
+  if (overflow || total > config_.max_message_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the response would carry ", overflow ? "more than 2^64" : "",
+        overflow ? "" : absl::StrCat(total), " bytes of outputs, over the ",
+        config_.max_message_bytes,
+        "-byte message limit (--max_message_bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* AttentionService::FlashAttentionScore(
+    grpc::CallbackServerContext* context,
+    const v1::FlashAttentionScoreRequest* request,
+    v1::FlashAttentionScoreResponse* response) {
+  ComputeCall* call =
+      ComputeCall::Create(context, RecordOf(kForwardOp, *request));
+  const absl::Time plan_start = absl::Now();
+  auto work = std::make_shared<ForwardWork>();
+  absl::Status status = [&]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(work->args, ToForwardArgs(*request));
+    ATTN_ASSIGN_OR_RETURN(
+        work->plan, core::PlanForward(work->args, config_.threads_per_request));
+    return CheckResponseSize(work->plan.outputs);
+  }();
+  if (!status.ok()) {
+    call->FinishNow(status);
+    return call;
+  }
+  core::Engine* engine = engine_;
+  auto run = [engine, work,
+              response](const core::CancelToken& token) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(core::ForwardResult result,
+                          engine->RunForward(work->args, work->plan, token));
+    MoveToProto(std::move(result.attention_out),
+                response->mutable_attention_out());
+    MoveToProto(std::move(result.softmax_max), response->mutable_softmax_max());
+    MoveToProto(std::move(result.softmax_sum), response->mutable_softmax_sum());
+    response->mutable_stats()->set_workspace_bytes(
+        result.stats.workspace_bytes);
+    response->mutable_stats()->set_flops(result.stats.flops);
+    return absl::OkStatus();
+  };
+  call->Submit(scheduler_, absl::Now() - plan_start, std::move(run),
+               response->mutable_stats());
+  return call;
+}
+
+grpc::ServerUnaryReactor* AttentionService::FlashAttentionScoreGrad(
+    grpc::CallbackServerContext* context,
+    const v1::FlashAttentionScoreGradRequest* request,
+    v1::FlashAttentionScoreGradResponse* response) {
+  ComputeCall* call =
+      ComputeCall::Create(context, RecordOf(kBackwardOp, *request));
+  const absl::Time plan_start = absl::Now();
+  auto work = std::make_shared<BackwardWork>();
+  absl::Status status = [&]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(work->args, ToBackwardArgs(*request));
+    ATTN_ASSIGN_OR_RETURN(
+        work->plan,
+        core::PlanBackward(work->args, config_.threads_per_request));
+    return CheckResponseSize(work->plan.outputs);
+  }();
+  if (!status.ok()) {
+    call->FinishNow(status);
+    return call;
+  }
+  core::Engine* engine = engine_;
+  auto run = [engine, work,
+              response](const core::CancelToken& token) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(core::BackwardResult result,
+                          engine->RunBackward(work->args, work->plan, token));
+    MoveToProto(std::move(result.dq), response->mutable_dq());
+    MoveToProto(std::move(result.dk), response->mutable_dk());
+    MoveToProto(std::move(result.dv), response->mutable_dv());
+    response->mutable_stats()->set_workspace_bytes(
+        result.stats.workspace_bytes);
+    response->mutable_stats()->set_flops(result.stats.flops);
+    return absl::OkStatus();
+  };
+  call->Submit(scheduler_, absl::Now() - plan_start, std::move(run),
+               response->mutable_stats());
+  return call;
+}
+
+grpc::ServerUnaryReactor* AttentionService::NsaSelectedAttention(
+    grpc::CallbackServerContext* context,
+    const v1::NsaSelectedAttentionRequest* request,
+    v1::NsaSelectedAttentionResponse* /*response*/) {
+  RequestRecord record = RecordOf("NsaSelectedAttention", *request);
+  const absl::Status status = NsaUnimplemented(record.op);
+  SetOutcome(status, &record);
+  LogRequest(record);
+  return FinishedReactor(context, status);
+}
+
+grpc::ServerUnaryReactor* AttentionService::NsaSelectedAttentionGrad(
+    grpc::CallbackServerContext* context,
+    const v1::NsaSelectedAttentionGradRequest* request,
+    v1::NsaSelectedAttentionGradResponse* /*response*/) {
+  RequestRecord record = RecordOf("NsaSelectedAttentionGrad", *request);
+  const absl::Status status = NsaUnimplemented(record.op);
+  SetOutcome(status, &record);
+  LogRequest(record);
+  return FinishedReactor(context, status);
+}
+
+grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
+    grpc::CallbackServerContext* context,
+    const v1::GetWorkspaceSizeRequest* request,
+    v1::GetWorkspaceSizeResponse* response) {
+  const int threads = config_.threads_per_request;
+  RequestRecord record;
+  absl::Status status;
+  switch (request->op_case()) {
+    case v1::GetWorkspaceSizeRequest::kFlashAttentionScore: {
+      const auto& op = request->flash_attention_score();
+      record = RecordOf("GetWorkspaceSize/FlashAttentionScore", op);
+      status = [&]() -> absl::Status {
+        ATTN_ASSIGN_OR_RETURN(core::ForwardArgs args, ToForwardArgs(op));
+        ATTN_ASSIGN_OR_RETURN(core::ForwardPlan plan,
+                              core::PlanForward(args, threads));
+        FillWorkspaceResponse(plan.workspace_bytes, plan.flops, plan.outputs,
+                              response);
+        return absl::OkStatus();
+      }();
+      status = NestField(status, "flash_attention_score");
+      break;
+    }
+    case v1::GetWorkspaceSizeRequest::kFlashAttentionScoreGrad: {
+      const auto& op = request->flash_attention_score_grad();
+      record = RecordOf("GetWorkspaceSize/FlashAttentionScoreGrad", op);
+      status = [&]() -> absl::Status {
+        ATTN_ASSIGN_OR_RETURN(core::BackwardArgs args, ToBackwardArgs(op));
+        ATTN_ASSIGN_OR_RETURN(core::BackwardPlan plan,
+                              core::PlanBackward(args, threads));
+        FillWorkspaceResponse(plan.workspace_bytes, plan.flops, plan.outputs,
+                              response);
+        return absl::OkStatus();
+      }();
+      status = NestField(status, "flash_attention_score_grad");
+      break;
+    }
+    case v1::GetWorkspaceSizeRequest::kNsaSelectedAttention:
+      record = RecordOf("GetWorkspaceSize/NsaSelectedAttention",
+                        request->nsa_selected_attention());
+      status = NsaUnimplemented("NsaSelectedAttention");
+      break;
+    case v1::GetWorkspaceSizeRequest::kNsaSelectedAttentionGrad:
+      record = RecordOf("GetWorkspaceSize/NsaSelectedAttentionGrad",
+                        request->nsa_selected_attention_grad());
+      status = NsaUnimplemented("NsaSelectedAttentionGrad");
+      break;
+    case v1::GetWorkspaceSizeRequest::OP_NOT_SET:
+      record.op = "GetWorkspaceSize";
+      status = core::InvalidField(
+          "op",
+          "one of flash_attention_score, flash_attention_score_grad, "
+          "nsa_selected_attention, nsa_selected_attention_grad must be set");
+      break;
+  }
+  if (!status.ok()) response->Clear();
+  SetOutcome(status, &record);
+  LogRequest(record);
+  return FinishedReactor(context, status);
+}
+
+grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
+    grpc::CallbackServerContext* context,
+    const v1::GetServerInfoRequest* /*request*/,
+    v1::GetServerInfoResponse* response) {
+  response->set_version(ATTNSERVE_VERSION);
+  response->add_operators(kForwardOp);
+  response->add_operators(kBackwardOp);
+  for (int value = v1::DataType_MIN; value <= v1::DataType_MAX; ++value) {
+    if (value == v1::DATA_TYPE_UNSPECIFIED || !v1::DataType_IsValid(value)) {
+      continue;
+    }
+    absl::StatusOr<core::DType> dtype = FromProtoDType(value, "dtype");
+    if (dtype.ok() && core::IsFloatingCompute(*dtype)) {
+      response->add_dtypes(static_cast<v1::DataType>(value));
+    }
+  }
+  for (const char* layout : {"BSH", "SBH", "BSND", "BNSD"}) {
+    response->add_layouts(layout);
+  }
+  response->set_worker_count(scheduler_->workers());
+  response->set_max_message_bytes(config_.max_message_bytes);
+  response->set_queue_depth(scheduler_->queue_depth());
+  response->set_memory_budget_bytes(engine_->workspace_pool().budget_bytes());
+  for (const std::string& backend : engine_->backends()) {
+    response->add_compute_backends(backend);
+  }
+  return FinishedReactor(context, absl::OkStatus());
+}
+
+}  // namespace attnserve::server

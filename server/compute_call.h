@@ -1,0 +1,66 @@
+// One compute RPC in flight: the gRPC reactor of the call tied to the
+// scheduler job that serves it.
+//
+//   ComputeCall* call = ComputeCall::Create(context, RecordOf(op, *request));
+//   if (!plan.ok()) { call->FinishNow(plan.status()); return call; }
+//   call->Submit(scheduler, plan_time, std::move(run),
+//   response->mutable_stats()); return call;
+//
+// The call owns the request's core::CancelToken (deadline = the RPC's
+// deadline); a client cancellation cancels it, which stops the job in the
+// queue or between tiles. The call finishes exactly once (on FinishNow, on
+// admission failure, or when the job is done), logs one line, and deletes
+// itself when gRPC reports the call done.
+#ifndef ATTNSERVE_SERVER_COMPUTE_CALL_H_
+#define ATTNSERVE_SERVER_COMPUTE_CALL_H_
+
+#include <functional>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "attnserve/core/cancel.h"
+#include "attnserve/v1/attention.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "server/request_log.h"
+#include "server/scheduler.h"
+
+namespace attnserve::server {
+
+// The call's deadline as an absl::Time (InfiniteFuture when none was set).
+absl::Time DeadlineOf(const grpc::CallbackServerContext& context);
+
+class ComputeCall final : public grpc::ServerUnaryReactor {
+ public:
+  // A new call for `context`; the pointer is owned by gRPC once returned
+  // from the handler.
+  static ComputeCall* Create(grpc::CallbackServerContext* context,
+                             RequestRecord record);
+
+  // Finishes with `status` without running anything. Call at most once, and
+  // not together with Submit().
+  void FinishNow(const absl::Status& status);
+
+  // Queues `run`. When the job is done, writes queue and compute seconds into
+  // `stats` (compute = `plan_time` + time in `run`; `run` itself sets
+  // workspace_bytes and flops), logs and finishes with the job's status. If
+  // the scheduler refuses the job, finishes with its error at once. `stats`
+  // and everything `run` touches must live until the call finishes (the
+  // request and response do).
+  void Submit(Scheduler* scheduler, absl::Duration plan_time,
+              std::function<absl::Status(const core::CancelToken&)> run,
+              v1::ExecutionStats* stats);
+
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  ComputeCall(absl::Time deadline, RequestRecord record);
+
+  const std::shared_ptr<core::CancelToken> token_;
+  RequestRecord record_;
+};
+
+}  // namespace attnserve::server
+
+#endif  // ATTNSERVE_SERVER_COMPUTE_CALL_H_

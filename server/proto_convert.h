@@ -1,0 +1,67 @@
+// Conversion between the wire messages (attnserve.v1) and the core's types.
+//
+// Inputs become non-owning core::TensorView's pointing into the request's
+// `bytes` fields, so the request must outlive every use of the returned args
+// (the server keeps the request alive until the call finishes). Outputs move
+// their bytes into the response without copying.
+//
+//   ATTN_ASSIGN_OR_RETURN(core::ForwardArgs args, ToForwardArgs(request));
+//   ... run ...
+//   MoveToProto(std::move(result.attention_out),
+//               response.mutable_attention_out());
+//
+// This layer checks only what the wire format itself requires: required
+// tensors present, dtype a known non-UNSPECIFIED value, dims >= 0, the element
+// count not overflowing, and data.size() == prod(shape) * itemsize. Every
+// operator rule belongs to core::Plan*. Errors are INVALID_ARGUMENT with the
+// field path attached (core::FieldOf), e.g. "query.data".
+//
+// All functions are pure and thread-safe.
+#ifndef ATTNSERVE_SERVER_PROTO_CONVERT_H_
+#define ATTNSERVE_SERVER_PROTO_CONVERT_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "attnserve/core/dtype.h"
+#include "attnserve/core/params.h"
+#include "attnserve/core/plan.h"
+#include "attnserve/core/tensor.h"
+#include "attnserve/v1/attention.pb.h"
+
+namespace attnserve::server {
+
+// The core dtype for a wire dtype; INVALID_ARGUMENT naming `field` for
+// UNSPECIFIED or an unknown enum value.
+absl::StatusOr<core::DType> FromProtoDType(int proto_dtype,
+                                           const std::string& field);
+// The wire dtype for a core dtype (never UNSPECIFIED).
+v1::DataType ToProtoDType(core::DType dtype);
+
+// A view of `tensor`'s bytes after the wire checks above. `field` is the
+// tensor's name in the request ("query"); errors name "query.dtype",
+// "query.shape[2]", "query.shape" or "query.data". The view borrows
+// `tensor.data()`.
+absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
+                                              const std::string& field);
+
+// Request conversions. Unset optional scalars take the documented defaults
+// (scale_value 1.0, keep_prob 1.0, pre/next_tokens 2147483647, pse_type 1);
+// a missing required tensor is INVALID_ARGUMENT naming it.
+absl::StatusOr<core::ForwardArgs> ToForwardArgs(
+    const v1::FlashAttentionScoreRequest& request);
+absl::StatusOr<core::BackwardArgs> ToBackwardArgs(
+    const v1::FlashAttentionScoreGradRequest& request);
+
+// Moves `tensor`'s bytes into `out` (no copy); `tensor.bytes` is left empty.
+void MoveToProto(core::HostTensor tensor, v1::Tensor* out);
+
+// The wire description of one planned output.
+void ToProto(const core::OutputSpec& spec, v1::TensorSpec* out);
+
+// "[2,128,8,64]" for log lines and messages.
+std::string ShapeString(const v1::Tensor& tensor);
+
+}  // namespace attnserve::server
+
+#endif  // ATTNSERVE_SERVER_PROTO_CONVERT_H_

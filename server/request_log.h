@@ -1,0 +1,66 @@
+// One log line per request: what was asked, how it ended, how long it took.
+//
+//   RequestRecord record = RecordOf("FlashAttentionScore", request);
+//   record.code = absl::StatusCode::kOk;
+//   record.queue_seconds = 0.0012;
+//   record.compute_seconds = 0.034;
+//   record.flops = 4.3e9;
+//   LogRequest(record);
+//   // FlashAttentionScore q=[2,128,8,64] k=[2,128,8,64] v=[2,128,8,64]
+//   //   dtype=FLOAT16 layout=BSND status=OK queue_ms=1.200 compute_ms=34.000
+//   //   gflops=126.47
+//
+// Written through spdlog (info for OK, warn otherwise). Thread-safe.
+#ifndef ATTNSERVE_SERVER_REQUEST_LOG_H_
+#define ATTNSERVE_SERVER_REQUEST_LOG_H_
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "attnserve/v1/attention.pb.h"
+#include "server/proto_convert.h"
+
+namespace attnserve::server {
+
+struct RequestRecord {
+  std::string op;  // RPC name, e.g. "FlashAttentionScoreGrad".
+  std::string q_shape, k_shape, v_shape;
+  std::string dtype;   // Query dtype without prefix, e.g. "FLOAT32".
+  std::string layout;  // input_layout as sent.
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::string error;  // Status message when `code` is not OK.
+  double queue_seconds = 0;
+  double compute_seconds = 0;
+  double flops = 0;
+};
+
+// "FLOAT16" for DATA_TYPE_FLOAT16; "?42" for an unknown value.
+std::string DTypeLabel(int proto_dtype);
+
+// The request-describing part of a record (status and timings left zero).
+// `Request` is any operator request with query/key/value/input_layout.
+template <typename Request>
+RequestRecord RecordOf(std::string_view op, const Request& request) {
+  RequestRecord record;
+  record.op = std::string(op);
+  record.q_shape = ShapeString(request.query());
+  record.k_shape = ShapeString(request.key());
+  record.v_shape = ShapeString(request.value());
+  record.dtype = DTypeLabel(request.query().dtype());
+  record.layout = request.input_layout();
+  return record;
+}
+
+// Sets `code` and `error` from `status`.
+void SetOutcome(const absl::Status& status, RequestRecord* record);
+
+// The log line for `record` (no trailing newline).
+std::string FormatRequestLine(const RequestRecord& record);
+
+// Writes FormatRequestLine(record) to the default spdlog logger.
+void LogRequest(const RequestRecord& record);
+
+}  // namespace attnserve::server
+
+#endif  // ATTNSERVE_SERVER_REQUEST_LOG_H_

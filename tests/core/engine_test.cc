@@ -1,0 +1,114 @@
+// Engine: concurrent runs on one engine, intra-op threads, and the
+// workspace budget.
+#include "attnserve/core/engine.h"
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attnserve/core/plan.h"
+#include "gtest/gtest.h"
+#include "tests/testing/attention_case.h"
+#include "tests/testing/status_matchers.h"
+
+namespace attnserve::test {
+namespace {
+
+using core::DType;
+using core::Layout;
+
+CaseConfig Config(int i) {
+  CaseConfig c;
+  c.layout = i % 2 == 0 ? Layout::kBSH : Layout::kBNSD;
+  c.dtype = i % 3 == 0 ? DType::kFloat16 : DType::kFloat32;
+  c.dims = RefDims{2, 4, 2, 70 + i, 90 - i, 32, 32};
+  c.mask = i % 2 == 0 ? MaskKind::kPerHead : MaskKind::kNone;
+  c.seed = 300 + static_cast<uint64_t>(i);
+  return c;
+}
+
+TEST(EngineTest, ConcurrentRunsOnOneEngineMatchTheReference) {
+  core::EngineOptions options;
+  options.intra_op_threads = 2;
+  core::Engine engine(options);
+  ASSERT_EQ(engine.intra_op_threads(), 2);
+  constexpr int kCallers = 4;
+  std::vector<std::unique_ptr<AttentionCase>> cases;
+  for (int i = 0; i < kCallers; ++i) {
+    cases.push_back(std::make_unique<AttentionCase>(Config(i)));
+  }
+  std::vector<absl::StatusOr<core::ForwardResult>> fwd(kCallers);
+  std::vector<absl::StatusOr<core::BackwardResult>> grad(kCallers);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kCallers; ++i) {
+    callers.emplace_back([&, i] {
+      const AttentionCase& c = *cases[static_cast<size_t>(i)];
+      for (int round = 0; round < 3; ++round) {
+        const core::ForwardArgs args = c.forward_args();
+        absl::StatusOr<core::ForwardPlan> plan =
+            core::PlanForward(args, engine.intra_op_threads());
+        if (!plan.ok()) {
+          fwd[i] = plan.status();
+          return;
+        }
+        core::CancelToken token;
+        fwd[i] = engine.RunForward(args, *plan, token);
+        if (!fwd[i].ok()) return;
+        const core::BackwardArgs bargs = c.backward_args(&*fwd[i]);
+        absl::StatusOr<core::BackwardPlan> bplan =
+            core::PlanBackward(bargs, engine.intra_op_threads());
+        if (!bplan.ok()) {
+          grad[i] = bplan.status();
+          return;
+        }
+        grad[i] = engine.RunBackward(bargs, *bplan, token);
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  for (int i = 0; i < kCallers; ++i) {
+    const AttentionCase& c = *cases[static_cast<size_t>(i)];
+    SCOPED_TRACE(CaseName(c.config()));
+    ASSERT_THAT(fwd[i], IsOk());
+    ASSERT_THAT(grad[i], IsOk());
+    ExpectForwardMatches(c, *fwd[i], TolerancesFor(c.config().dtype));
+    ExpectBackwardMatches(c, *grad[i], TolerancesFor(c.config().dtype));
+  }
+  EXPECT_EQ(engine.workspace_pool().in_use_bytes(), 0u);
+}
+
+TEST(EngineTest, WorkspaceOverBudgetIsResourceExhausted) {
+  AttentionCase c(Config(1));
+  const core::ForwardArgs args = c.forward_args();
+  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardPlan plan, core::PlanForward(args));
+  ASSERT_GT(plan.workspace_bytes, 1u);
+  core::EngineOptions options;
+  options.workspace_budget_bytes = plan.workspace_bytes - 1;
+  core::Engine small(options);
+  core::CancelToken token;
+  EXPECT_THAT(small.RunForward(args, plan, token),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  // The plan's own figure is enough.
+  options.workspace_budget_bytes = plan.workspace_bytes;
+  core::Engine exact(options);
+  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult got,
+                            exact.RunForward(args, plan, token));
+  ExpectForwardMatches(c, got, TolerancesFor(c.config().dtype));
+  EXPECT_EQ(got.stats.workspace_bytes, plan.workspace_bytes);
+}
+
+TEST(EngineTest, BackwardWorkspaceOverBudgetIsResourceExhausted) {
+  AttentionCase c(Config(2));
+  const core::BackwardArgs args = c.backward_args_with_reference_residuals();
+  ATTN_ASSERT_OK_AND_ASSIGN(core::BackwardPlan plan, core::PlanBackward(args));
+  core::EngineOptions options;
+  options.workspace_budget_bytes = plan.workspace_bytes / 2;
+  core::Engine small(options);
+  core::CancelToken token;
+  EXPECT_THAT(small.RunBackward(args, plan, token),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+}  // namespace
+}  // namespace attnserve::test

@@ -1,0 +1,78 @@
+// Shared pieces of the end-to-end tests: where the built programs are, a
+// fixture that runs a fresh attnserve for every test, and output parsing.
+//
+//   TEST_F(ServerTest, HealthIsServing) {
+//     ProcessResult r = Run({kAttnctlBinary, "health", TargetFlag()});
+//     EXPECT_EQ(r.exit_code, 0) << Describe(r);
+//   }
+#ifndef ATTNSERVE_TESTS_E2E_E2E_FIXTURE_H_
+#define ATTNSERVE_TESTS_E2E_E2E_FIXTURE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/server_process.h"
+#include "tests/e2e/subprocess.h"
+
+namespace attnserve::e2e {
+
+// Paths given by CMake (see tests/e2e/CMakeLists.txt); empty when the
+// program was not found.
+inline const std::string kAttnserveBinary = ATTNSERVE_BINARY;
+inline const std::string kAttnctlBinary = ATTNCTL_BINARY;
+inline const std::string kBufBinary = BUF_EXECUTABLE;
+inline const std::string kProtoDir = PROTO_DIR;
+
+// Upper bound on any one program run by a test.
+inline constexpr absl::Duration kRunTimeout = absl::Seconds(120);
+
+// Starts attnserve (2 workers) before each test and stops it after; the
+// test fails when the server does not exit cleanly on SIGTERM.
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(kAttnserveBinary, {"--workers=2"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  void TearDown() override {
+    if (server_ == nullptr) return;
+    const int exit_code = server_->Stop();
+    EXPECT_EQ(exit_code, 0) << "attnserve log:\n" << server_->log();
+  }
+
+  std::string TargetFlag() const { return "--target=" + server_->target(); }
+
+  // Runs `argv`, failing the test if it cannot start.
+  ProcessResult Run(const std::vector<std::string>& argv,
+                    const std::vector<std::string>& extra_env = {}) {
+    absl::StatusOr<ProcessResult> result =
+        RunProcess(argv, kRunTimeout, extra_env);
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (!result.ok()) return ProcessResult{};
+    EXPECT_FALSE(result->timed_out) << Describe(*result);
+    return *std::move(result);
+  }
+
+  std::unique_ptr<ServerProcess> server_;
+};
+
+// The first line of `text` that starts with `prefix`, or "" if none does.
+inline std::string LineStartingWith(const std::string& text,
+                                    absl::string_view prefix) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, prefix)) return std::string(line);
+  }
+  return "";
+}
+
+}  // namespace attnserve::e2e
+
+#endif  // ATTNSERVE_TESTS_E2E_E2E_FIXTURE_H_

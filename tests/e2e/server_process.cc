@@ -1,0 +1,197 @@
+#include "tests/e2e/server_process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "attnserve/client/client.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "gtest/gtest.h"
+
+namespace attnserve::e2e {
+namespace {
+
+constexpr int kStartAttempts = 3;
+
+// waitpid without blocking: true (and the exit code) once the child exited.
+bool Reaped(pid_t pid, int* exit_code) {
+  int wait_status = 0;
+  const pid_t r = waitpid(pid, &wait_status, WNOHANG);
+  if (r != pid) return false;
+  *exit_code = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1;
+  return true;
+}
+
+// Starts `binary args...` with stdout and stderr in `log_path`. The child
+// gets SIGTERM when the thread that started it dies, so that a test killed
+// by its timeout leaves no server behind.
+absl::StatusOr<pid_t> Spawn(const std::string& binary,
+                            const std::vector<std::string>& args,
+                            const std::string& log_path) {
+  if (access(binary.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot execute ", binary, ": ", std::strerror(errno)));
+  }
+  // Everything the child needs is prepared before fork(): between fork and
+  // exec only async-signal-safe calls are allowed.
+  std::vector<std::string> argv = {binary};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> c_argv;
+  for (std::string& a : argv) c_argv.push_back(a.data());
+  c_argv.push_back(nullptr);
+  const int log_fd =
+      open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (log_fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot open ", log_path, ": ", std::strerror(errno)));
+  }
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(log_fd);
+    return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(127);  // the parent died already
+    const int null_fd = open("/dev/null", O_RDONLY);
+    if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 ||
+        dup2(log_fd, STDOUT_FILENO) < 0 || dup2(log_fd, STDERR_FILENO) < 0) {
+      _exit(127);
+    }
+    execv(binary.c_str(), c_argv.data());
+    _exit(127);
+  }
+  close(log_fd);
+  return pid;
+}
+
+}  // namespace
+
+absl::StatusOr<int> PickFreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError("socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  const bool ok =
+      bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  close(fd);
+  if (!ok) return absl::InternalError("cannot bind a loopback port");
+  return static_cast<int>(ntohs(addr.sin_port));
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
+    const std::string& binary, const std::vector<std::string>& extra_args,
+    absl::Duration startup_timeout) {
+  if (binary.empty()) {
+    return absl::FailedPreconditionError("the attnserve binary was not built");
+  }
+  absl::Status last_error = absl::UnknownError("no attempt made");
+  for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
+    absl::StatusOr<int> port = PickFreePort();
+    if (!port.ok()) return port.status();
+    std::vector<std::string> args = {
+        absl::StrCat("--listen=127.0.0.1:", *port)};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    const std::string log_path = absl::StrCat(
+        ::testing::TempDir(), "/attnserve-", getpid(), "-", *port, ".log");
+    absl::StatusOr<pid_t> pid = Spawn(binary, args, log_path);
+    if (!pid.ok()) return pid.status();
+    std::unique_ptr<ServerProcess> server(
+        new ServerProcess(*pid, *port, log_path));
+    last_error = server->WaitUntilServing(startup_timeout);
+    if (last_error.ok()) return server;
+    server->Stop(absl::Seconds(5));
+    last_error = absl::Status(
+        last_error.code(), absl::StrCat(last_error.message(),
+                                        "\n--- server log\n", server->log()));
+  }
+  return last_error;
+}
+
+absl::Status ServerProcess::WaitUntilServing(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::Status last = absl::UnavailableError("not checked yet");
+  while (absl::Now() < deadline) {
+    // A fresh channel per attempt, with its own subchannel: a channel that
+    // saw "connection refused" keeps backing off for seconds after the
+    // server is up.
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    const Client client(grpc::CreateCustomChannel(
+        target(), grpc::InsecureChannelCredentials(), args));
+    absl::StatusOr<ServingStatus> status = client.Health("", absl::Seconds(1));
+    // Checked after the health call: if our process lost the port to another
+    // server, that one may be what answered SERVING.
+    if (Reaped(pid_, &exit_code_)) {
+      stopped_ = true;
+      return absl::UnavailableError(absl::StrCat(
+          "attnserve exited with ", exit_code_, " before becoming SERVING"));
+    }
+    if (status.ok() && *status == ServingStatus::kServing) {
+      return absl::OkStatus();
+    }
+    last = status.ok() ? absl::UnavailableError(ServingStatusName(*status))
+                       : status.status();
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      "attnserve on port ", port_,
+      " not SERVING in time; last health check: ", last.ToString()));
+}
+
+int ServerProcess::Stop(absl::Duration grace) {
+  if (stopped_) return exit_code_;
+  stopped_ = true;
+  kill(pid_, SIGTERM);
+  const absl::Time deadline = absl::Now() + grace;
+  while (absl::Now() < deadline) {
+    if (Reaped(pid_, &exit_code_)) return exit_code_;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  kill(pid_, SIGKILL);
+  int wait_status = 0;
+  while (waitpid(pid_, &wait_status, 0) < 0 && errno == EINTR) {
+  }
+  exit_code_ = -1;
+  return exit_code_;
+}
+
+ServerProcess::~ServerProcess() {
+  Stop();
+  std::remove(log_path_.c_str());
+}
+
+std::string ServerProcess::target() const {
+  return absl::StrCat("127.0.0.1:", port_);
+}
+
+std::string ServerProcess::log() const {
+  std::ifstream in(log_path_);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace attnserve::e2e

@@ -1,0 +1,258 @@
+#include "server/proto_convert.h"
+
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "attnserve/core/status_macros.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace attnserve::server {
+namespace {
+
+using ::attnserve::test::IsOk;
+using ::attnserve::test::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+v1::Tensor MakeTensor(v1::DataType dtype, std::vector<int64_t> shape,
+                      size_t bytes) {
+  v1::Tensor t;
+  t.set_dtype(dtype);
+  for (int64_t d : shape) t.add_shape(d);
+  t.set_data(std::string(bytes, '\0'));
+  return t;
+}
+
+// A well-formed fp32 BSND request with B=1, S=2, N=1, D=4.
+v1::FlashAttentionScoreRequest ValidForward() {
+  v1::FlashAttentionScoreRequest r;
+  *r.mutable_query() = MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 2, 1, 4}, 32);
+  *r.mutable_key() = MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 2, 1, 4}, 32);
+  *r.mutable_value() = MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 2, 1, 4}, 32);
+  r.set_head_num(1);
+  r.set_input_layout("BSND");
+  return r;
+}
+
+std::string FieldOf(const absl::Status& status) {
+  return core::FieldOf(status).value_or("<none>");
+}
+
+TEST(ProtoConvertTest, TensorViewPointsIntoTheRequestBytes) {
+  v1::Tensor t = MakeTensor(v1::DATA_TYPE_BFLOAT16, {2, 3}, 12);
+  absl::StatusOr<core::TensorView> view = ToTensorView(t, "query");
+  ASSERT_THAT(view, IsOk());
+  EXPECT_EQ(view->dtype, core::DType::kBFloat16);
+  EXPECT_THAT(view->shape, ElementsAre(2, 3));
+  EXPECT_EQ(view->data, t.data().data());
+  EXPECT_EQ(view->size_bytes, 12u);
+}
+
+TEST(ProtoConvertTest, WrongByteLengthNamesTheDataField) {
+  v1::Tensor t = MakeTensor(v1::DATA_TYPE_FLOAT16, {2, 3}, 11);
+  absl::StatusOr<core::TensorView> view = ToTensorView(t, "query");
+  EXPECT_THAT(view, StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("expected 12")));
+  EXPECT_EQ(FieldOf(view.status()), "query.data");
+}
+
+TEST(ProtoConvertTest, UnspecifiedDtypeIsRejected) {
+  v1::Tensor t = MakeTensor(v1::DATA_TYPE_UNSPECIFIED, {1}, 4);
+  absl::StatusOr<core::TensorView> view = ToTensorView(t, "key");
+  EXPECT_THAT(view, StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("DATA_TYPE_UNSPECIFIED")));
+  EXPECT_EQ(FieldOf(view.status()), "key.dtype");
+}
+
+TEST(ProtoConvertTest, UnknownDtypeValueIsRejected) {
+  v1::Tensor t = MakeTensor(v1::DATA_TYPE_FLOAT32, {1}, 4);
+  t.set_dtype(static_cast<v1::DataType>(42));
+  absl::StatusOr<core::TensorView> view = ToTensorView(t, "value");
+  EXPECT_THAT(view, StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("unknown DataType value 42")));
+  EXPECT_EQ(FieldOf(view.status()), "value.dtype");
+}
+
+TEST(ProtoConvertTest, NegativeDimensionNamesItsIndex) {
+  v1::Tensor t = MakeTensor(v1::DATA_TYPE_FLOAT32, {2, -1, 4}, 0);
+  absl::StatusOr<core::TensorView> view = ToTensorView(t, "value");
+  EXPECT_THAT(view, StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("must be >= 0, got -1")));
+  EXPECT_EQ(FieldOf(view.status()), "value.shape[1]");
+}
+
+TEST(ProtoConvertTest, ElementCountOverflowIsRejected) {
+  const int64_t big = int64_t{1} << 40;
+  v1::Tensor t = MakeTensor(v1::DATA_TYPE_UINT8, {big, big}, 0);
+  absl::StatusOr<core::TensorView> view = ToTensorView(t, "atten_mask");
+  EXPECT_THAT(view, StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("overflows")));
+  EXPECT_EQ(FieldOf(view.status()), "atten_mask.shape");
+}
+
+TEST(ProtoConvertTest, ByteSizeOverflowFromItemSizeIsRejected) {
+  // 2^62 elements fit in int64 but 2^62 * 4 bytes do not.
+  v1::Tensor t = MakeTensor(v1::DATA_TYPE_FLOAT32, {int64_t{1} << 62}, 0);
+  absl::StatusOr<core::TensorView> view = ToTensorView(t, "query");
+  EXPECT_THAT(view, StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("overflows")));
+  EXPECT_EQ(FieldOf(view.status()), "query.shape");
+}
+
+TEST(ProtoConvertTest, ZeroSizedTensorWithNoBytesIsAccepted) {
+  v1::Tensor t = MakeTensor(v1::DATA_TYPE_FLOAT32, {0, 1 << 30}, 0);
+  EXPECT_THAT(ToTensorView(t, "query"), IsOk());
+}
+
+TEST(ProtoConvertTest, MissingRequiredTensorIsNamed) {
+  v1::FlashAttentionScoreRequest r = ValidForward();
+  r.clear_key();
+  absl::StatusOr<core::ForwardArgs> args = ToForwardArgs(r);
+  EXPECT_THAT(args, StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("required")));
+  EXPECT_EQ(FieldOf(args.status()), "key");
+
+  v1::FlashAttentionScoreGradRequest g;
+  *g.mutable_query() = r.query();
+  *g.mutable_key() = r.query();
+  *g.mutable_value() = r.query();
+  absl::StatusOr<core::BackwardArgs> grad = ToBackwardArgs(g);
+  EXPECT_THAT(grad, StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("required")));
+  EXPECT_EQ(FieldOf(grad.status()), "dy");
+}
+
+TEST(ProtoConvertTest, UnsetOptionalsTakeTheDocumentedDefaults) {
+  absl::StatusOr<core::ForwardArgs> args = ToForwardArgs(ValidForward());
+  ASSERT_THAT(args, IsOk());
+  const core::AttentionOptions& o = args->options;
+  EXPECT_EQ(o.scale_value, 1.0);
+  EXPECT_EQ(o.keep_prob, 1.0);
+  EXPECT_EQ(o.pre_tokens, 2147483647);
+  EXPECT_EQ(o.next_tokens, 2147483647);
+  EXPECT_EQ(o.pse_type, 1);
+  EXPECT_FALSE(o.seed.has_value());
+  EXPECT_FALSE(o.offset.has_value());
+  EXPECT_FALSE(o.pse.has_value());
+  EXPECT_FALSE(o.atten_mask.has_value());
+  EXPECT_FALSE(o.drop_mask.has_value());
+  EXPECT_EQ(o.head_num, 1);
+  EXPECT_EQ(o.input_layout, "BSND");
+}
+
+TEST(ProtoConvertTest, ExplicitZerosAreKeptDistinctFromUnset) {
+  v1::FlashAttentionScoreRequest r = ValidForward();
+  r.set_scale_value(0.125);
+  r.set_keep_prob(0.5);
+  r.set_pre_tokens(0);
+  r.set_next_tokens(0);
+  r.set_pse_type(0);
+  r.set_seed(0);
+  r.set_offset(7);
+  r.set_sparse_mode(3);
+  r.set_inner_precise(2);
+  r.add_prefix(5);
+  r.add_q_start_idx(-2);
+  r.add_kv_start_idx(3);
+  absl::StatusOr<core::ForwardArgs> args = ToForwardArgs(r);
+  ASSERT_THAT(args, IsOk());
+  const core::AttentionOptions& o = args->options;
+  EXPECT_EQ(o.scale_value, 0.125);
+  EXPECT_EQ(o.keep_prob, 0.5);
+  EXPECT_EQ(o.pre_tokens, 0);
+  EXPECT_EQ(o.next_tokens, 0);
+  EXPECT_EQ(o.pse_type, 0);
+  EXPECT_EQ(o.seed, uint64_t{0});
+  EXPECT_EQ(o.offset, uint64_t{7});
+  EXPECT_EQ(o.sparse_mode, 3);
+  EXPECT_EQ(o.inner_precise, 2);
+  EXPECT_THAT(o.prefix, ElementsAre(5));
+  EXPECT_THAT(o.q_start_idx, ElementsAre(-2));
+  EXPECT_THAT(o.kv_start_idx, ElementsAre(3));
+}
+
+TEST(ProtoConvertTest, OptionalTensorsAreViewedAndChecked) {
+  v1::FlashAttentionScoreRequest r = ValidForward();
+  *r.mutable_atten_mask() = MakeTensor(v1::DATA_TYPE_BOOL, {2, 2}, 4);
+  absl::StatusOr<core::ForwardArgs> args = ToForwardArgs(r);
+  ASSERT_THAT(args, IsOk());
+  ASSERT_TRUE(args->options.atten_mask.has_value());
+  EXPECT_EQ(args->options.atten_mask->dtype, core::DType::kBool);
+  EXPECT_EQ(args->options.atten_mask->data, r.atten_mask().data().data());
+
+  *r.mutable_pse() = MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 1, 2, 2}, 15);
+  args = ToForwardArgs(r);
+  EXPECT_THAT(args, StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_EQ(FieldOf(args.status()), "pse.data");
+}
+
+TEST(ProtoConvertTest, BackwardResidualsAreOptionalViews) {
+  v1::FlashAttentionScoreRequest f = ValidForward();
+  v1::FlashAttentionScoreGradRequest g;
+  *g.mutable_query() = f.query();
+  *g.mutable_key() = f.key();
+  *g.mutable_value() = f.value();
+  *g.mutable_dy() = f.query();
+  g.set_head_num(1);
+  g.set_input_layout("BSND");
+  absl::StatusOr<core::BackwardArgs> args = ToBackwardArgs(g);
+  ASSERT_THAT(args, IsOk());
+  EXPECT_FALSE(args->softmax_max.has_value());
+  EXPECT_FALSE(args->attention_in.has_value());
+  EXPECT_EQ(args->options.pre_tokens, 2147483647);
+
+  *g.mutable_softmax_max() =
+      MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 1, 2, 8}, 64);
+  *g.mutable_attention_in() = f.query();
+  *g.mutable_softmax_sum() =
+      MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 1, 2, 8}, 63);
+  args = ToBackwardArgs(g);
+  EXPECT_THAT(args, StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_EQ(FieldOf(args.status()), "softmax_sum.data");
+  g.mutable_softmax_sum()->mutable_data()->push_back('\0');
+  args = ToBackwardArgs(g);
+  ASSERT_THAT(args, IsOk());
+  EXPECT_TRUE(args->softmax_max.has_value());
+  EXPECT_TRUE(args->softmax_sum.has_value());
+  EXPECT_TRUE(args->attention_in.has_value());
+}
+
+TEST(ProtoConvertTest, DTypesRoundTrip) {
+  for (int value = v1::DataType_MIN; value <= v1::DataType_MAX; ++value) {
+    if (value == v1::DATA_TYPE_UNSPECIFIED) continue;
+    absl::StatusOr<core::DType> dtype = FromProtoDType(value, "x");
+    ASSERT_THAT(dtype, IsOk());
+    EXPECT_EQ(ToProtoDType(*dtype), value);
+  }
+}
+
+TEST(ProtoConvertTest, HostTensorBytesMoveIntoTheResponseWithoutCopy) {
+  core::HostTensor host = core::MakeHostTensor(core::DType::kFloat16, {4, 64});
+  host.bytes[0] = 'x';
+  const char* buffer = host.bytes.data();
+  v1::Tensor out;
+  MoveToProto(std::move(host), &out);
+  EXPECT_EQ(out.dtype(), v1::DATA_TYPE_FLOAT16);
+  EXPECT_THAT(out.shape(), ElementsAre(4, 64));
+  ASSERT_EQ(out.data().size(), 4u * 64u * 2u);
+  EXPECT_EQ(out.data()[0], 'x');
+  EXPECT_EQ(out.data().data(), buffer);
+}
+
+TEST(ProtoConvertTest, OutputSpecBecomesTensorSpec) {
+  core::OutputSpec spec;
+  spec.name = "softmax_max";
+  spec.dtype = core::DType::kFloat32;
+  spec.shape = {2, 8, 128, 8};
+  v1::TensorSpec out;
+  ToProto(spec, &out);
+  EXPECT_EQ(out.name(), "softmax_max");
+  EXPECT_EQ(out.dtype(), v1::DATA_TYPE_FLOAT32);
+  EXPECT_THAT(out.shape(), ElementsAre(2, 8, 128, 8));
+}
+
+}  // namespace
+}  // namespace attnserve::server

@@ -1,0 +1,58 @@
+#include "server/request_log.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace attnserve::server {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+v1::FlashAttentionScoreRequest Request() {
+  v1::FlashAttentionScoreRequest r;
+  r.mutable_query()->set_dtype(v1::DATA_TYPE_FLOAT16);
+  for (int64_t d : {2, 128, 8, 64}) r.mutable_query()->add_shape(d);
+  for (int64_t d : {2, 256, 2, 64}) r.mutable_key()->add_shape(d);
+  for (int64_t d : {2, 256, 2, 32}) r.mutable_value()->add_shape(d);
+  r.set_input_layout("BSND");
+  return r;
+}
+
+TEST(RequestLogTest, LineHoldsShapesDtypeLayoutStatusAndTimings) {
+  RequestRecord record = RecordOf("FlashAttentionScore", Request());
+  record.queue_seconds = 0.0015;
+  record.compute_seconds = 0.5;
+  record.flops = 2e9;
+  const std::string line = FormatRequestLine(record);
+  EXPECT_EQ(line,
+            "FlashAttentionScore q=[2,128,8,64] k=[2,256,2,64] "
+            "v=[2,256,2,32] dtype=FLOAT16 layout=BSND status=OK "
+            "queue_ms=1.500 compute_ms=500.000 gflops=4.00");
+}
+
+TEST(RequestLogTest, FailedRequestShowsCodeAndMessage) {
+  RequestRecord record =
+      RecordOf("FlashAttentionScoreGrad", v1::FlashAttentionScoreGradRequest());
+  SetOutcome(absl::InvalidArgumentError("head_num: must be >= 1"), &record);
+  const std::string line = FormatRequestLine(record);
+  EXPECT_THAT(line, HasSubstr("FlashAttentionScoreGrad q=[] k=[] v=[]"));
+  EXPECT_THAT(line, HasSubstr("dtype=UNSPECIFIED layout=-"));
+  EXPECT_THAT(line, HasSubstr("status=INVALID_ARGUMENT"));
+  EXPECT_THAT(line, HasSubstr("gflops=0.00"));
+  EXPECT_THAT(line, HasSubstr("error=\"head_num: must be >= 1\""));
+}
+
+TEST(RequestLogTest, SuccessfulRequestHasNoErrorPart) {
+  RequestRecord record = RecordOf("FlashAttentionScore", Request());
+  SetOutcome(absl::OkStatus(), &record);
+  EXPECT_THAT(FormatRequestLine(record), Not(HasSubstr("error=")));
+}
+
+TEST(RequestLogTest, UnknownDtypeIsShownAsItsNumber) {
+  EXPECT_EQ(DTypeLabel(v1::DATA_TYPE_BFLOAT16), "BFLOAT16");
+  EXPECT_EQ(DTypeLabel(42), "?42");
+}
+
+}  // namespace
+}  // namespace attnserve::server

@@ -1,0 +1,96 @@
+// A request the client abandons stops computing and frees its worker.
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server/test_server.h"
+#include "tests/server/wire_tensors.h"
+
+namespace attnserve::server::testing {
+namespace {
+
+v1::FlashAttentionScoreRequest Request(int64_t seq, int64_t head_dim) {
+  const Bnsd dims{1, 1, seq, head_dim};
+  const std::vector<double> values = RandomValues(dims.count(), 7);
+  v1::FlashAttentionScoreRequest r;
+  *r.mutable_query() = Pack("BNSD", dims, values);
+  *r.mutable_key() = Pack("BNSD", dims, values);
+  *r.mutable_value() = Pack("BNSD", dims, values);
+  r.set_head_num(1);
+  r.set_input_layout("BNSD");
+  return r;
+}
+
+// With one worker, a small request queued behind a big one waits for the big
+// one unless cancelling the big one stops it between tiles. The big one is
+// sized to take far longer (over ten seconds on one core) than the bound the
+// small one's queue time is checked against.
+class ServerCancelTest : public ::testing::Test {
+ protected:
+  static ServerOptions OneWorker() {
+    ServerOptions options = TestServer::DefaultOptions();
+    options.workers = 1;
+    return options;
+  }
+
+  // Built before any deadline starts: packing 48 MiB takes a while.
+  void SetUp() override {
+    big_request_ = Request(/*seq=*/32768, /*head_dim=*/128);
+  }
+
+  // Starts the big request; returns once the worker is busy with it.
+  void StartBigRequest(grpc::ClientContext* context) {
+    server_.stub().async()->FlashAttentionScore(
+        context, &big_request_, &big_response_, [this](grpc::Status status) {
+          big_status_ = std::move(status);
+          big_done_.Notify();
+        });
+    // Give the call time to reach the worker.
+    absl::SleepFor(absl::Milliseconds(300));
+    ASSERT_FALSE(big_done_.HasBeenNotified()) << big_status_.error_message();
+  }
+
+  // Runs a tiny request; returns how long it waited for the worker.
+  double SmallRequestQueueSeconds() {
+    grpc::ClientContext context;
+    SetTestDeadline(&context);
+    v1::FlashAttentionScoreResponse response;
+    grpc::Status status = server_.stub().FlashAttentionScore(
+        &context, Request(/*seq=*/4, /*head_dim=*/8), &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.stats().queue_seconds();
+  }
+
+  TestServer server_{OneWorker()};
+  v1::FlashAttentionScoreRequest big_request_;
+  v1::FlashAttentionScoreResponse big_response_;
+  grpc::Status big_status_;
+  absl::Notification big_done_;
+};
+
+TEST_F(ServerCancelTest, ClientCancellationStopsTheRunningJob) {
+  ASSERT_TRUE(server_.started());
+  grpc::ClientContext big_context;
+  SetTestDeadline(&big_context, absl::Seconds(120));
+  StartBigRequest(&big_context);
+  big_context.TryCancel();
+  EXPECT_LT(SmallRequestQueueSeconds(), 3.0);
+  ASSERT_TRUE(big_done_.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(big_status_.error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(ServerCancelTest, DeadlineStopsTheRunningJob) {
+  ASSERT_TRUE(server_.started());
+  grpc::ClientContext big_context;
+  SetTestDeadline(&big_context, absl::Milliseconds(1500));
+  StartBigRequest(&big_context);
+  EXPECT_LT(SmallRequestQueueSeconds(), 3.0);
+  ASSERT_TRUE(big_done_.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(big_status_.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+}  // namespace
+}  // namespace attnserve::server::testing

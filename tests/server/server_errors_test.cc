@@ -1,0 +1,210 @@
+// Error paths through a real gRPC server: invalid requests come back as
+// INVALID_ARGUMENT with a google.rpc.BadRequest naming the field; size limits
+// as RESOURCE_EXHAUSTED; a deadline that passes in the queue as
+// DEADLINE_EXCEEDED.
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/status_mapping.h"
+#include "tests/server/test_server.h"
+#include "tests/server/wire_tensors.h"
+
+namespace attnserve::server::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+v1::Tensor Zeros(const std::string& layout, const Bnsd& dims,
+                 v1::DataType dtype = v1::DATA_TYPE_FLOAT32) {
+  return Pack(layout, dims,
+              std::vector<double>(static_cast<size_t>(dims.count()), 0.0),
+              dtype);
+}
+
+// A valid BSND request: B=1, N=2, S=4, D=8.
+v1::FlashAttentionScoreRequest ValidRequest() {
+  v1::FlashAttentionScoreRequest r;
+  const Bnsd dims{1, 2, 4, 8};
+  *r.mutable_query() = Zeros("BSND", dims);
+  *r.mutable_key() = Zeros("BSND", dims);
+  *r.mutable_value() = Zeros("BSND", dims);
+  r.set_head_num(2);
+  r.set_input_layout("BSND");
+  return r;
+}
+
+grpc::Status Forward(TestServer& server,
+                     const v1::FlashAttentionScoreRequest& request,
+                     bool with_deadline = true) {
+  grpc::ClientContext context;
+  if (with_deadline) SetTestDeadline(&context);
+  v1::FlashAttentionScoreResponse response;
+  return server.stub().FlashAttentionScore(&context, request, &response);
+}
+
+// The field of the first BadRequest violation, or a description of what
+// was found instead.
+std::string ViolatedField(const grpc::Status& status) {
+  if (status.error_code() != grpc::StatusCode::INVALID_ARGUMENT) {
+    return "<code " + std::to_string(status.error_code()) + ": " +
+           status.error_message() + ">";
+  }
+  std::optional<google::rpc::BadRequest> bad = BadRequestOf(status);
+  if (!bad.has_value() || bad->field_violations_size() == 0) {
+    return "<no BadRequest details>";
+  }
+  EXPECT_EQ(bad->field_violations(0).description(), status.error_message());
+  return bad->field_violations(0).field();
+}
+
+class ServerErrorsTest : public ::testing::Test {
+ protected:
+  TestServer server_;
+};
+
+TEST_F(ServerErrorsTest, ValidRequestSucceeds) {
+  ASSERT_TRUE(server_.started());
+  grpc::Status status = Forward(server_, ValidRequest());
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+TEST_F(ServerErrorsTest, KeyHeadDimDifferentFromQueryNamesTheKeyShape) {
+  ASSERT_TRUE(server_.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  *r.mutable_key() = Zeros("BSND", Bnsd{1, 2, 4, 4});
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "key.shape[3]");
+}
+
+TEST_F(ServerErrorsTest, KeyBatchDifferentFromQueryNamesTheKeyShape) {
+  ASSERT_TRUE(server_.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  *r.mutable_key() = Zeros("BSND", Bnsd{2, 2, 4, 8});
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "key.shape[0]");
+}
+
+TEST_F(ServerErrorsTest, KeyDtypeDifferentFromQueryNamesTheKeyDtype) {
+  ASSERT_TRUE(server_.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  *r.mutable_key() = Zeros("BSND", Bnsd{1, 2, 4, 8}, v1::DATA_TYPE_FLOAT16);
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "key.dtype");
+}
+
+TEST_F(ServerErrorsTest, HeadNumNotMatchingTheQueryNamesHeadNum) {
+  ASSERT_TRUE(server_.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  r.set_head_num(3);
+  const grpc::Status status = Forward(server_, r);
+  EXPECT_EQ(ViolatedField(status), "head_num");
+  EXPECT_THAT(status.error_message(), HasSubstr("got 3"));
+}
+
+TEST_F(ServerErrorsTest, ByteLengthNotMatchingTheShapeNamesTheData) {
+  ASSERT_TRUE(server_.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  r.mutable_value()->mutable_data()->pop_back();
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "value.data");
+}
+
+TEST_F(ServerErrorsTest, MissingQueryIsNamed) {
+  ASSERT_TRUE(server_.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  r.clear_query();
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "query");
+}
+
+TEST_F(ServerErrorsTest, UnspecifiedDtypeIsNamed) {
+  ASSERT_TRUE(server_.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  r.mutable_query()->set_dtype(v1::DATA_TYPE_UNSPECIFIED);
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "query.dtype");
+}
+
+TEST_F(ServerErrorsTest, UnknownLayoutNamesInputLayout) {
+  ASSERT_TRUE(server_.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  r.set_input_layout("NSBD");
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "input_layout");
+}
+
+TEST_F(ServerErrorsTest, GradWithWrongDyShapeNamesDy) {
+  ASSERT_TRUE(server_.started());
+  const v1::FlashAttentionScoreRequest f = ValidRequest();
+  v1::FlashAttentionScoreGradRequest r;
+  *r.mutable_query() = f.query();
+  *r.mutable_key() = f.key();
+  *r.mutable_value() = f.value();
+  *r.mutable_dy() = Zeros("BSND", Bnsd{1, 2, 3, 8});
+  r.set_head_num(2);
+  r.set_input_layout("BSND");
+  grpc::ClientContext context;
+  SetTestDeadline(&context);
+  v1::FlashAttentionScoreGradResponse response;
+  grpc::Status status =
+      server_.stub().FlashAttentionScoreGrad(&context, r, &response);
+  EXPECT_EQ(ViolatedField(status), "dy.shape");
+}
+
+ServerOptions SmallMessageOptions() {
+  ServerOptions options = TestServer::DefaultOptions();
+  options.max_message_bytes = 64 * 1024;
+  return options;
+}
+
+TEST(ServerLimitsTest, RequestLargerThanTheMessageLimitIsResourceExhausted) {
+  TestServer server(SmallMessageOptions());
+  ASSERT_TRUE(server.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  const Bnsd big{1, 2, 1024, 8};  // 64 KiB per tensor, 192 KiB in all.
+  *r.mutable_query() = Zeros("BSND", big);
+  *r.mutable_key() = Zeros("BSND", big);
+  *r.mutable_value() = Zeros("BSND", big);
+  const grpc::Status status = Forward(server, r);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << status.error_message();
+}
+
+TEST(ServerLimitsTest,
+     ResponseLargerThanTheMessageLimitIsRefusedBeforeCompute) {
+  TestServer server(SmallMessageOptions());
+  ASSERT_TRUE(server.started());
+  // fp16 query [1, 2048, 1, 8] is 32 KiB, but the fp32 softmax_max and
+  // softmax_sum [1, 1, 2048, 8] add 128 KiB to the response.
+  v1::FlashAttentionScoreRequest r;
+  *r.mutable_query() =
+      Zeros("BSND", Bnsd{1, 1, 2048, 8}, v1::DATA_TYPE_FLOAT16);
+  *r.mutable_key() = Zeros("BSND", Bnsd{1, 1, 1, 8}, v1::DATA_TYPE_FLOAT16);
+  *r.mutable_value() = Zeros("BSND", Bnsd{1, 1, 1, 8}, v1::DATA_TYPE_FLOAT16);
+  r.set_head_num(1);
+  r.set_input_layout("BSND");
+  const grpc::Status status = Forward(server, r);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max_message_bytes"));
+}
+
+// The scheduler's clock runs an hour ahead of the wall clock, so every
+// deadline the client sets has already passed when a worker looks at it.
+class AheadClock : public Clock {
+ public:
+  absl::Time Now() const override { return absl::Now() + absl::Hours(1); }
+};
+
+TEST(ServerDeadlineTest, DeadlinePassedBeforeComputeStartsIsDeadlineExceeded) {
+  AheadClock clock;
+  ServerOptions options = TestServer::DefaultOptions();
+  options.clock = &clock;
+  TestServer server(options);
+  ASSERT_TRUE(server.started());
+
+  grpc::Status status = Forward(server, ValidRequest(), /*with_deadline=*/true);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(status.error_message(), HasSubstr("in the queue"));
+
+  // Without a deadline the same request runs.
+  status = Forward(server, ValidRequest(), /*with_deadline=*/false);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+}  // namespace
+}  // namespace attnserve::server::testing
