@@ -270,6 +270,82 @@ TEST_F(PlanTest, RejectsPseTypeOutOfRange) {
   EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "pse_type"));
 }
 
+TEST_F(PlanTest, RejectsHeadNumAboveTheDocumentedRange) {
+  ForwardArgs args = ValidForward(Layout::kBSH);
+  args.query = Qkv(Layout::kBSH, 257, kS1, 1);
+  args.key = Qkv(Layout::kBSH, 257, kS2, 1);
+  args.value = Qkv(Layout::kBSH, 257, kS2, 1);
+  args.options.head_num = 257;
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "head_num"));
+}
+
+TEST_F(PlanTest, RejectsHeadDimAboveTheDocumentedRange) {
+  ForwardArgs args = ValidForward();
+  args.query = Qkv(Layout::kBNSD, kN1, kS1, 513);
+  args.key = Qkv(Layout::kBNSD, kN2, kS2, 513);
+  args.value = Qkv(Layout::kBNSD, kN2, kS2, 513);
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "query.shape[3]"));
+  args = ValidForward();
+  args.value = Qkv(Layout::kBNSD, kN2, kS2, 513);
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "value.shape[3]"));
+}
+
+TEST_F(PlanTest, RejectsInnerPreciseOtherThanZeroOrTwo) {
+  for (int64_t value : {-1, 1, 3}) {
+    ForwardArgs args = ValidForward();
+    args.options.inner_precise = value;
+    EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "inner_precise"))
+        << value;
+  }
+  ForwardArgs args = ValidForward();
+  args.options.inner_precise = 2;
+  EXPECT_THAT(PlanForward(args).status(), IsOk());
+}
+
+TEST_F(PlanTest, RejectsPseTypeOtherThanOneWithoutPse) {
+  ForwardArgs args = ValidForward();
+  args.options.pse_type = 2;
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "pse"));
+}
+
+TEST_F(PlanTest, RejectsPrefixOutsidePrefixModes) {
+  ForwardArgs args = ValidForward();
+  args.options.prefix = {1, 1};
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "prefix"));
+}
+
+TEST_F(PlanTest, RejectsSequenceLengthsWithoutTnd) {
+  ForwardArgs args = ValidForward();
+  args.options.actual_seq_qlen = {kS1};
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "actual_seq_qlen"));
+  args = ValidForward();
+  args.options.actual_seq_kvlen = {kS2};
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "actual_seq_kvlen"));
+}
+
+TEST_F(PlanTest, RejectsEmptyBand) {
+  // next < 0 needs pre >= -next.
+  ForwardArgs args = ValidForward();
+  args.options.next_tokens = -2;
+  args.options.pre_tokens = 1;
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "pre_tokens"));
+  // pre < 0 needs next >= -pre.
+  args = ValidForward();
+  args.options.pre_tokens = -3;
+  args.options.next_tokens = 2;
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "next_tokens"));
+  // A band entirely above the matrix keeps nothing.
+  args = ValidForward();
+  args.options.next_tokens = -kS1;
+  args.options.pre_tokens = 2 * kS1;
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "next_tokens"));
+  // A band entirely below it neither.
+  args = ValidForward();
+  args.options.pre_tokens = -kS2;
+  args.options.next_tokens = 2 * kS2;
+  EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "pre_tokens"));
+}
+
 // ----------------------------------------------------------------------------
 // UNIMPLEMENTED: valid options the core does not support yet.
 
