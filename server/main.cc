@@ -28,8 +28,11 @@ ABSL_FLAG(int64_t, max_message_bytes, int64_t{1} << 30,
           "largest request or response message in bytes (max 2147483647)");
 ABSL_FLAG(uint64_t, memory_budget_bytes, 0,
           "cap on workspace bytes leased at once; 0 = unlimited");
-ABSL_FLAG(int, threads_per_request, 1,
-          "threads one request may use inside the engine");
+ABSL_FLAG(int, threads_per_request,
+          static_cast<int>(std::thread::hardware_concurrency()),
+          "threads one request may use inside the engine: its worker plus "
+          "engine helper threads that are idle (default: the number of "
+          "hardware threads, so a request running alone uses every core)");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off");
 

@@ -46,7 +46,8 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
 
 Server::Server(const ServerOptions& options)
     : options_(options),
-      engine_(core::EngineOptions{options.memory_budget_bytes}) {}
+      engine_(core::EngineOptions{options.memory_budget_bytes,
+                                  options.threads_per_request}) {}
 
 Server::~Server() { Shutdown(absl::ZeroDuration()); }
 

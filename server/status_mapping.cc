@@ -20,8 +20,12 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   google::rpc::BadRequest bad_request;
   google::rpc::BadRequest::FieldViolation* violation =
       bad_request.add_field_violations();
-  violation->set_field(core::FieldOf(status).value_or(""));
-  violation->set_description(message);
+  const std::string field = core::FieldOf(status).value_or("");
+  violation->set_field(field);
+  // The description is the rule alone: the field has its own slot.
+  absl::string_view rule = message;
+  if (!field.empty()) absl::ConsumePrefix(&rule, absl::StrCat(field, ": "));
+  violation->set_description(std::string(rule));
 
   google::rpc::Status details;
   details.set_code(static_cast<int32_t>(status.code()));

@@ -55,8 +55,11 @@ std::string ViolatedField(const grpc::Status& status) {
   if (!bad.has_value() || bad->field_violations_size() == 0) {
     return "<no BadRequest details>";
   }
-  EXPECT_EQ(bad->field_violations(0).description(), status.error_message());
-  return bad->field_violations(0).field();
+  // The message reads "<field>: <rule>"; the violation splits the two.
+  const auto& violation = bad->field_violations(0);
+  EXPECT_EQ(violation.field() + ": " + violation.description(),
+            status.error_message());
+  return violation.field();
 }
 
 class ServerErrorsTest : public ::testing::Test {

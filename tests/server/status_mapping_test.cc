@@ -34,7 +34,8 @@ TEST(StatusMappingTest, InvalidArgumentCarriesBadRequestNamingTheField) {
   ASSERT_TRUE(details.details(0).UnpackTo(&bad_request));
   ASSERT_EQ(bad_request.field_violations_size(), 1);
   EXPECT_EQ(bad_request.field_violations(0).field(), "key.dtype");
-  EXPECT_EQ(bad_request.field_violations(0).description(), source.message());
+  EXPECT_EQ(bad_request.field_violations(0).description(),
+            "must be FLOAT32 (same as query)");
 
   std::optional<google::rpc::BadRequest> decoded = BadRequestOf(status);
   ASSERT_TRUE(decoded.has_value());
