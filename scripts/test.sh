@@ -10,7 +10,8 @@ jobs=$(nproc 2>/dev/null || echo 2)
 if [ "${1:-}" = "--sanitize" ]; then
   build_dir="$root/build-asan"
   "$root/scripts/build.sh" "$build_dir" -DATTNSERVE_SANITIZE=ON \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNSERVE_BUILD_TESTS=ON
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNSERVE_BUILD_TESTS=ON \
+    -DATTNSERVE_BUILD_E2E_TESTS=OFF
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" -L 'core|server|client'
