@@ -57,6 +57,12 @@ void FillWorkspaceResponse(uint64_t workspace_bytes, double flops,
   }
 }
 
+// The engine's share of ExecutionStats; the call fills in the timings.
+void SetRunStats(const core::RunStats& stats, v1::ExecutionStats* out) {
+  out->set_workspace_bytes(stats.workspace_bytes);
+  out->set_flops(stats.flops);
+}
+
 }  // namespace
 
 AttentionService::AttentionService(core::Engine* engine, Scheduler* scheduler,
@@ -112,9 +118,7 @@ grpc::ServerUnaryReactor* AttentionService::FlashAttentionScore(
                 response->mutable_attention_out());
     MoveToProto(std::move(result.softmax_max), response->mutable_softmax_max());
     MoveToProto(std::move(result.softmax_sum), response->mutable_softmax_sum());
-    response->mutable_stats()->set_workspace_bytes(
-        result.stats.workspace_bytes);
-    response->mutable_stats()->set_flops(result.stats.flops);
+    SetRunStats(result.stats, response->mutable_stats());
     return absl::OkStatus();
   };
   call->Submit(scheduler_, absl::Now() - plan_start, std::move(run),
@@ -149,9 +153,7 @@ grpc::ServerUnaryReactor* AttentionService::FlashAttentionScoreGrad(
     MoveToProto(std::move(result.dq), response->mutable_dq());
     MoveToProto(std::move(result.dk), response->mutable_dk());
     MoveToProto(std::move(result.dv), response->mutable_dv());
-    response->mutable_stats()->set_workspace_bytes(
-        result.stats.workspace_bytes);
-    response->mutable_stats()->set_flops(result.stats.flops);
+    SetRunStats(result.stats, response->mutable_stats());
     return absl::OkStatus();
   };
   call->Submit(scheduler_, absl::Now() - plan_start, std::move(run),
