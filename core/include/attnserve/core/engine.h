@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,9 @@ struct BackwardResult {
   HostTensor dq;
   HostTensor dk;
   HostTensor dv;
+  // Gradient of pse: the pse's own shape (external pse, FLOAT32) or the
+  // slopes' shape (pse_type 2/3); unset when no pse was sent.
+  std::optional<HostTensor> dpse;
   RunStats stats;
 };
 
