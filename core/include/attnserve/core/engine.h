@@ -59,8 +59,8 @@ struct BackwardResult {
   HostTensor dq;
   HostTensor dk;
   HostTensor dv;
-  // Gradient of pse: the pse's own shape (external pse, FLOAT32) or the
-  // slopes' shape (pse_type 2/3); unset when no pse was sent.
+  // Gradient of pse: the pse's own shape and dtype (external pse) or the
+  // slopes' shape, FLOAT32 (pse_type 2/3); unset when no pse was sent.
   std::optional<HostTensor> dpse;
   RunStats stats;
 };
