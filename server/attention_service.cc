@@ -153,6 +153,9 @@ grpc::ServerUnaryReactor* AttentionService::FlashAttentionScoreGrad(
     MoveToProto(std::move(result.dq), response->mutable_dq());
     MoveToProto(std::move(result.dk), response->mutable_dk());
     MoveToProto(std::move(result.dv), response->mutable_dv());
+    if (result.dpse.has_value()) {
+      MoveToProto(std::move(*result.dpse), response->mutable_dpse());
+    }
     SetRunStats(result.stats, response->mutable_stats());
     return absl::OkStatus();
   };

@@ -1,6 +1,7 @@
 #include "attnserve/core/engine.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
@@ -11,6 +12,7 @@
 namespace attnserve::core {
 namespace {
 
+// Addressing of a q-like (rows = Sq or T1) or kv-like tensor.
 HeadTensor InputHead(const TensorView& t, const AttentionDims& d, int64_t seq,
                      int64_t heads, int64_t cols) {
   HeadTensor h;
@@ -28,14 +30,65 @@ HeadTensor OutputHead(HostTensor& t, const AttentionDims& d, int64_t seq,
   return h;
 }
 
-const uint8_t* MaskData(const AttentionOptions& o) {
-  return o.atten_mask.has_value()
-             ? static_cast<const uint8_t*>(o.atten_mask->data)
-             : nullptr;
+template <typename T>
+const T* DataOf(const std::optional<TensorView>& t) {
+  return t.has_value() ? static_cast<const T*>(t->data) : nullptr;
 }
 
 float* Floats(HostTensor& t) {
   return reinterpret_cast<float*>(t.bytes.data());
+}
+
+template <typename Plan>
+AttentionGeometry GeometryOf(const Plan& plan, const AttentionOptions& o) {
+  AttentionGeometry g;
+  g.dims = plan.dims;
+  g.batches = plan.batches;
+  g.tiling = plan.tiling;
+  g.mask = plan.mask;
+  g.mask_data = DataOf<uint8_t>(o.atten_mask);
+  g.pse = plan.pse;
+  g.pse_data = DataOf<void>(o.pse);
+  g.dropout = plan.dropout;
+  g.drop_mask_data = DataOf<uint8_t>(o.drop_mask);
+  g.scale = plan.scale;
+  return g;
+}
+
+// Rows of q-like tensors: Sq (padded) or T1 (TND); of kv-like: Skv or T2.
+int64_t QueryRows(const AttentionDims& d) {
+  return d.layout == Layout::kTND ? d.t1 : d.s1;
+}
+int64_t KeyRows(const AttentionDims& d) {
+  return d.layout == Layout::kTND ? d.t2 : d.s2;
+}
+
+// dpse from the kernel's per-(b, n) partials: summed over b, in order, when
+// the pse (or the slopes) is shared by the batches, then narrowed.
+HostTensor ReduceDpse(const PseSpec& pse, const AttentionDims& d,
+                      const std::vector<float>& plane_partials,
+                      const std::vector<double>& slope_partials) {
+  const bool generated = pse.kind == PseSpec::Kind::kAlibi ||
+                         pse.kind == PseSpec::Kind::kAlibiSqrt;
+  HostTensor out =
+      MakeHostTensor(generated ? DType::kFloat32 : pse.dtype, pse.shape);
+  if (generated) {
+    const bool per_batch = pse.stride_b != 0;
+    std::vector<double> sum(static_cast<size_t>(per_batch ? d.b * d.n1 : d.n1));
+    for (int64_t b = 0; b < d.b; ++b) {
+      for (int64_t n = 0; n < d.n1; ++n) {
+        sum[static_cast<size_t>(per_batch ? b * d.n1 + n : n)] +=
+            slope_partials[static_cast<size_t>(b * d.n1 + n)];
+      }
+    }
+    float* dst = Floats(out);
+    for (size_t i = 0; i < sum.size(); ++i) dst[i] = static_cast<float>(sum[i]);
+    return out;
+  }
+  // External: the partials already have the pse's layout ([Bp][N1][R][C]).
+  FromFloat(out.dtype, plane_partials.data(), out.bytes.data(),
+            plane_partials.size());
+  return out;
 }
 
 }  // namespace
@@ -67,15 +120,11 @@ absl::StatusOr<ForwardResult> Engine::RunForward(const ForwardArgs& args,
   result.softmax_sum = MakeHostTensor(DType::kFloat32, plan.outputs[2].shape);
 
   FlashForwardArgs k;
-  k.dims = d;
-  k.tiling = plan.tiling;
-  k.mask = plan.mask;
-  k.mask_data = MaskData(args.options);
-  k.scale = plan.scale;
-  k.q = InputHead(args.query, d, d.s1, d.n1, d.d);
-  k.k = InputHead(args.key, d, d.s2, d.n2, d.d);
-  k.v = InputHead(args.value, d, d.s2, d.n2, d.dv);
-  k.out = OutputHead(result.attention_out, d, d.s1, d.n1, d.dv);
+  k.geo = GeometryOf(plan, args.options);
+  k.q = InputHead(args.query, d, QueryRows(d), d.n1, d.d);
+  k.k = InputHead(args.key, d, KeyRows(d), d.n2, d.d);
+  k.v = InputHead(args.value, d, KeyRows(d), d.n2, d.dv);
+  k.out = OutputHead(result.attention_out, d, QueryRows(d), d.n1, d.dv);
   k.softmax_max = Floats(result.softmax_max);
   k.softmax_sum = Floats(result.softmax_sum);
   result.stats.workspace_bytes = lease.size();
@@ -103,7 +152,7 @@ absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
   if (!plan.has_residuals) {
     const ForwardArgs fwd{args.query, args.key, args.value, args.options};
     ATTN_ASSIGN_OR_RETURN(ForwardPlan fwd_plan,
-                          PlanForward(fwd, plan.tiling.threads));
+                          PlanRecomputeForward(fwd, plan.tiling.threads));
     ATTN_ASSIGN_OR_RETURN(recomputed, RunForward(fwd, fwd_plan, cancel));
     rec_max = recomputed.softmax_max.view();
     rec_sum = recomputed.softmax_sum.view();
@@ -123,27 +172,38 @@ absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
   result.dv = MakeHostTensor(plan.outputs[2].dtype, plan.outputs[2].shape);
 
   FlashBackwardArgs k;
-  k.dims = d;
-  k.tiling = plan.tiling;
-  k.mask = plan.mask;
-  k.mask_data = MaskData(args.options);
-  k.scale = plan.scale;
-  k.q = InputHead(args.query, d, d.s1, d.n1, d.d);
-  k.k = InputHead(args.key, d, d.s2, d.n2, d.d);
-  k.v = InputHead(args.value, d, d.s2, d.n2, d.dv);
-  k.dy = InputHead(args.dy, d, d.s1, d.n1, d.dv);
-  k.out = InputHead(*attention_in, d, d.s1, d.n1, d.dv);
+  k.geo = GeometryOf(plan, args.options);
+  k.q = InputHead(args.query, d, QueryRows(d), d.n1, d.d);
+  k.k = InputHead(args.key, d, KeyRows(d), d.n2, d.d);
+  k.v = InputHead(args.value, d, KeyRows(d), d.n2, d.dv);
+  k.dy = InputHead(args.dy, d, QueryRows(d), d.n1, d.dv);
+  k.out = InputHead(*attention_in, d, QueryRows(d), d.n1, d.dv);
   k.softmax_max = static_cast<const float*>(softmax_max->data);
   k.softmax_sum = static_cast<const float*>(softmax_sum->data);
-  k.dq = OutputHead(result.dq, d, d.s1, d.n1, d.d);
-  k.dk = OutputHead(result.dk, d, d.s2, d.n2, d.d);
-  k.dv = OutputHead(result.dv, d, d.s2, d.n2, d.dv);
+  k.dq = OutputHead(result.dq, d, QueryRows(d), d.n1, d.d);
+  k.dk = OutputHead(result.dk, d, KeyRows(d), d.n2, d.d);
+  k.dv = OutputHead(result.dv, d, KeyRows(d), d.n2, d.dv);
+  // dpse partials, in the pse's own layout (see FlashBackwardArgs).
+  std::vector<float> dpse_partial;
+  std::vector<double> dslope_partial;
+  if (plan.pse.kind == PseSpec::Kind::kExternal) {
+    int64_t n = 1;
+    for (int64_t dim : plan.pse.shape) n *= dim;
+    dpse_partial.assign(static_cast<size_t>(n), 0.0f);
+    k.dpse_partial = dpse_partial.data();
+  } else if (plan.pse.kind != PseSpec::Kind::kNone) {
+    dslope_partial.assign(static_cast<size_t>(d.b * d.n1), 0.0);
+    k.dslope_partial = dslope_partial.data();
+  }
   result.stats = recomputed.stats;
   result.stats.workspace_bytes =
       std::max<uint64_t>(lease.size(), recomputed.stats.workspace_bytes);
   ATTN_RETURN_IF_ERROR(FlashBackward(k, lease.floats(),
                                      lease.size() / sizeof(float), *compute_,
                                      cancel, &result.stats));
+  if (plan.pse.kind != PseSpec::Kind::kNone) {
+    result.dpse = ReduceDpse(plan.pse, d, dpse_partial, dslope_partial);
+  }
   result.stats.flops = plan.flops + extra_flops;
   return result;
 }

@@ -15,7 +15,6 @@ namespace attnserve::core {
 namespace {
 
 using ::attnserve::core::plan_testing::IsInvalidField;
-using ::attnserve::core::plan_testing::IsUnimplemented;
 using ::attnserve::core::plan_testing::kB;
 using ::attnserve::core::plan_testing::kD;
 using ::attnserve::core::plan_testing::kN1;
@@ -25,8 +24,6 @@ using ::attnserve::core::plan_testing::kS2;
 using ::attnserve::core::plan_testing::PlanTest;
 using ::attnserve::test::IsOk;
 using ::attnserve::test::StatusIs;
-using ::testing::AnyOf;
-using ::testing::HasSubstr;
 
 // ----------------------------------------------------------------------------
 // INVALID_ARGUMENT, one rule each.
@@ -347,58 +344,55 @@ TEST_F(PlanTest, RejectsEmptyBand) {
 }
 
 // ----------------------------------------------------------------------------
-// UNIMPLEMENTED: valid options the core does not support yet.
+// Options that used to be refused as not implemented now plan.
 
-TEST_F(PlanTest, SparseModesOtherThanZeroAreUnimplemented) {
+TEST_F(PlanTest, EverySparseModeOfAPaddedLayoutPlans) {
   for (int64_t mode : {1, 2, 3, 4, 6}) {
     ForwardArgs args = ValidForward();
     args.options.sparse_mode = mode;
     if (mode == 1) args.options.atten_mask = Tensor(DType::kBool, {kS1, kS2});
-    EXPECT_TRUE(IsUnimplemented(PlanForward(args).status(), "sparse_mode"))
-        << mode;
+    if (mode == 6) args.options.prefix = {kS2, kS2};
+    EXPECT_THAT(PlanForward(args), IsOk()) << mode;
   }
   ForwardArgs prefix = ValidForward();
   prefix.options.sparse_mode = 5;
   prefix.options.atten_mask = Tensor(DType::kBool, {kB, 1, kS1, kS2});
-  prefix.options.prefix = {3, 4};
-  EXPECT_TRUE(IsUnimplemented(PlanForward(prefix).status(), "sparse_mode"));
-  // Modes 7 and 8 exist only for TND: refused either way, naming the mode.
+  prefix.options.prefix = {kS2, kS2};
+  EXPECT_THAT(PlanForward(prefix), IsOk());
+  // Modes 7 and 8 exist only for TND.
   for (int64_t mode : {7, 8}) {
     ForwardArgs args = ValidForward();
     args.options.sparse_mode = mode;
-    const absl::Status status = PlanForward(args).status();
-    EXPECT_THAT(status, AnyOf(StatusIs(absl::StatusCode::kUnimplemented),
-                              StatusIs(absl::StatusCode::kInvalidArgument)));
-    EXPECT_THAT(std::string(status.message()), HasSubstr("sparse_mode"));
+    EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "sparse_mode"))
+        << mode;
   }
 }
 
-TEST_F(PlanTest, PseIsUnimplemented) {
+TEST_F(PlanTest, ExternalPseOfBothTypesPlans) {
   for (int64_t pse_type : {0, 1}) {
     ForwardArgs args = ValidForward();
     args.options.pse = Tensor(DType::kFloat32, {kB, kN1, kS1, kS2});
     args.options.pse_type = pse_type;
-    EXPECT_TRUE(IsUnimplemented(PlanForward(args).status(), "pse")) << pse_type;
+    ATTN_ASSERT_OK_AND_ASSIGN(ForwardPlan plan, PlanForward(args));
+    EXPECT_EQ(plan.pse.kind, PseSpec::Kind::kExternal) << pse_type;
   }
 }
 
-TEST_F(PlanTest, DropoutIsUnimplemented) {
+TEST_F(PlanTest, DropoutBySeedOrMaskPlans) {
   ForwardArgs args = ValidForward();
   args.options.keep_prob = 0.9;
   args.options.seed = 7;
-  const absl::Status by_prob = PlanForward(args).status();
-  EXPECT_TRUE(IsUnimplemented(by_prob, "keep_prob") ||
-              IsUnimplemented(by_prob, "drop"))
-      << by_prob;
+  ATTN_ASSERT_OK_AND_ASSIGN(ForwardPlan by_seed, PlanForward(args));
+  EXPECT_EQ(by_seed.dropout.kind, DropoutSpec::Kind::kSeed);
   args = ValidForward();
   args.options.keep_prob = 0.9;
   const int64_t bits = kB * kN1 * kS1 * kS2;
   args.options.drop_mask = Tensor(DType::kUInt8, {(bits + 7) / 8});
-  const absl::Status by_mask = PlanForward(args).status();
-  EXPECT_TRUE(IsUnimplemented(by_mask, "drop")) << by_mask;
+  ATTN_ASSERT_OK_AND_ASSIGN(ForwardPlan by_mask, PlanForward(args));
+  EXPECT_EQ(by_mask.dropout.kind, DropoutSpec::Kind::kMask);
 }
 
-TEST_F(PlanTest, TndIsUnimplemented) {
+TEST_F(PlanTest, TndPlansPerBatchSpans) {
   ForwardArgs args;
   args.query = Tensor(DType::kFloat32, {6, kN1, kD});
   args.key = Tensor(DType::kFloat32, {8, kN2, kD});
@@ -407,20 +401,23 @@ TEST_F(PlanTest, TndIsUnimplemented) {
   args.options.input_layout = "TND";
   args.options.actual_seq_qlen = {2, 6};
   args.options.actual_seq_kvlen = {3, 8};
-  const absl::Status status = PlanForward(args).status();
-  EXPECT_TRUE(IsUnimplemented(status, "TND") ||
-              IsUnimplemented(status, "input_layout"))
-      << status;
+  ATTN_ASSERT_OK_AND_ASSIGN(ForwardPlan plan, PlanForward(args));
+  EXPECT_EQ(plan.dims.b, 2);
+  EXPECT_EQ(plan.dims.s1, 4);
+  EXPECT_EQ(plan.dims.s2, 5);
+  ASSERT_EQ(plan.batches.size(), 2u);
+  EXPECT_EQ(plan.batches[1].q_start, 2);
+  EXPECT_EQ(plan.batches[1].s1, 4);
+  EXPECT_EQ(plan.batches[1].kv_start, 3);
+  EXPECT_EQ(plan.batches[1].s2, 5);
+  EXPECT_EQ(plan.outputs[1].shape, (std::vector<int64_t>{6, kN1, 8}));
   BackwardArgs grad;
   grad.query = args.query;
   grad.key = args.key;
   grad.value = args.value;
   grad.dy = Tensor(DType::kFloat32, {6, kN1, kD});
   grad.options = args.options;
-  const absl::Status grad_status = PlanBackward(grad).status();
-  EXPECT_TRUE(IsUnimplemented(grad_status, "TND") ||
-              IsUnimplemented(grad_status, "input_layout"))
-      << grad_status;
+  EXPECT_THAT(PlanBackward(grad), IsOk());
 }
 
 }  // namespace

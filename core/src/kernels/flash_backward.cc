@@ -4,6 +4,8 @@
 
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
+#include "kernels/pse_bias.h"
+#include "kernels/tile_dropout.h"
 #include "kernels/tile_mask.h"
 #include "runtime/gemm.h"
 #include "runtime/scratch.h"
@@ -14,24 +16,26 @@ namespace {
 
 // Per-thread scratch of the backward kernel.
 struct BackwardScratch {
-  float* k;   // [S2, D]
-  float* v;   // [S2, Dv]
-  float* dk;  // [S2, D] accumulated over the group.
-  float* dv;  // [S2, Dv]
-  float* q;   // [tile_q, D]
-  float* dq;  // [tile_q, D]
-  float* dy;  // [tile_q, Dv]
-  float* o;   // [tile_q, Dv]
-  float* p;   // [tile_q, tile_kv] probabilities.
-  float* ds;  // [tile_q, tile_kv] dP, then dS.
-  float* rd;  // [tile_q] D_i = rowsum(dY * O).
-  float* m;   // [tile_q] softmax_max.
-  float* l;   // [tile_q] softmax_sum.
+  float* k;       // [S2, D]
+  float* v;       // [S2, Dv]
+  float* dk;      // [S2, D] accumulated over the group.
+  float* dv;      // [S2, Dv]
+  float* q;       // [tile_q, D]
+  float* dq;      // [tile_q, D]
+  float* dy;      // [tile_q, Dv]
+  float* o;       // [tile_q, Dv]
+  float* p;       // [tile_q, tile_kv] probabilities.
+  float* ds;      // [tile_q, tile_kv] dP, then dS.
+  float* rd;      // [tile_q] D_i = rowsum(dY * O).
+  float* m;       // [tile_q] softmax_max.
+  float* l;       // [tile_q] softmax_sum.
+  float* row;     // [tile_kv] a pse row.
+  uint8_t* keep;  // [tile_q * tile_kv] dropout keep bits.
 };
 
-BackwardScratch Carve(const FlashBackwardArgs& a, Scratch& arena) {
-  const AttentionDims& d = a.dims;
-  const int64_t tq = a.tiling.tile_q, tk = a.tiling.tile_kv;
+BackwardScratch Carve(const AttentionGeometry& g, Scratch& arena) {
+  const AttentionDims& d = g.dims;
+  const int64_t tq = g.tiling.tile_q, tk = g.tiling.tile_kv;
   BackwardScratch s;
   s.k = arena.Take(d.s2 * d.d);
   s.v = arena.Take(d.s2 * d.dv);
@@ -46,102 +50,183 @@ BackwardScratch Carve(const FlashBackwardArgs& a, Scratch& arena) {
   s.rd = arena.Take(tq);
   s.m = arena.Take(tq);
   s.l = arena.Take(tq);
+  s.row = arena.Take(tk);
+  s.keep = reinterpret_cast<uint8_t*>(arena.Take((tq * tk + 3) / 4));
   return s;
 }
 
-// One Sq tile of one query head: dQ for the tile, dK/dV accumulated.
-void BackwardTile(const FlashBackwardArgs& a, const TileMask& mask,
+struct Modifiers {
+  TileMask mask;
+  PseBias pse;
+  TileDropout dropout;
+};
+
+// Where a (b, n) head's dpse contributions go.
+struct PseGrad {
+  float* plane = nullptr;   // External pse: the (b or 0, n) plane.
+  double* slope = nullptr;  // Slopes: the (b, n) accumulator.
+};
+
+PseGrad PseGradOf(const FlashBackwardArgs& a, const PseBias& pse, int64_t b,
+                  int64_t n) {
+  PseGrad grad;
+  if (!pse.active()) return grad;
+  const int64_t n1 = a.geo.dims.n1;
+  if (pse.generated()) {
+    grad.slope = a.dslope_partial + b * n1 + n;
+  } else {
+    const int64_t pb = a.geo.pse.stride_b == 0 ? 0 : b;
+    grad.plane = a.dpse_partial + (pb * n1 + n) * pse.PartialPlaneFloats();
+  }
+  return grad;
+}
+
+// One Sq tile of one query head: dQ for the tile, dK/dV (and dpse)
+// accumulated.
+void BackwardTile(const FlashBackwardArgs& a, const Modifiers& mods,
                   const BackwardScratch& w, int64_t b, int64_t n, int64_t i0,
                   int64_t rows, RunStats* stats) {
-  const AttentionDims& d = a.dims;
-  LoadRows(a.q.data, a.q.Slice(b, n), i0, rows, w.q);
-  LoadRows(a.dy.data, a.dy.Slice(b, n), i0, rows, w.dy);
-  LoadRows(a.out.data, a.out.Slice(b, n), i0, rows, w.o);
+  const AttentionGeometry& g = a.geo;
+  const AttentionDims& d = g.dims;
+  const BatchSpan& span = g.batches[static_cast<size_t>(b)];
+  std::fill(w.dq, w.dq + rows * d.d, 0.0f);
+  if (span.s2 == 0) {  // No keys: zero gradient for these queries.
+    StoreRows(w.dq, a.dq.Slice(b, n, span.q_start), i0, rows,
+              a.dq.mutable_data);
+    return;
+  }
+  LoadRows(a.q.data, a.q.Slice(b, n, span.q_start), i0, rows, w.q);
+  LoadRows(a.dy.data, a.dy.Slice(b, n, span.q_start), i0, rows, w.dy);
+  LoadRows(a.out.data, a.out.Slice(b, n, span.q_start), i0, rows, w.o);
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t idx = SoftmaxIndex(d, b, n, i0 + r);
+    const int64_t idx = g.SoftmaxIndex(b, n, i0 + r);
     w.m[r] = a.softmax_max[idx];
     w.l[r] = a.softmax_sum[idx];
     w.rd[r] = Dot(w.dy + r * d.dv, w.o + r * d.dv, d.dv);
   }
-  std::fill(w.dq, w.dq + rows * d.d, 0.0f);
+  const PseGrad pse_grad = PseGradOf(a, mods.pse, b, n);
+  const bool drop = mods.dropout.active();
+  const float inv_kp = mods.dropout.inv_keep_prob();
 
-  for (int64_t j0 = 0; j0 < d.s2; j0 += a.tiling.tile_kv) {
-    const int64_t cols = std::min(a.tiling.tile_kv, d.s2 - j0);
-    const TileCoverage cover = mask.Classify(i0, rows, j0, cols);
+  for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
+    const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
+    const TileCoverage cover = mods.mask.Classify(b, i0, rows, j0, cols);
     if (cover == TileCoverage::kEmpty) {
       ++stats->tiles_skipped;
       continue;
     }
     ++stats->tiles_computed;
-    // P = exp(scale * Q Kᵀ - M) / L, masked cells 0.
-    GemmNT(rows, cols, d.d, a.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.p,
+    // P = exp(s - M) / L with s = scale Q Kᵀ + bias, masked cells 0.
+    GemmNT(rows, cols, d.d, g.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.p,
            cols);
+    if (mods.pse.active()) {
+      mods.pse.Add(b, n, span.s1, span.s2, i0, rows, j0, cols, w.p, cols,
+                   w.row);
+    }
     if (cover == TileCoverage::kPartial) {
-      mask.Apply(b, n, i0, rows, j0, cols, w.p, cols);
+      mods.mask.Apply(b, n, i0, rows, j0, cols, w.p, cols);
     }
     for (int64_t r = 0; r < rows; ++r) {
       float* row = w.p + r * cols;
       ExpShiftSum(row, cols, w.m[r]);
       Scale(row, cols, 1.0f / w.l[r]);
     }
-    // dV_j += Pᵀ dY.
-    GemmTN(cols, d.dv, rows, 1.0f, w.p, cols, w.dy, d.dv, 1.0f,
-           w.dv + j0 * d.dv, d.dv);
-    // dP = dY V_jᵀ; dS = P (dP - D).
+    if (drop) mods.dropout.Fill(b, n, span, i0, rows, j0, cols, w.keep);
+    // dP = dY V_jᵀ (· keep / keep_prob); dS = P (dP - D).
     GemmNT(rows, cols, d.dv, 1.0f, w.dy, d.dv, w.v + j0 * d.dv, d.dv, 0.0f,
            w.ds, cols);
     for (int64_t r = 0; r < rows; ++r) {
       const float* p = w.p + r * cols;
       float* ds = w.ds + r * cols;
+      if (drop) TileDropout::Apply(ds, w.keep + r * cols, cols, inv_kp);
       const float rd = w.rd[r];
       for (int64_t c = 0; c < cols; ++c) ds[c] = p[c] * (ds[c] - rd);
     }
+    // dV_j += P'ᵀ dY with the dropped probabilities P' = P · keep / kp.
+    if (drop) {
+      for (int64_t r = 0; r < rows; ++r) {
+        TileDropout::Apply(w.p + r * cols, w.keep + r * cols, cols, inv_kp);
+      }
+    }
+    GemmTN(cols, d.dv, rows, 1.0f, w.p, cols, w.dy, d.dv, 1.0f,
+           w.dv + j0 * d.dv, d.dv);
     // dQ += scale dS K_j;  dK_j += scale dSᵀ Q.
-    GemmNN(rows, d.d, cols, a.scale, w.ds, cols, w.k + j0 * d.d, d.d, 1.0f,
+    GemmNN(rows, d.d, cols, g.scale, w.ds, cols, w.k + j0 * d.d, d.d, 1.0f,
            w.dq, d.d);
-    GemmTN(cols, d.d, rows, a.scale, w.ds, cols, w.q, d.d, 1.0f,
+    GemmTN(cols, d.d, rows, g.scale, w.ds, cols, w.q, d.d, 1.0f,
            w.dk + j0 * d.d, d.d);
+    if (mods.pse.active()) {
+      mods.pse.AccumulateGrad(b, n, span.s1, span.s2, i0, rows, j0, cols, w.ds,
+                              cols, pse_grad.plane, pse_grad.slope);
+    }
   }
-  StoreRows(w.dq, a.dq.Slice(b, n), i0, rows, a.dq.mutable_data);
+  StoreRows(w.dq, a.dq.Slice(b, n, span.q_start), i0, rows, a.dq.mutable_data);
+}
+
+// All of batch b's work for kv head n2: the group's query heads and tiles in
+// a fixed order, then dK/dV written once.
+absl::Status BackwardKvHead(const FlashBackwardArgs& a, const Modifiers& mods,
+                            const BackwardScratch& w, int64_t b, int64_t n2,
+                            const CancelToken& cancel, RunStats* stats) {
+  const AttentionGeometry& g = a.geo;
+  const AttentionDims& d = g.dims;
+  const BatchSpan& span = g.batches[static_cast<size_t>(b)];
+  LoadRows(a.k.data, a.k.Slice(b, n2, span.kv_start), 0, span.s2, w.k);
+  LoadRows(a.v.data, a.v.Slice(b, n2, span.kv_start), 0, span.s2, w.v);
+  std::fill(w.dk, w.dk + span.s2 * d.d, 0.0f);
+  std::fill(w.dv, w.dv + span.s2 * d.dv, 0.0f);
+  for (int64_t n = n2 * d.g; n < (n2 + 1) * d.g; ++n) {
+    for (int64_t i0 = 0; i0 < span.s1; i0 += g.tiling.tile_q) {
+      ATTN_RETURN_IF_ERROR(cancel.Check());
+      const int64_t rows = std::min(g.tiling.tile_q, span.s1 - i0);
+      BackwardTile(a, mods, w, b, n, i0, rows, stats);
+    }
+  }
+  StoreRows(w.dk, a.dk.Slice(b, n2, span.kv_start), 0, span.s2,
+            a.dk.mutable_data);
+  StoreRows(w.dv, a.dv.Slice(b, n2, span.kv_start), 0, span.s2,
+            a.dv.mutable_data);
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 // Work items are (b, n2): one worker owns a kv head's dK/dV and walks the
 // group's query heads and tiles in a fixed order, so the sums are the same
-// whatever the number of workers.
+// whatever the number of workers. An external pse shared by the batches
+// makes the items n2 alone (batches in order inside), so that its dpse
+// plane is also summed by one worker in a fixed order.
 absl::Status FlashBackward(const FlashBackwardArgs& a, float* scratch,
                            size_t scratch_floats, ComputePool& pool,
                            const CancelToken& cancel, RunStats* stats) {
-  const AttentionDims& d = a.dims;
-  const int slots = a.tiling.threads;
+  const AttentionGeometry& g = a.geo;
+  const AttentionDims& d = g.dims;
+  const int slots = g.tiling.threads;
   const size_t per_slot = scratch_floats / static_cast<size_t>(slots);
   std::vector<BackwardScratch> scratch_of(static_cast<size_t>(slots));
   std::vector<RunStats> stats_of(static_cast<size_t>(slots));
   for (int i = 0; i < slots; ++i) {
     Scratch arena(scratch + per_slot * static_cast<size_t>(i), per_slot);
-    scratch_of[static_cast<size_t>(i)] = Carve(a, arena);
+    scratch_of[static_cast<size_t>(i)] = Carve(g, arena);
   }
-  const TileMask mask(a.mask, a.mask_data);
+  const Modifiers mods{TileMask(g.mask, g.mask_data),
+                       PseBias(g.pse, g.pse_data, d.n1),
+                       TileDropout(g.dropout, g.drop_mask_data)};
+  const bool shared_pse =
+      g.pse.kind == PseSpec::Kind::kExternal && g.pse.stride_b == 0;
+  const int64_t items = shared_pse ? d.n2 : d.b * d.n2;
   const absl::Status status =
-      pool.ParallelFor(d.b * d.n2, slots, [&](int64_t item, int slot) {
+      pool.ParallelFor(items, slots, [&](int64_t item, int slot) {
         const BackwardScratch& w = scratch_of[static_cast<size_t>(slot)];
         RunStats* st = &stats_of[static_cast<size_t>(slot)];
-        const int64_t b = item / d.n2, n2 = item % d.n2;
-        LoadRows(a.k.data, a.k.Slice(b, n2), 0, d.s2, w.k);
-        LoadRows(a.v.data, a.v.Slice(b, n2), 0, d.s2, w.v);
-        std::fill(w.dk, w.dk + d.s2 * d.d, 0.0f);
-        std::fill(w.dv, w.dv + d.s2 * d.dv, 0.0f);
-        for (int64_t n = n2 * d.g; n < (n2 + 1) * d.g; ++n) {
-          for (int64_t i0 = 0; i0 < d.s1; i0 += a.tiling.tile_q) {
-            ATTN_RETURN_IF_ERROR(cancel.Check());
-            const int64_t rows = std::min(a.tiling.tile_q, d.s1 - i0);
-            BackwardTile(a, mask, w, b, n, i0, rows, st);
+        if (shared_pse) {
+          for (int64_t b = 0; b < d.b; ++b) {
+            ATTN_RETURN_IF_ERROR(
+                BackwardKvHead(a, mods, w, b, item, cancel, st));
           }
+          return absl::OkStatus();
         }
-        StoreRows(w.dk, a.dk.Slice(b, n2), 0, d.s2, a.dk.mutable_data);
-        StoreRows(w.dv, a.dv.Slice(b, n2), 0, d.s2, a.dv.mutable_data);
-        return absl::OkStatus();
+        return BackwardKvHead(a, mods, w, item / d.n2, item % d.n2, cancel, st);
       });
   for (const RunStats& s : stats_of) {
     stats->tiles_computed += s.tiles_computed;

@@ -5,7 +5,10 @@
 
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
+#include "kernels/pse_bias.h"
+#include "kernels/tile_dropout.h"
 #include "kernels/tile_mask.h"
+#include "kernels/work_items.h"
 #include "runtime/gemm.h"
 #include "runtime/scratch.h"
 #include "runtime/vector_math.h"
@@ -15,18 +18,20 @@ namespace {
 
 // Per-thread scratch of the forward kernel.
 struct ForwardScratch {
-  float* k;  // [S2, D]
-  float* v;  // [S2, Dv]
-  float* q;  // [tile_q, D]
-  float* s;  // [tile_q, tile_kv] scores, then probabilities.
-  float* o;  // [tile_q, Dv] unnormalized output.
-  float* m;  // [tile_q] running max.
-  float* l;  // [tile_q] running sum.
+  float* k;       // [S2, D]
+  float* v;       // [S2, Dv]
+  float* q;       // [tile_q, D]
+  float* s;       // [tile_q, tile_kv] scores, then probabilities.
+  float* o;       // [tile_q, Dv] unnormalized output.
+  float* m;       // [tile_q] running max.
+  float* l;       // [tile_q] running sum.
+  float* row;     // [tile_kv] a pse row.
+  uint8_t* keep;  // [tile_q * tile_kv] dropout keep bits.
 };
 
-ForwardScratch Carve(const FlashForwardArgs& a, Scratch& arena) {
-  const AttentionDims& d = a.dims;
-  const int64_t tq = a.tiling.tile_q, tk = a.tiling.tile_kv;
+ForwardScratch Carve(const AttentionGeometry& g, Scratch& arena) {
+  const AttentionDims& d = g.dims;
+  const int64_t tq = g.tiling.tile_q, tk = g.tiling.tile_kv;
   ForwardScratch s;
   s.k = arena.Take(d.s2 * d.d);
   s.v = arena.Take(d.s2 * d.dv);
@@ -35,31 +40,68 @@ ForwardScratch Carve(const FlashForwardArgs& a, Scratch& arena) {
   s.o = arena.Take(tq * d.dv);
   s.m = arena.Take(tq);
   s.l = arena.Take(tq);
+  s.row = arena.Take(tk);
+  s.keep = reinterpret_cast<uint8_t*>(arena.Take((tq * tk + 3) / 4));
   return s;
 }
 
+// The score modifiers of one request.
+struct Modifiers {
+  TileMask mask;
+  PseBias pse;
+  TileDropout dropout;
+};
+
+// A batch with keys but no queries contributes nothing; one with queries but
+// no keys gives out = 0, max = 0, sum = 0 (SEMANTICS.md §1).
+void EmptyKeysTile(const FlashForwardArgs& a, const ForwardScratch& w,
+                   int64_t b, int64_t n, int64_t i0, int64_t rows) {
+  const AttentionGeometry& g = a.geo;
+  const BatchSpan& span = g.batches[static_cast<size_t>(b)];
+  std::fill(w.o, w.o + rows * g.dims.dv, 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t idx = g.SoftmaxIndex(b, n, i0 + r);
+    std::fill(a.softmax_max + idx, a.softmax_max + idx + 8, 0.0f);
+    std::fill(a.softmax_sum + idx, a.softmax_sum + idx + 8, 0.0f);
+  }
+  StoreRows(w.o, a.out.Slice(b, n, span.q_start), i0, rows, a.out.mutable_data);
+}
+
 // One Sq tile of one query head: online softmax over the Skv tiles.
-void ForwardTile(const FlashForwardArgs& a, const TileMask& mask,
+void ForwardTile(const FlashForwardArgs& a, const Modifiers& mods,
                  const ForwardScratch& w, int64_t b, int64_t n, int64_t i0,
                  int64_t rows, RunStats* stats) {
-  const AttentionDims& d = a.dims;
-  LoadRows(a.q.data, a.q.Slice(b, n), i0, rows, w.q);
+  const AttentionGeometry& g = a.geo;
+  const AttentionDims& d = g.dims;
+  const BatchSpan& span = g.batches[static_cast<size_t>(b)];
+  if (span.s2 == 0) {
+    EmptyKeysTile(a, w, b, n, i0, rows);
+    return;
+  }
+  LoadRows(a.q.data, a.q.Slice(b, n, span.q_start), i0, rows, w.q);
   std::fill(w.m, w.m + rows, -INFINITY);
   std::fill(w.l, w.l + rows, 0.0f);
   std::fill(w.o, w.o + rows * d.dv, 0.0f);
 
-  for (int64_t j0 = 0; j0 < d.s2; j0 += a.tiling.tile_kv) {
-    const int64_t cols = std::min(a.tiling.tile_kv, d.s2 - j0);
-    const TileCoverage cover = mask.Classify(i0, rows, j0, cols);
+  for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
+    const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
+    const TileCoverage cover = mods.mask.Classify(b, i0, rows, j0, cols);
     if (cover == TileCoverage::kEmpty) {
       ++stats->tiles_skipped;
       continue;
     }
     ++stats->tiles_computed;
-    GemmNT(rows, cols, d.d, a.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.s,
+    GemmNT(rows, cols, d.d, g.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.s,
            cols);
+    if (mods.pse.active()) {
+      mods.pse.Add(b, n, span.s1, span.s2, i0, rows, j0, cols, w.s, cols,
+                   w.row);
+    }
     if (cover == TileCoverage::kPartial) {
-      mask.Apply(b, n, i0, rows, j0, cols, w.s, cols);
+      mods.mask.Apply(b, n, i0, rows, j0, cols, w.s, cols);
+    }
+    if (mods.dropout.active()) {
+      mods.dropout.Fill(b, n, span, i0, rows, j0, cols, w.keep);
     }
     for (int64_t r = 0; r < rows; ++r) {
       float* row = w.s + r * cols;
@@ -73,6 +115,10 @@ void ForwardTile(const FlashForwardArgs& a, const TileMask& mask,
       w.l[r] = w.l[r] * correction + sum;
       w.m[r] = m_new;
       if (correction != 1.0f) Scale(w.o + r * d.dv, d.dv, correction);
+      if (mods.dropout.active()) {
+        TileDropout::Apply(row, w.keep + r * cols, cols,
+                           mods.dropout.inv_keep_prob());
+      }
     }
     GemmNN(rows, d.dv, cols, 1.0f, w.s, cols, w.v + j0 * d.dv, d.dv, 1.0f, w.o,
            d.dv);
@@ -88,11 +134,11 @@ void ForwardTile(const FlashForwardArgs& a, const TileMask& mask,
     } else {
       Scale(o, d.dv, 1.0f / sum);
     }
-    const int64_t idx = SoftmaxIndex(d, b, n, i0 + r);
+    const int64_t idx = g.SoftmaxIndex(b, n, i0 + r);
     std::fill(a.softmax_max + idx, a.softmax_max + idx + 8, max);
     std::fill(a.softmax_sum + idx, a.softmax_sum + idx + 8, sum);
   }
-  StoreRows(w.o, a.out.Slice(b, n), i0, rows, a.out.mutable_data);
+  StoreRows(w.o, a.out.Slice(b, n, span.q_start), i0, rows, a.out.mutable_data);
 }
 
 }  // namespace
@@ -102,8 +148,9 @@ void ForwardTile(const FlashForwardArgs& a, const TileMask& mask,
 absl::Status FlashForward(const FlashForwardArgs& a, float* scratch,
                           size_t scratch_floats, ComputePool& pool,
                           const CancelToken& cancel, RunStats* stats) {
-  const AttentionDims& d = a.dims;
-  const int slots = a.tiling.threads;
+  const AttentionGeometry& g = a.geo;
+  const AttentionDims& d = g.dims;
+  const int slots = g.tiling.threads;
   const size_t per_slot = scratch_floats / static_cast<size_t>(slots);
   struct Slot {
     ForwardScratch w;
@@ -113,27 +160,29 @@ absl::Status FlashForward(const FlashForwardArgs& a, float* scratch,
   std::vector<Slot> slot_state(static_cast<size_t>(slots));
   for (int i = 0; i < slots; ++i) {
     Scratch arena(scratch + per_slot * static_cast<size_t>(i), per_slot);
-    slot_state[static_cast<size_t>(i)].w = Carve(a, arena);
+    slot_state[static_cast<size_t>(i)].w = Carve(g, arena);
   }
-  const TileMask mask(a.mask, a.mask_data);
-  const int64_t q_tiles = (d.s1 + a.tiling.tile_q - 1) / a.tiling.tile_q;
-  const absl::Status status = pool.ParallelFor(
-      d.b * d.n1 * q_tiles, slots, [&](int64_t item, int slot) {
+  const Modifiers mods{TileMask(g.mask, g.mask_data),
+                       PseBias(g.pse, g.pse_data, d.n1),
+                       TileDropout(g.dropout, g.drop_mask_data)};
+  const QueryTileItems items(g.batches, d.n1, g.tiling.tile_q);
+  const absl::Status status =
+      pool.ParallelFor(items.size(), slots, [&](int64_t item, int slot) {
         ATTN_RETURN_IF_ERROR(cancel.Check());
         Slot& s = slot_state[static_cast<size_t>(slot)];
-        const int64_t tile = item % q_tiles;
-        const int64_t n = (item / q_tiles) % d.n1;
-        const int64_t b = item / (q_tiles * d.n1);
-        const int64_t n2 = n / d.g;
-        if (s.b != b || s.n2 != n2) {
-          LoadRows(a.k.data, a.k.Slice(b, n2), 0, d.s2, s.w.k);
-          LoadRows(a.v.data, a.v.Slice(b, n2), 0, d.s2, s.w.v);
-          s.b = b;
+        const QueryTileItems::Item it = items.at(item);
+        const BatchSpan& span = g.batches[static_cast<size_t>(it.b)];
+        const int64_t n2 = it.n / d.g;
+        if ((s.b != it.b || s.n2 != n2) && span.s2 > 0) {
+          LoadRows(a.k.data, a.k.Slice(it.b, n2, span.kv_start), 0, span.s2,
+                   s.w.k);
+          LoadRows(a.v.data, a.v.Slice(it.b, n2, span.kv_start), 0, span.s2,
+                   s.w.v);
+          s.b = it.b;
           s.n2 = n2;
         }
-        const int64_t i0 = tile * a.tiling.tile_q;
-        const int64_t rows = std::min(a.tiling.tile_q, d.s1 - i0);
-        ForwardTile(a, mask, s.w, b, n, i0, rows, &s.stats);
+        const int64_t rows = std::min(g.tiling.tile_q, span.s1 - it.i0);
+        ForwardTile(a, mods, s.w, it.b, it.n, it.i0, rows, &s.stats);
         return absl::OkStatus();
       });
   for (const Slot& s : slot_state) {

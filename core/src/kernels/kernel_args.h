@@ -1,10 +1,11 @@
 // Flat, resolved arguments of the FlashAttention kernels, built once by the
-// engine from a plan (pointers, per-head addressing, mask, scale). Kernels
-// read only this, their scratch and the cancel token.
+// engine from a plan (pointers, per-head addressing, mask, pse, dropout,
+// scale). Kernels read only this, their scratch and the cancel token.
 #ifndef ATTNSERVE_CORE_SRC_KERNELS_KERNEL_ARGS_H_
 #define ATTNSERVE_CORE_SRC_KERNELS_KERNEL_ARGS_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "attnserve/core/plan.h"
 #include "plan/layout.h"
@@ -20,39 +21,52 @@ struct HeadTensor {
   DType dtype = DType::kFloat32;
   int64_t cols = 0;  // Head dim of this tensor (D or Dv).
 
-  HeadSlice Slice(int64_t b, int64_t n) const {
-    return HeadSlice{dtype, strides.Offset(b, 0, n), strides.s, cols};
+  // Rows of (b, n) starting at token row `row_start` (TND; 0 otherwise).
+  HeadSlice Slice(int64_t b, int64_t n, int64_t row_start) const {
+    return HeadSlice{dtype, strides.Offset(b, row_start, n), strides.s, cols};
+  }
+};
+
+// What both directions share: geometry and the score modifiers.
+struct AttentionGeometry {
+  AttentionDims dims;
+  std::vector<BatchSpan> batches;
+  Tiling tiling;
+  MaskSpec mask;
+  const uint8_t* mask_data = nullptr;
+  PseSpec pse;
+  const void* pse_data = nullptr;
+  DropoutSpec dropout;
+  const uint8_t* drop_mask_data = nullptr;
+  float scale = 1.0f;  // Multiplies q·k.
+
+  // Index of lane 0 of softmax_max/sum for (b, n, batch-local row i).
+  int64_t SoftmaxIndex(int64_t b, int64_t n, int64_t i) const {
+    if (dims.layout == Layout::kTND) {
+      return ((batches[static_cast<size_t>(b)].q_start + i) * dims.n1 + n) * 8;
+    }
+    return ((b * dims.n1 + n) * dims.s1 + i) * 8;
   }
 };
 
 struct FlashForwardArgs {
-  AttentionDims dims;
-  Tiling tiling;
-  MaskSpec mask;
-  const uint8_t* mask_data = nullptr;
-  float scale = 1.0f;  // Multiplies q·k.
+  AttentionGeometry geo;
   HeadTensor q, k, v, out;
-  float* softmax_max = nullptr;  // [B, N1, S1, 8].
+  float* softmax_max = nullptr;  // [B, N1, S1, 8] or [T1, N1, 8].
   float* softmax_sum = nullptr;
 };
 
 struct FlashBackwardArgs {
-  AttentionDims dims;
-  Tiling tiling;
-  MaskSpec mask;
-  const uint8_t* mask_data = nullptr;
-  float scale = 1.0f;
+  AttentionGeometry geo;
   HeadTensor q, k, v, dy, out;  // out = the forward's attention_out.
   const float* softmax_max = nullptr;
   const float* softmax_sum = nullptr;
   HeadTensor dq, dk, dv;
+  // dpse partials: external pse [Bp][N1][rows][cols] (Bp = 1 when the pse
+  // is shared by the batches), slopes [B][N1] (double); null without pse.
+  float* dpse_partial = nullptr;
+  double* dslope_partial = nullptr;
 };
-
-// Index of lane 0 of softmax_max/sum for (b, n, i).
-inline int64_t SoftmaxIndex(const AttentionDims& d, int64_t b, int64_t n,
-                            int64_t i) {
-  return ((b * d.n1 + n) * d.s1 + i) * 8;
-}
 
 }  // namespace attnserve::core
 

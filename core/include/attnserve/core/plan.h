@@ -43,20 +43,70 @@ struct AttentionDims {
   int64_t n1 = 0;                 // Query heads (head_num).
   int64_t n2 = 0;                 // Key/value heads.
   int64_t g = 0;                  // n1 / n2.
-  int64_t s1 = 0;                 // Query sequence length.
-  int64_t s2 = 0;                 // Key/value sequence length.
+  int64_t s1 = 0;                 // Query sequence length (TND: the longest).
+  int64_t s2 = 0;                 // Key/value sequence length (TND: longest).
   int64_t d = 0;                  // Query/key head dim.
   int64_t dv = 0;                 // Value head dim.
+  int64_t t1 = 0;                 // TND: query tokens (0 otherwise).
+  int64_t t2 = 0;                 // TND: key/value tokens (0 otherwise).
 };
 
-// Mask resolution for the skeleton: explicit tensor (with broadcast strides)
-// and the top-left band of sparse_mode 0.
+// One batch's rows: query rows [q_start, q_start + s1) of the token axis
+// (TND; 0 for padded layouts) and key/value rows [kv_start, kv_start + s2).
+struct BatchSpan {
+  int64_t q_start = 0;
+  int64_t s1 = 0;
+  int64_t kv_start = 0;
+  int64_t s2 = 0;
+};
+
+// Per-batch form of the keep predicate (SEMANTICS.md §3): cell (i, j),
+// batch-local, is kept when
+//   (lo <= j - i <= hi  ||  j < prefix)  &&  !atten_mask(i, j).
+struct BatchBand {
+  static constexpr int64_t kUnbounded = int64_t{1} << 60;
+  int64_t lo = -kUnbounded;
+  int64_t hi = kUnbounded;
+  int64_t prefix = 0;     // Keys j < prefix are kept whatever the band.
+  int64_t mask_base = 0;  // Element of atten_mask at (b, n=0, i=0, j=0).
+};
+
+// The resolved mask of a request: the sparse mode's band per batch and, for
+// modes that read one (0, 1, 5), the explicit atten_mask's addressing.
+// Compressed masks of the other modes are validated and never read.
 struct MaskSpec {
-  bool has_tensor = false;
-  // Element strides into atten_mask for (b, n1, i, j); 0 = broadcast.
-  int64_t stride_b = 0, stride_n = 0, stride_i = 0, stride_j = 0;
-  int64_t pre_tokens = kDefaultWindowTokens;
-  int64_t next_tokens = kDefaultWindowTokens;
+  int64_t sparse_mode = 0;
+  bool has_tensor = false;  // The kernels read atten_mask (1 = masked).
+  // Element strides into atten_mask for (n1, i, j); batch via mask_base.
+  int64_t stride_n = 0, stride_i = 0, stride_j = 0;
+  std::vector<BatchBand> bands;  // One per batch.
+};
+
+// Position bias (SEMANTICS.md §4): s = scale * q.k + coeff * bias(i, j).
+struct PseSpec {
+  enum class Kind { kNone, kExternal, kAlibi, kAlibiSqrt };
+  enum class Rows { kFull, kBroadcast, kCompressed };
+  Kind kind = Kind::kNone;
+  int64_t pse_type = 1;
+  float coeff = 1.0f;  // scale for pse_type 1, 1 otherwise.
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> shape;  // The pse tensor's shape (dpse has it too).
+  // External: element (b, n, row, j) at b*stride_b + n*stride_n +
+  // row*stride_row + j, rows resolved per `rows` (compressed: 1024 rows).
+  Rows rows = Rows::kFull;
+  int64_t stride_b = 0, stride_n = 0, stride_row = 0;
+  // Generated ALiBi: slope (b, n) at b*stride_b + n; relative position
+  // rel = (j + kv_start) - (i + q_start).
+  int64_t q_start = 0, kv_start = 0;
+};
+
+// Dropout (SEMANTICS.md §5): keep bits from drop_mask or from Philox.
+struct DropoutSpec {
+  enum class Kind { kNone, kMask, kSeed };
+  Kind kind = Kind::kNone;
+  float keep_prob = 1.0f;
+  uint64_t seed = 0, offset = 0;
+  std::vector<int64_t> bit_base;  // Per batch: bit index of (b, 0, 0, 0).
 };
 
 // Tile sizes the kernels use (rows of Q per tile, rows of K/V per tile).
@@ -68,7 +118,10 @@ struct Tiling {
 
 struct ForwardPlan {
   AttentionDims dims;
+  std::vector<BatchSpan> batches;
   MaskSpec mask;
+  PseSpec pse;
+  DropoutSpec dropout;
   Tiling tiling;
   float scale = 1.0f;
   uint64_t workspace_bytes = 0;     // For one run (all threads).
@@ -78,14 +131,17 @@ struct ForwardPlan {
 
 struct BackwardPlan {
   AttentionDims dims;
+  std::vector<BatchSpan> batches;
   MaskSpec mask;
+  PseSpec pse;
+  DropoutSpec dropout;
   Tiling tiling;
   float scale = 1.0f;
   // False when softmax_max/sum/attention_in must be recomputed.
   bool has_residuals = false;
   uint64_t workspace_bytes = 0;
   double flops = 0;                 // 2.5 x forward (FA2 convention).
-  std::vector<OutputSpec> outputs;  // dq, dk, dv.
+  std::vector<OutputSpec> outputs;  // dq, dk, dv (and dpse with a pse).
 };
 
 // Validates a forward request. `threads` is the intra-request parallelism the
@@ -94,6 +150,11 @@ absl::StatusOr<ForwardPlan> PlanForward(const ForwardArgs& args,
                                         int threads = 1);
 absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
                                           int threads = 1);
+
+// The forward a backward without residuals runs to recompute them: as
+// PlanForward, but FLOAT8 inputs are accepted (attention_out is FLOAT32).
+absl::StatusOr<ForwardPlan> PlanRecomputeForward(const ForwardArgs& args,
+                                                 int threads = 1);
 
 }  // namespace attnserve::core
 

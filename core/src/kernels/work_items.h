@@ -1,0 +1,59 @@
+// Numbering of the forward's work items (batch, query head, query tile)
+// when batches have different lengths (TND): item -> (b, n, first row).
+//
+//   QueryTileItems items(plan.batches, n1, tile_q);
+//   for (int64_t i = 0; i < items.size(); ++i) { auto it = items.at(i); }
+//
+// Items run in (b, n, tile) order. Immutable after construction.
+#ifndef ATTNSERVE_CORE_SRC_KERNELS_WORK_ITEMS_H_
+#define ATTNSERVE_CORE_SRC_KERNELS_WORK_ITEMS_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "attnserve/core/plan.h"
+
+namespace attnserve::core {
+
+class QueryTileItems {
+ public:
+  struct Item {
+    int64_t b, n, i0;
+  };
+
+  QueryTileItems(const std::vector<BatchSpan>& batches, int64_t n1,
+                 int64_t tile_q)
+      : n1_(n1), tile_q_(tile_q) {
+    int64_t total = 0;
+    for (const BatchSpan& s : batches) {
+      first_.push_back(total);
+      const int64_t tiles = (s.s1 + tile_q - 1) / tile_q;
+      tiles_.push_back(tiles);
+      total += tiles * n1;
+    }
+    first_.push_back(total);
+  }
+
+  int64_t size() const { return first_.back(); }
+
+  Item at(int64_t item) const {
+    const size_t b = static_cast<size_t>(
+        std::upper_bound(first_.begin(), first_.end(), item) - first_.begin() -
+        1);
+    const int64_t local = item - first_[b];
+    const int64_t tiles = tiles_[b];
+    return Item{static_cast<int64_t>(b), local / tiles,
+                (local % tiles) * tile_q_};
+  }
+
+ private:
+  int64_t n1_;
+  int64_t tile_q_;
+  std::vector<int64_t> first_;  // First item of each batch, then the total.
+  std::vector<int64_t> tiles_;  // Query tiles of each batch.
+};
+
+}  // namespace attnserve::core
+
+#endif  // ATTNSERVE_CORE_SRC_KERNELS_WORK_ITEMS_H_
