@@ -1,0 +1,273 @@
+// attnbench: forward and backward throughput of the attention kernels, one
+// JSON object per line, each with a same-run reference so that figures from
+// noisy machines stay comparable.
+//
+//   attnbench --threads=2 --dtypes=fp32,bf16 --seqs=2048,4096 --dims=128
+//
+// Lines: {"kind":"reference",...} (tile sgemm on `threads` workers),
+// {"kind":"attention",...} (GFLOP/s, ratio to the reference, and with
+// --eager the ratio to eager matmul/softmax/matmul on the same threads), and
+// {"kind":"rss",...} (peak RSS of a forward at --rss_seq in a child process,
+// against the bytes of its inputs and outputs).
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "attnserve/core/engine.h"
+#include "attnserve/core/plan.h"
+#include "bench_reference.h"
+
+ABSL_FLAG(int, threads, 2, "Threads per request (and for the references).");
+ABSL_FLAG(int64_t, b, 1, "Batch.");
+ABSL_FLAG(int64_t, n, 8, "Heads (N1 = N2).");
+ABSL_FLAG(std::string, dtypes, "fp32,fp16,bf16", "Comma-separated dtypes.");
+ABSL_FLAG(std::string, seqs, "512,1024,2048,4096,8192", "Sequence lengths.");
+ABSL_FLAG(std::string, dims, "64,128", "Head dims.");
+ABSL_FLAG(std::string, causal, "0,1", "0 = full, 1 = causal (sparse_mode 2).");
+ABSL_FLAG(std::string, directions, "forward,backward", "Directions.");
+ABSL_FLAG(double, min_seconds, 1.0,
+          "Each figure is the best of runs filling at least this long.");
+ABSL_FLAG(bool, eager, true, "Also time eager attention at S <= 4096.");
+ABSL_FLAG(int64_t, rss_seq, 16384, "Sequence of the peak-RSS run (0: skip).");
+
+namespace attnserve::bench {
+namespace {
+
+using core::DType;
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::string> Words(const std::string& csv) {
+  return absl::StrSplit(csv, ',', absl::SkipEmpty());
+}
+
+std::vector<int64_t> Ints(const std::string& csv) {
+  std::vector<int64_t> out;
+  for (absl::string_view part : absl::StrSplit(csv, ',', absl::SkipEmpty())) {
+    out.push_back(std::stoll(std::string(part)));
+  }
+  return out;
+}
+
+DType ParseDType(const std::string& name) {
+  if (name == "fp16") return DType::kFloat16;
+  if (name == "bf16") return DType::kBFloat16;
+  return DType::kFloat32;
+}
+
+core::HostTensor RandomTensor(DType dtype, std::vector<int64_t> shape,
+                              uint32_t seed) {
+  core::HostTensor t = core::MakeHostTensor(dtype, std::move(shape));
+  const size_t n = t.bytes.size() / core::ItemSize(dtype);
+  std::vector<float> values(n);
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (float& v : values) v = dist(gen);
+  core::FromFloat(dtype, values.data(), t.bytes.data(), n);
+  return t;
+}
+
+struct Problem {
+  core::HostTensor q, k, v, dy;
+  core::AttentionOptions options;
+};
+
+Problem MakeProblem(DType dtype, int64_t b, int64_t n, int64_t s, int64_t d,
+                    bool causal) {
+  Problem p;
+  p.q = RandomTensor(dtype, {b, n, s, d}, 1);
+  p.k = RandomTensor(dtype, {b, n, s, d}, 2);
+  p.v = RandomTensor(dtype, {b, n, s, d}, 3);
+  p.dy = RandomTensor(dtype, {b, n, s, d}, 4);
+  p.options.head_num = n;
+  p.options.input_layout = "BNSD";
+  p.options.scale_value = 1.0 / std::sqrt(static_cast<double>(d));
+  p.options.sparse_mode = causal ? 2 : 0;
+  return p;
+}
+
+// Best wall time of `fn` over runs filling min_seconds (at least 2 runs).
+template <typename Fn>
+double BestSeconds(Fn&& fn) {
+  const double budget = absl::GetFlag(FLAGS_min_seconds);
+  double best = 1e30, total = 0;
+  for (int run = 0; run < 2 || total < budget; ++run) {
+    const Clock::time_point t0 = Clock::now();
+    fn();
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::min(best, dt);
+    total += dt;
+  }
+  return best;
+}
+
+void Die(const absl::Status& status) {
+  std::fprintf(stderr, "attnbench: %s\n", status.ToString().c_str());
+  std::exit(1);
+}
+
+void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
+             bool causal, const std::string& direction, double ref_gflops) {
+  const int threads = absl::GetFlag(FLAGS_threads);
+  const int64_t b = absl::GetFlag(FLAGS_b), n = absl::GetFlag(FLAGS_n);
+  Problem p = MakeProblem(dtype, b, n, s, d, causal);
+  const core::ForwardArgs fwd{p.q.view(), p.k.view(), p.v.view(), p.options};
+  absl::StatusOr<core::ForwardPlan> fplan = core::PlanForward(fwd, threads);
+  if (!fplan.ok()) Die(fplan.status());
+  core::CancelToken token;
+  double seconds = 0, flops = 0;
+  uint64_t workspace = 0;
+  if (direction == "forward") {
+    seconds = BestSeconds([&] {
+      absl::StatusOr<core::ForwardResult> r =
+          engine.RunForward(fwd, *fplan, token);
+      if (!r.ok()) Die(r.status());
+      workspace = r->stats.workspace_bytes;
+    });
+    flops = fplan->flops;
+  } else {
+    absl::StatusOr<core::ForwardResult> f =
+        engine.RunForward(fwd, *fplan, token);
+    if (!f.ok()) Die(f.status());
+    core::BackwardArgs bwd;
+    bwd.query = p.q.view();
+    bwd.key = p.k.view();
+    bwd.value = p.v.view();
+    bwd.dy = p.dy.view();
+    bwd.softmax_max = f->softmax_max.view();
+    bwd.softmax_sum = f->softmax_sum.view();
+    bwd.attention_in = f->attention_out.view();
+    bwd.options = p.options;
+    absl::StatusOr<core::BackwardPlan> bplan = core::PlanBackward(bwd, threads);
+    if (!bplan.ok()) Die(bplan.status());
+    seconds = BestSeconds([&] {
+      absl::StatusOr<core::BackwardResult> r =
+          engine.RunBackward(bwd, *bplan, token);
+      if (!r.ok()) Die(r.status());
+      workspace = r->stats.workspace_bytes;
+    });
+    flops = bplan->flops;
+  }
+  const double gflops = flops / seconds / 1e9;
+  std::string eager;
+  if (absl::GetFlag(FLAGS_eager) && s <= 4096 && b == 1) {
+    const double eager_s = EagerAttentionSeconds(
+        n, s, d, causal, direction == "backward", threads, 2);
+    absl::StrAppend(&eager, ",\"eager_fp32_seconds\":", eager_s,
+                    ",\"speedup_vs_eager_fp32\":", eager_s / seconds);
+  }
+  std::printf(
+      "{\"kind\":\"attention\",\"direction\":\"%s\",\"dtype\":\"%s\","
+      "\"b\":%lld,\"n\":%lld,\"s\":%lld,\"d\":%lld,\"causal\":%s,"
+      "\"threads\":%d,\"seconds\":%.6f,\"gflops_dense\":%.2f,"
+      "\"ratio_to_tile_sgemm\":%.3f,\"workspace_bytes\":%llu%s}\n",
+      direction.c_str(), core::DTypeName(dtype), static_cast<long long>(b),
+      static_cast<long long>(n), static_cast<long long>(s),
+      static_cast<long long>(d), causal ? "true" : "false", threads, seconds,
+      gflops, gflops / ref_gflops, static_cast<unsigned long long>(workspace),
+      eager.c_str());
+  std::fflush(stdout);
+}
+
+// Peak RSS of one fp32 forward at `s` in a child process, against the bytes
+// of its inputs and outputs.
+void MeasureRss(int64_t s) {
+  const int threads = absl::GetFlag(FLAGS_threads);
+  const int64_t b = absl::GetFlag(FLAGS_b), n = absl::GetFlag(FLAGS_n);
+  const int64_t d = 128;
+  int fds[2];
+  if (pipe(fds) != 0) return;
+  const pid_t child = fork();
+  if (child == 0) {
+    close(fds[0]);
+    struct rusage before;
+    getrusage(RUSAGE_SELF, &before);
+    core::Engine engine(core::EngineOptions{0, threads});
+    Problem p = MakeProblem(DType::kFloat32, b, n, s, d, false);
+    const core::ForwardArgs fwd{p.q.view(), p.k.view(), p.v.view(), p.options};
+    absl::StatusOr<core::ForwardPlan> plan = core::PlanForward(fwd, threads);
+    if (!plan.ok()) _exit(1);
+    core::CancelToken token;
+    absl::StatusOr<core::ForwardResult> r =
+        engine.RunForward(fwd, *plan, token);
+    if (!r.ok()) _exit(1);
+    struct rusage after;
+    getrusage(RUSAGE_SELF, &after);
+    const double io = static_cast<double>(
+        p.q.bytes.size() + p.k.bytes.size() + p.v.bytes.size() +
+        r->attention_out.bytes.size() + r->softmax_max.bytes.size() +
+        r->softmax_sum.bytes.size());
+    const std::string line = absl::StrCat(
+        "{\"kind\":\"rss\",\"s\":", s, ",\"d\":", d, ",\"n\":", n,
+        ",\"peak_rss_bytes\":", after.ru_maxrss * 1024,
+        ",\"rss_before_bytes\":", before.ru_maxrss * 1024,
+        ",\"inputs_outputs_bytes\":", io,
+        ",\"peak_over_io\":", (after.ru_maxrss * 1024.0) / io, "}\n");
+    if (write(fds[1], line.data(), line.size()) < 0) _exit(1);
+    _exit(0);
+  }
+  close(fds[1]);
+  char buf[512];
+  ssize_t got;
+  while ((got = read(fds[0], buf, sizeof(buf))) > 0) {
+    fwrite(buf, 1, static_cast<size_t>(got), stdout);
+  }
+  close(fds[0]);
+  int status = 0;
+  waitpid(child, &status, 0);
+}
+
+}  // namespace
+}  // namespace attnserve::bench
+
+int main(int argc, char** argv) {
+  using namespace attnserve::bench;  // NOLINT
+  absl::ParseCommandLine(argc, argv);
+  // The RSS child forks before anything else grows the heap.
+  const int64_t rss_seq = absl::GetFlag(FLAGS_rss_seq);
+  if (rss_seq > 0) MeasureRss(rss_seq);
+
+  const int threads = absl::GetFlag(FLAGS_threads);
+  attnserve::core::Engine engine(attnserve::core::EngineOptions{0, threads});
+  std::printf("{\"kind\":\"backend\",\"backends\":\"%s\"}\n",
+              engine.backends().front().c_str());
+  const std::vector<int64_t> dims = Ints(absl::GetFlag(FLAGS_dims));
+  std::vector<double> ref(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) {
+    // The forward's tile products: [64 x D] x [D x 128] and [64 x 128] x
+    // [128 x D]; their mean is the reference.
+    const double qk = TileSgemmGflops(64, 128, dims[i], threads, 1.0);
+    const double pv = TileSgemmGflops(64, dims[i], 128, threads, 1.0);
+    ref[i] = 2.0 / (1.0 / qk + 1.0 / pv);
+    std::printf(
+        "{\"kind\":\"reference\",\"what\":\"tile_sgemm\",\"d\":%lld,"
+        "\"threads\":%d,\"qk_gflops\":%.2f,\"pv_gflops\":%.2f,"
+        "\"gflops\":%.2f}\n",
+        static_cast<long long>(dims[i]), threads, qk, pv, ref[i]);
+    std::fflush(stdout);
+  }
+  for (const std::string& dt : Words(absl::GetFlag(FLAGS_dtypes))) {
+    for (int64_t s : Ints(absl::GetFlag(FLAGS_seqs))) {
+      for (size_t i = 0; i < dims.size(); ++i) {
+        for (int64_t causal : Ints(absl::GetFlag(FLAGS_causal))) {
+          for (const std::string& dir :
+               Words(absl::GetFlag(FLAGS_directions))) {
+            RunCase(engine, ParseDType(dt), s, dims[i], causal != 0, dir,
+                    ref[i]);
+          }
+        }
+      }
+    }
+  }
+  return 0;
+}
