@@ -1,5 +1,6 @@
 #include "attnserve/core/dtype.h"
 
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -115,6 +116,81 @@ float Bf16ToFloat(uint16_t b) {
   return FromBits(static_cast<uint32_t>(b) << 16);
 }
 
+float Fp8E4M3FNToFloat(uint8_t b) {
+  const uint32_t sign = static_cast<uint32_t>(b & 0x80u) << 24;
+  const uint32_t exp = (b >> 3) & 0xfu;
+  const uint32_t mant = b & 0x7u;
+  if (exp == 0xf && mant == 0x7) return FromBits(sign | 0x7fc00000u);
+  if (exp == 0) {
+    const float mag = std::ldexp(static_cast<float>(mant), -9);
+    return sign ? -mag : mag;
+  }
+  // Rebias 7 -> 127.
+  return FromBits(sign | ((exp + 120) << 23) | (mant << 20));
+}
+
+float Fp8E5M2ToFloat(uint8_t b) {
+  if ((b & 0x7fu) > 0x7cu) {  // NaN: quiet, whatever the payload.
+    return FromBits((static_cast<uint32_t>(b & 0x80u) << 24) | 0x7fc00000u);
+  }
+  return HalfToFloat(static_cast<uint16_t>(b << 8));  // Exact.
+}
+
+// Normal results round like FloatToHalf (add half an ulp minus one plus the
+// lowest kept bit, then rebias); results below the normal range are rounded
+// by the FPU, adding a magic number whose ulp is the format's smallest
+// subnormal.
+uint8_t FloatToFp8E4M3FN(float f) {
+  uint32_t x = Bits(f);
+  const uint8_t sign = static_cast<uint8_t>((x >> 24) & 0x80u);
+  x &= 0x7fffffffu;
+  if (x > 0x7f800000u) return 0x7f;             // NaN.
+  if (x > 0x43e00000u) return sign | 0x7e;      // Beyond 448: saturate.
+  if (x < 0x3c800000u) {                        // Below 2^-6.
+    const float magic = FromBits(0x46800000u);  // 2^14: ulp 2^-9.
+    return sign | static_cast<uint8_t>(Bits(FromBits(x) + magic) - 0x46800000u);
+  }
+  x += 0x7ffffu + ((x >> 20) & 1u);
+  return sign | static_cast<uint8_t>((x >> 20) - (120u << 3));
+}
+
+uint8_t FloatToFp8E5M2(float f) {
+  uint32_t x = Bits(f);
+  const uint8_t sign = static_cast<uint8_t>((x >> 24) & 0x80u);
+  x &= 0x7fffffffu;
+  if (x > 0x7f800000u) return 0x7e;             // NaN.
+  if (x >= 0x47800000u) return sign | 0x7c;     // >= 2^16 or inf.
+  if (x < 0x38800000u) {                        // Below 2^-14.
+    const float magic = FromBits(0x43000000u);  // 2^7: ulp 2^-16.
+    return sign | static_cast<uint8_t>(Bits(FromBits(x) + magic) - 0x43000000u);
+  }
+  // A carry out of 57344's mantissa lands on the infinity code.
+  x += 0xfffffu + ((x >> 21) & 1u);
+  return sign | static_cast<uint8_t>((x >> 21) - (112u << 2));
+}
+
+namespace {
+
+// Every code's value, built on first use (thread-safe static init).
+using Fp8Table = std::array<float, 256>;
+
+template <float (*kDecode)(uint8_t)>
+const Fp8Table& DecodeTable() {
+  static const Fp8Table table = [] {
+    Fp8Table t;
+    for (int b = 0; b < 256; ++b) t[b] = kDecode(static_cast<uint8_t>(b));
+    return t;
+  }();
+  return table;
+}
+
+void DecodeFp8(const Fp8Table& table, const void* src, float* dst, size_t n) {
+  const auto* s = static_cast<const uint8_t*>(src);
+  for (size_t i = 0; i < n; ++i) dst[i] = table[s[i]];
+}
+
+}  // namespace
+
 __attribute__((target_clones("avx2", "default"))) void ToFloat(DType src_dtype,
                                                                const void* src,
                                                                float* dst,
@@ -135,6 +211,12 @@ __attribute__((target_clones("avx2", "default"))) void ToFloat(DType src_dtype,
       }
       return;
     }
+    case DType::kFloat8E4M3FN:
+      DecodeFp8(DecodeTable<Fp8E4M3FNToFloat>(), src, dst, n);
+      return;
+    case DType::kFloat8E5M2:
+      DecodeFp8(DecodeTable<Fp8E5M2ToFloat>(), src, dst, n);
+      return;
     default:
       return;
   }
@@ -154,6 +236,16 @@ __attribute__((target_clones("avx2", "default"))) void FromFloat(
     case DType::kBFloat16: {
       auto* d = static_cast<uint16_t*>(dst);
       for (size_t i = 0; i < n; ++i) d[i] = FloatToBf16(src[i]);
+      return;
+    }
+    case DType::kFloat8E4M3FN: {
+      auto* d = static_cast<uint8_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = FloatToFp8E4M3FN(src[i]);
+      return;
+    }
+    case DType::kFloat8E5M2: {
+      auto* d = static_cast<uint8_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = FloatToFp8E5M2(src[i]);
       return;
     }
     default:

@@ -1,12 +1,15 @@
-// FLOAT16 / BFLOAT16 conversions against hand-computed bit patterns and an
-// independent round-to-nearest-even model in double.
+// FLOAT16 / BFLOAT16 / FLOAT8 conversions against hand-computed bit patterns
+// and independent models in double (rounding from the value; FLOAT8 codes
+// decoded from their fields).
 #include "attnserve/core/dtype.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -302,6 +305,260 @@ INSTANTIATE_TEST_SUITE_P(ComputeDTypes, BulkConversionTest,
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(DTypeName(info.param));
                          });
+
+// A FLOAT8 format as the tests see it: field widths and which codes are
+// special, with the functions under test.
+struct Fp8Format {
+  const char* name;
+  DType dtype;
+  int exp_bits;
+  int mant_bits;
+  int bias;
+  // E5M2: an all-ones exponent is inf (mantissa 0) or NaN, as in IEEE 754.
+  // E4M3FN: only all-ones exponent and mantissa is NaN; no infinities.
+  bool ieee_specials;
+  uint8_t largest_finite;  // Positive code of the largest finite value.
+  float (*decode)(uint8_t);
+  uint8_t (*encode)(float);
+};
+
+const Fp8Format kE4M3FN{
+    "E4M3FN",         DType::kFloat8E4M3FN, 4, 3, 7, false, 0x7E,
+    Fp8E4M3FNToFloat, FloatToFp8E4M3FN};
+const Fp8Format kE5M2{"E5M2",         DType::kFloat8E5M2, 5, 2, 15, true, 0x7B,
+                      Fp8E5M2ToFloat, FloatToFp8E5M2};
+
+void PrintTo(const Fp8Format& f, std::ostream* os) { *os << f.name; }
+
+// The value of code `b` from its sign, exponent and mantissa fields.
+double ModelFp8Value(const Fp8Format& f, uint8_t b) {
+  const bool negative = (b & 0x80) != 0;
+  const int e = (b >> f.mant_bits) & ((1 << f.exp_bits) - 1);
+  const int m = b & ((1 << f.mant_bits) - 1);
+  const int e_max = (1 << f.exp_bits) - 1;
+  const int m_max = (1 << f.mant_bits) - 1;
+  double mag;
+  if (f.ieee_specials && e == e_max) {
+    mag = m == 0 ? std::numeric_limits<double>::infinity()
+                 : std::numeric_limits<double>::quiet_NaN();
+  } else if (!f.ieee_specials && e == e_max && m == m_max) {
+    mag = std::numeric_limits<double>::quiet_NaN();
+  } else if (e == 0) {  // Subnormal: m units of 2^(1 - bias - mant_bits).
+    mag = std::ldexp(m, 1 - f.bias - f.mant_bits);
+  } else {
+    mag = std::ldexp(1.0 + std::ldexp(m, -f.mant_bits), e - f.bias);
+  }
+  return negative ? -mag : mag;
+}
+
+// The magnitudes an encoder rounds between: every positive finite code's
+// value in code order (positive codes grow with their bit pattern), and for
+// E5M2 one more entry, 2^16, standing for the infinity code that follows the
+// largest finite one.
+std::vector<double> ModelRoundingGrid(const Fp8Format& f) {
+  std::vector<double> grid;
+  for (int b = 0; b <= f.largest_finite; ++b) {
+    grid.push_back(ModelFp8Value(f, static_cast<uint8_t>(b)));
+  }
+  if (f.ieee_specials) {
+    grid.push_back(std::ldexp(1.0, (1 << f.exp_bits) - 1 - f.bias));
+  }
+  return grid;
+}
+
+// Model of the encoder for non-NaN x: the grid entry nearest to |x|, ties to
+// the even code; E4M3FN clamps to its largest value first, E5M2 gives inf
+// from 2^16 up.
+uint8_t ModelFp8Encode(const std::vector<double>& grid, double x) {
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0;
+  const double a = std::min(std::fabs(x), grid.back());
+  if (a == grid.back()) return sign | static_cast<uint8_t>(grid.size() - 1);
+  // grid[lo] <= a < grid[lo + 1].
+  const size_t lo =
+      std::upper_bound(grid.begin(), grid.end(), a) - grid.begin() - 1;
+  const double below = a - grid[lo];
+  const double above = grid[lo + 1] - a;
+  size_t code = below < above ? lo : lo + 1;
+  if (below == above) code = lo % 2 == 0 ? lo : lo + 1;
+  return sign | static_cast<uint8_t>(code);
+}
+
+class Fp8FormatTest : public ::testing::TestWithParam<Fp8Format> {};
+
+TEST_P(Fp8FormatTest, DecodesEveryCodeFromItsFields) {
+  const Fp8Format& f = GetParam();
+  for (int code = 0; code < 256; ++code) {
+    const uint8_t b = static_cast<uint8_t>(code);
+    const double want = ModelFp8Value(f, b);
+    const float got = f.decode(b);
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(got)) << std::hex << code;
+      EXPECT_NE(ToBits(got) & 0x00400000u, 0u) << "quiet NaN " << code;
+      EXPECT_EQ(std::signbit(got), (b & 0x80) != 0) << std::hex << code;
+      continue;
+    }
+    ASSERT_EQ(static_cast<double>(got), want) << std::hex << code;
+    ASSERT_EQ(std::signbit(got), (b & 0x80) != 0) << std::hex << code;
+  }
+}
+
+TEST_P(Fp8FormatTest, BulkToFloatMatchesScalarDecoding) {
+  const Fp8Format& f = GetParam();
+  std::vector<uint8_t> codes(256 + 3);  // Odd length: every vector tail.
+  for (size_t i = 0; i < codes.size(); ++i) {
+    codes[i] = static_cast<uint8_t>(i * 7 + 3);
+  }
+  std::vector<float> got(codes.size(), -1.0f);
+  ToFloat(f.dtype, codes.data(), got.data(), codes.size());
+  for (size_t i = 0; i < codes.size(); ++i) {
+    ASSERT_EQ(ToBits(got[i]), ToBits(f.decode(codes[i]))) << i;
+  }
+}
+
+TEST_P(Fp8FormatTest, EveryNonNanCodeRoundTrips) {
+  const Fp8Format& f = GetParam();
+  for (int code = 0; code < 256; ++code) {
+    const uint8_t b = static_cast<uint8_t>(code);
+    if (std::isnan(ModelFp8Value(f, b))) continue;
+    ASSERT_EQ(f.encode(f.decode(b)), b) << std::hex << code;
+  }
+}
+
+TEST_P(Fp8FormatTest, EncoderMatchesNearestEvenModel) {
+  const Fp8Format& f = GetParam();
+  const std::vector<double> grid = ModelRoundingGrid(f);
+  // A stride through all finite fp32 bit patterns of both signs.
+  for (uint64_t bits = 0; bits < 0x7F800000u; bits += 4099) {
+    for (uint32_t sign : {0u, 0x80000000u}) {
+      const float x = FromBits(static_cast<uint32_t>(bits) | sign);
+      ASSERT_EQ(f.encode(x), ModelFp8Encode(grid, x))
+          << "float bits " << std::hex << (bits | sign);
+    }
+  }
+  // Every tie between neighbouring codes, and the floats either side of it.
+  // (For E5M2 the last one is 61440, between 57344 and inf.)
+  for (int lo = 0; lo + 1 < static_cast<int>(grid.size()); ++lo) {
+    const float tie = static_cast<float>((grid[lo] + grid[lo + 1]) / 2);
+    ASSERT_EQ(static_cast<double>(tie), (grid[lo] + grid[lo + 1]) / 2);
+    const uint8_t even = static_cast<uint8_t>(lo % 2 == 0 ? lo : lo + 1);
+    for (uint8_t sign : {uint8_t{0}, uint8_t{0x80}}) {
+      const float s = sign ? -1.0f : 1.0f;
+      ASSERT_EQ(f.encode(s * tie), sign | even) << "tie above " << lo;
+      ASSERT_EQ(f.encode(s * std::nextafter(tie, 0.0f)), sign | lo)
+          << "just below the tie above " << lo;
+      ASSERT_EQ(f.encode(s * std::nextafter(tie, 1e30f)), sign | (lo + 1))
+          << "just above the tie above " << lo;
+    }
+  }
+}
+
+TEST_P(Fp8FormatTest, BulkFromFloatMatchesScalarEncoding) {
+  const Fp8Format& f = GetParam();
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  std::vector<float> src(1003);
+  for (float& x : src) {
+    x = dist(gen) * std::ldexp(1.0f, static_cast<int>(gen() % 40) - 22);
+  }
+  src[0] = std::numeric_limits<float>::quiet_NaN();
+  src[1] = -std::numeric_limits<float>::infinity();
+  src[2] = 1e6f;
+  src[1002] = -0.0f;
+  std::vector<uint8_t> dst(src.size() + 1, 0xAB);
+  FromFloat(f.dtype, src.data(), dst.data(), src.size());
+  for (size_t i = 0; i < src.size(); ++i) {
+    ASSERT_EQ(dst[i], f.encode(src[i])) << "element " << i << " = " << src[i];
+  }
+  EXPECT_EQ(dst.back(), 0xAB);
+  // And nothing at all for zero elements.
+  FromFloat(f.dtype, src.data(), dst.data() + src.size(), 0);
+  float untouched = 5.0f;
+  ToFloat(f.dtype, dst.data(), &untouched, 0);
+  EXPECT_EQ(dst.back(), 0xAB);
+  EXPECT_EQ(untouched, 5.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, Fp8FormatTest,
+                         ::testing::Values(kE4M3FN, kE5M2),
+                         [](const ::testing::TestParamInfo<Fp8Format>& info) {
+                           return std::string(info.param.name);
+                         });
+
+TEST(Fp8E4M3FNTest, DecodesKnownCodes) {
+  EXPECT_EQ(Fp8E4M3FNToFloat(0x38), 1.0f);    // Exponent 7 = bias.
+  EXPECT_EQ(Fp8E4M3FNToFloat(0x7E), 448.0f);  // Largest.
+  EXPECT_EQ(Fp8E4M3FNToFloat(0xFE), -448.0f);
+  EXPECT_EQ(Fp8E4M3FNToFloat(0x77), 240.0f);       // 1.875 * 2^7.
+  EXPECT_EQ(Fp8E4M3FNToFloat(0x08), 0x1p-6f);      // Smallest normal.
+  EXPECT_EQ(Fp8E4M3FNToFloat(0x07), 7 * 0x1p-9f);  // Largest subnormal.
+  EXPECT_EQ(Fp8E4M3FNToFloat(0x01), 0x1p-9f);      // Smallest subnormal.
+  EXPECT_EQ(ToBits(Fp8E4M3FNToFloat(0x80)), 0x80000000u);
+  EXPECT_TRUE(std::isnan(Fp8E4M3FNToFloat(0x7F)));
+  EXPECT_TRUE(std::isnan(Fp8E4M3FNToFloat(0xFF)));
+  int nans = 0;
+  for (int b = 0; b < 256; ++b) {
+    const float v = Fp8E4M3FNToFloat(static_cast<uint8_t>(b));
+    nans += std::isnan(v);
+    EXPECT_FALSE(std::isinf(v)) << b;
+  }
+  EXPECT_EQ(nans, 2);
+}
+
+TEST(Fp8E4M3FNTest, RoundsToNearestEvenAndSaturates) {
+  EXPECT_EQ(FloatToFp8E4M3FN(1.0f + 0x1p-4f), 0x38);      // Tie, even below.
+  EXPECT_EQ(FloatToFp8E4M3FN(1.0f + 3 * 0x1p-4f), 0x3A);  // Tie, even above.
+  EXPECT_EQ(FloatToFp8E4M3FN(1.0f + 0x1.2p-4f), 0x39);
+  EXPECT_EQ(FloatToFp8E4M3FN(2.0f - 0x1p-4f), 0x40);  // Carry: 2.0.
+  EXPECT_EQ(FloatToFp8E4M3FN(0x1p-10f), 0x00);        // Subnormal tie.
+  EXPECT_EQ(FloatToFp8E4M3FN(3 * 0x1p-10f), 0x02);
+  EXPECT_EQ(FloatToFp8E4M3FN(-3 * 0x1p-10f), 0x82);
+  EXPECT_EQ(FloatToFp8E4M3FN(15 * 0x1p-10f), 0x08);  // Up to the normals.
+  EXPECT_EQ(FloatToFp8E4M3FN(-0x1p-12f), 0x80);      // Keeps the sign.
+  EXPECT_EQ(FloatToFp8E4M3FN(FromBits(0x00000001)), 0x00);
+  for (float big : {448.0f, 449.0f, 464.0f, 480.0f, 1e6f, FLT_MAX,
+                    std::numeric_limits<float>::infinity()}) {
+    EXPECT_EQ(FloatToFp8E4M3FN(big), 0x7E) << big;
+    EXPECT_EQ(FloatToFp8E4M3FN(-big), 0xFE) << -big;
+  }
+  EXPECT_EQ(FloatToFp8E4M3FN(std::numeric_limits<float>::quiet_NaN()), 0x7F);
+  EXPECT_EQ(FloatToFp8E4M3FN(-std::numeric_limits<float>::quiet_NaN()), 0x7F);
+  EXPECT_EQ(FloatToFp8E4M3FN(FromBits(0x7F800001)), 0x7F);
+}
+
+TEST(Fp8E5M2Test, DecodesKnownCodes) {
+  EXPECT_EQ(Fp8E5M2ToFloat(0x3C), 1.0f);          // Exponent 15 = bias.
+  EXPECT_EQ(Fp8E5M2ToFloat(0x7B), 57344.0f);      // Largest finite.
+  EXPECT_EQ(Fp8E5M2ToFloat(0x04), 0x1p-14f);      // Smallest normal.
+  EXPECT_EQ(Fp8E5M2ToFloat(0x03), 3 * 0x1p-16f);  // Largest subnormal.
+  EXPECT_EQ(Fp8E5M2ToFloat(0x01), 0x1p-16f);
+  EXPECT_EQ(Fp8E5M2ToFloat(0x81), -0x1p-16f);
+  EXPECT_EQ(Fp8E5M2ToFloat(0x7C), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(Fp8E5M2ToFloat(0xFC), -std::numeric_limits<float>::infinity());
+  int nans = 0;
+  for (int b = 0; b < 256; ++b) {
+    nans += std::isnan(Fp8E5M2ToFloat(static_cast<uint8_t>(b)));
+  }
+  EXPECT_EQ(nans, 6);  // S.11111.{01,10,11}.
+}
+
+TEST(Fp8E5M2Test, RoundsToNearestEvenAndOverflowsToInfinity) {
+  EXPECT_EQ(FloatToFp8E5M2(1.0f + 0x1p-3f), 0x3C);      // Tie, even below.
+  EXPECT_EQ(FloatToFp8E5M2(1.0f + 3 * 0x1p-3f), 0x3E);  // Tie, even above.
+  EXPECT_EQ(FloatToFp8E5M2(0x1p-17f), 0x00);            // Subnormal tie.
+  EXPECT_EQ(FloatToFp8E5M2(3 * 0x1p-17f), 0x02);
+  EXPECT_EQ(FloatToFp8E5M2(7 * 0x1p-17f), 0x04);  // Up to the normals.
+  EXPECT_EQ(FloatToFp8E5M2(-0x1p-18f), 0x80);
+  EXPECT_EQ(FloatToFp8E5M2(57344.0f), 0x7B);
+  EXPECT_EQ(FloatToFp8E5M2(std::nextafter(61440.0f, 0.0f)), 0x7B);
+  EXPECT_EQ(FloatToFp8E5M2(61440.0f), 0x7C);  // Tie: the even code is inf.
+  EXPECT_EQ(FloatToFp8E5M2(-61440.0f), 0xFC);
+  EXPECT_EQ(FloatToFp8E5M2(FLT_MAX), 0x7C);
+  EXPECT_EQ(FloatToFp8E5M2(std::numeric_limits<float>::infinity()), 0x7C);
+  EXPECT_EQ(FloatToFp8E5M2(-std::numeric_limits<float>::infinity()), 0xFC);
+  EXPECT_EQ(FloatToFp8E5M2(std::numeric_limits<float>::quiet_NaN()), 0x7E);
+  EXPECT_EQ(FloatToFp8E5M2(-std::numeric_limits<float>::quiet_NaN()), 0x7E);
+  EXPECT_EQ(FloatToFp8E5M2(FromBits(0x7F800001)), 0x7E);
+}
 
 TEST(DTypeTest, ItemSizesNamesAndComputeTypes) {
   EXPECT_EQ(ItemSize(DType::kFloat32), 4u);
