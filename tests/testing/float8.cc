@@ -1,5 +1,6 @@
 #include "tests/testing/float8.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -28,6 +29,9 @@ uint8_t MaxFiniteCode(core::DType dtype) {
   return dtype == core::DType::kFloat8E4M3FN ? 0x7E : 0x7B;
 }
 
+// Values of codes 0 .. largest finite (sign bit clear).
+std::vector<double> FiniteValues(core::DType dtype);
+
 }  // namespace
 
 bool IsFloat8(core::DType dtype) {
@@ -55,29 +59,50 @@ double DecodeFloat8(core::DType dtype, uint8_t byte) {
 }
 
 uint8_t EncodeFloat8(core::DType dtype, double value) {
-  const uint8_t max_code = MaxFiniteCode(dtype);
+  // The non-negative finite values, in code order (increasing), once.
+  static const std::vector<double>* const kE4M3 =
+      new std::vector<double>(FiniteValues(core::DType::kFloat8E4M3FN));
+  static const std::vector<double>* const kE5M2 =
+      new std::vector<double>(FiniteValues(core::DType::kFloat8E5M2));
+  const std::vector<double>& values =
+      dtype == core::DType::kFloat8E4M3FN ? *kE4M3 : *kE5M2;
+  const size_t max_code = values.size() - 1;
+  (void)FormatOf(dtype);  // Aborts on a dtype other than FLOAT8.
   const double magnitude = std::fabs(value);
-  const double max_value = DecodeFloat8(dtype, max_code);
-  const double half_step =
-      (max_value - DecodeFloat8(dtype, static_cast<uint8_t>(max_code - 1))) / 2;
-  if (!(magnitude < max_value + half_step)) {
+  const double half_step = (values[max_code] - values[max_code - 1]) / 2;
+  if (!(magnitude < values[max_code] + half_step)) {
     std::fprintf(stderr, "float8: %g is outside the finite range\n", value);
     std::abort();
   }
-  // Codes 0..max_code are the non-negative finite values in increasing
-  // order: take the nearest, the even one on a tie.
-  uint8_t best = 0;
-  double best_err = magnitude;
-  for (int c = 1; c <= max_code; ++c) {
-    const double err =
-        std::fabs(DecodeFloat8(dtype, static_cast<uint8_t>(c)) - magnitude);
-    if (err < best_err || (err == best_err && (c & 1) == 0)) {
-      best = static_cast<uint8_t>(c);
-      best_err = err;
+  // The nearest of the two neighbours, the even code on a tie.
+  const size_t above = static_cast<size_t>(
+      std::lower_bound(values.begin(), values.end(), magnitude) -
+      values.begin());
+  size_t best = std::min(above, max_code);
+  if (above > 0) {
+    const size_t below = above - 1;
+    const double err_below = magnitude - values[below];
+    const double err_above =
+        above <= max_code ? values[above] - magnitude : err_below + 1;
+    if (err_below < err_above || (err_below == err_above && (below & 1) == 0)) {
+      best = below;
     }
   }
-  return std::signbit(value) ? static_cast<uint8_t>(best | 0x80) : best;
+  const uint8_t code = static_cast<uint8_t>(best);
+  return std::signbit(value) ? static_cast<uint8_t>(code | 0x80) : code;
 }
+
+namespace {
+
+std::vector<double> FiniteValues(core::DType dtype) {
+  std::vector<double> v;
+  for (int c = 0; c <= MaxFiniteCode(dtype); ++c) {
+    v.push_back(DecodeFloat8(dtype, static_cast<uint8_t>(c)));
+  }
+  return v;
+}
+
+}  // namespace
 
 std::vector<double> RoundToFloat8(const std::vector<double>& values,
                                   core::DType dtype) {

@@ -2,7 +2,7 @@
 // FLOAT8_E5M2 bytes and round-to-nearest-even encoding, written from the
 // format definitions independently of the core.
 //
-//   uint8_t byte = EncodeFloat8(DType::kFloat8E4M3FN, 0.3);  // 0x29
+//   uint8_t byte = EncodeFloat8(DType::kFloat8E4M3FN, 0.3);  // 0x2A
 //   double back = DecodeFloat8(DType::kFloat8E4M3FN, byte);   // 0.3125
 //
 // E4M3FN: 1 sign, 4 exponent bits (bias 7), 3 mantissa bits; no infinities,
