@@ -6,6 +6,7 @@
 // the test-side reading of the compressed form; refusals.
 #include <cmath>
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -164,6 +165,8 @@ struct CompressedCase {
   int64_t mode;
   DType dtype;
 };
+
+void PrintTo(const CompressedCase& k, std::ostream* os) { *os << k.name; }
 
 FeatureConfig Compressed(const CompressedCase& k) {
   FeatureConfig c;
