@@ -27,6 +27,15 @@ void CheckProblem(const RefProblem& p) {
   RefCheck(p.q.size() == d.q_size(), "q size != B*N1*S1*D");
   RefCheck(p.k.size() == d.k_size(), "k size != B*N2*S2*D");
   RefCheck(p.v.size() == d.v_size(), "v size != B*N2*S2*Dv");
+  RefCheck(!p.dropout || (p.keep_prob > 0 && p.keep_prob <= 1),
+           "keep_prob must be in (0, 1]");
+}
+
+// The factor keep / keep_prob that dropout applies to cell (b, n, i, j).
+double DropFactor(const RefProblem& p, int64_t b, int64_t n, int64_t i,
+                  int64_t j) {
+  if (!p.dropout) return 1.0;
+  return p.dropout(b, n, i, j) ? 1.0 / p.keep_prob : 0.0;
 }
 
 // Index of row (b, n, i) in a [B][N][S] array.
@@ -53,7 +62,7 @@ bool RowProbabilities(const RefProblem& p, int64_t b, int64_t n, int64_t i,
     const double* k = &p.k[RowIndex(dm.n2, dm.s2, b, n2, j) * dm.d];
     double qk = 0;
     for (int64_t c = 0; c < dm.d; ++c) qk += q[c] * k[c];
-    scores[jj] = p.scale * qk;
+    scores[jj] = p.scale * qk + (p.bias ? p.bias(b, n, i, j) : 0.0);
     m = std::max(m, scores[jj]);
     any = true;
   }
@@ -128,7 +137,8 @@ RefForward ReferenceForward(const RefProblem& p) {
         if (!valid) continue;
         double* out = &r.out[row * dm.dv];
         for (int64_t j = 0; j < dm.s2; ++j) {
-          const double pj = probs[static_cast<size_t>(j)];
+          const double pj =
+              probs[static_cast<size_t>(j)] * DropFactor(p, b, n, i, j);
           if (pj == 0) continue;
           const double* v = &p.v[RowIndex(dm.n2, dm.s2, b, n2, j) * dm.dv];
           for (int64_t c = 0; c < dm.dv; ++c) out[c] += pj * v[c];
@@ -139,17 +149,24 @@ RefForward ReferenceForward(const RefProblem& p) {
   return r;
 }
 
-RefBackward ReferenceBackward(const RefProblem& p,
-                              const std::vector<double>& dy) {
+namespace {
+
+// Shared by both ReferenceBackward overloads; `attention_in` may be null.
+RefBackward Backward(const RefProblem& p, const std::vector<double>& dy,
+                     const std::vector<double>* attention_in) {
   CheckProblem(p);
   const RefDims& dm = p.dims;
   RefCheck(dy.size() == dm.out_size(), "dy size != B*N1*S1*Dv");
+  RefCheck(attention_in == nullptr || attention_in->size() == dm.out_size(),
+           "attention_in size != B*N1*S1*Dv");
   RefBackward r;
   r.dq.assign(dm.q_size(), 0.0);
   r.dk.assign(dm.k_size(), 0.0);
   r.dv.assign(dm.v_size(), 0.0);
   r.unused_keys.assign(static_cast<size_t>(dm.b * dm.n2 * dm.s2), true);
+  if (p.record_ds) r.ds.assign(dm.rows() * static_cast<size_t>(dm.s2), 0.0);
   std::vector<double> probs;
+  std::vector<double> drop(static_cast<size_t>(dm.s2));
   std::vector<double> out(static_cast<size_t>(dm.dv));
   for (int64_t b = 0; b < dm.b; ++b) {
     for (int64_t n = 0; n < dm.n1; ++n) {
@@ -158,15 +175,23 @@ RefBackward ReferenceBackward(const RefProblem& p,
         const size_t row = RowIndex(dm.n1, dm.s1, b, n, i);
         double m = 0, l = 0;
         if (!RowProbabilities(p, b, n, i, &probs, &m, &l)) continue;
+        for (int64_t j = 0; j < dm.s2; ++j) {
+          drop[static_cast<size_t>(j)] = DropFactor(p, b, n, i, j);
+        }
         const double* q = &p.q[row * dm.d];
         const double* g = &dy[row * dm.dv];
-        // out_i and D_i = dy_i . out_i.
-        std::fill(out.begin(), out.end(), 0.0);
-        for (int64_t j = 0; j < dm.s2; ++j) {
-          const double pj = probs[static_cast<size_t>(j)];
-          if (pj == 0) continue;
-          const double* v = &p.v[RowIndex(dm.n2, dm.s2, b, n2, j) * dm.dv];
-          for (int64_t c = 0; c < dm.dv; ++c) out[c] += pj * v[c];
+        // out_i (with dropout) and D_i = dy_i . out_i.
+        if (attention_in != nullptr) {
+          std::copy_n(&(*attention_in)[row * dm.dv], dm.dv, out.begin());
+        } else {
+          std::fill(out.begin(), out.end(), 0.0);
+          for (int64_t j = 0; j < dm.s2; ++j) {
+            const double pj =
+                probs[static_cast<size_t>(j)] * drop[static_cast<size_t>(j)];
+            if (pj == 0) continue;
+            const double* v = &p.v[RowIndex(dm.n2, dm.s2, b, n2, j) * dm.dv];
+            for (int64_t c = 0; c < dm.dv; ++c) out[c] += pj * v[c];
+          }
         }
         double d_i = 0;
         for (int64_t c = 0; c < dm.dv; ++c) d_i += g[c] * out[c];
@@ -174,25 +199,41 @@ RefBackward ReferenceBackward(const RefProblem& p,
         for (int64_t j = 0; j < dm.s2; ++j) {
           const double pj = probs[static_cast<size_t>(j)];
           if (pj == 0) continue;
+          const double fj = drop[static_cast<size_t>(j)];
           const size_t kv_row = RowIndex(dm.n2, dm.s2, b, n2, j);
           r.unused_keys[kv_row] = false;
           const double* k = &p.k[kv_row * dm.d];
           const double* v = &p.v[kv_row * dm.dv];
           double dp = 0;
           for (int64_t c = 0; c < dm.dv; ++c) dp += g[c] * v[c];
-          const double ds = pj * (dp - d_i);
+          const double ds = pj * (dp * fj - d_i);
+          if (p.record_ds) r.ds[row * static_cast<size_t>(dm.s2) + j] = ds;
           double* dk = &r.dk[kv_row * dm.d];
           double* dv = &r.dv[kv_row * dm.dv];
           for (int64_t c = 0; c < dm.d; ++c) {
             dq[c] += p.scale * ds * k[c];
             dk[c] += p.scale * ds * q[c];
           }
-          for (int64_t c = 0; c < dm.dv; ++c) dv[c] += pj * g[c];
+          if (fj == 0) continue;
+          for (int64_t c = 0; c < dm.dv; ++c) dv[c] += pj * fj * g[c];
         }
       }
     }
   }
   return r;
+}
+
+}  // namespace
+
+RefBackward ReferenceBackward(const RefProblem& p,
+                              const std::vector<double>& dy) {
+  return Backward(p, dy, nullptr);
+}
+
+RefBackward ReferenceBackward(const RefProblem& p,
+                              const std::vector<double>& dy,
+                              const std::vector<double>& attention_in) {
+  return Backward(p, dy, &attention_in);
 }
 
 }  // namespace attnserve::test

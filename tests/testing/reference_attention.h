@@ -1,9 +1,16 @@
 // A plain float64 reference of FlashAttentionScore and its gradient.
 //
 // No tiling and no online softmax: every row is computed in one pass over all
-// keys, in double, straight from the formulas of the semantics digest (§2 and
-// §6). Tensors are canonical row-major [B][N][S][D] double arrays whatever the
-// layout the kernel sees; tests pack and unpack them with tensors.h.
+// keys, in double, straight from the formulas of the semantics digest (§2, §5
+// and §6). Tensors are canonical row-major [B][N][S][D] double arrays whatever
+// the layout the kernel sees; tests pack and unpack them with tensors.h.
+// Variable-length (TND) requests are B independent problems with B = 1 each.
+//
+// Besides the keep predicate (masks, sparse modes) a problem may carry an
+// additive score bias (s = scale * qk + bias, the test side derives it from
+// pse / pse_type / slopes) and a dropout predicate with its keep_prob; the
+// backward can then record the full dS, the gradient with respect to that
+// bias, from which tests reduce dpse themselves.
 //
 //   RefProblem p;
 //   p.dims = RefDims{/*b=*/1, /*n1=*/2, /*n2=*/1, /*s1=*/5, /*s2=*/7,
@@ -50,6 +57,10 @@ struct RefDims {
 // True when query row i of (batch b, query head n) attends key j.
 using KeepFn = std::function<bool(int64_t b, int64_t n, int64_t i, int64_t j)>;
 
+// The additive bias of score (b, n, i, j). Called only for kept cells.
+using BiasFn =
+    std::function<double(int64_t b, int64_t n, int64_t i, int64_t j)>;
+
 // The mask of sparse_mode 0: an optional mask tensor (1 = masked) of shape
 // [S1,S2], [1,1,S1,S2], [B,1,S1,S2] or [B,N1,S1,S2], and the top-left band
 // i - pre_tokens <= j <= i + next_tokens.
@@ -71,6 +82,13 @@ struct RefProblem {
   std::vector<double> v;  // [B][N2][S2][Dv]
   double scale = 1.0;     // Pass the value the kernel uses (float32).
   KeepFn keep;            // Empty: every key is kept.
+  BiasFn bias;            // Empty: no bias. s = scale * qk + bias.
+  // Dropout: true = the cell survives. Empty: no dropout. When set, the
+  // forward uses P' = P * keep / keep_prob (also with keep_prob == 1).
+  KeepFn dropout;
+  double keep_prob = 1.0;  // Pass the value the kernel uses (float32).
+  // ReferenceBackward fills RefBackward::ds ([B][N1][S1][S2] doubles).
+  bool record_ds = false;
 };
 
 struct RefForward {
@@ -87,6 +105,10 @@ struct RefBackward {
   // [B][N2][S2]: no query of any head of the group keeps this key, so its
   // dk and dv rows are exactly zero.
   std::vector<bool> unused_keys;
+  // dS = P * (dP - D) per cell ([B][N1][S1][S2], 0 where masked): the
+  // gradient of sum(out * dy) with respect to the additive score bias. Only
+  // when RefProblem::record_ds is set; empty otherwise.
+  std::vector<double> ds;
 };
 
 // attention_out, softmax_max and softmax_sum of `p`.
@@ -94,9 +116,17 @@ RefForward ReferenceForward(const RefProblem& p);
 
 // The exact gradient of sum(out * dy) with respect to q, k and v, with the
 // probabilities recomputed in double (no residuals from a forward are used).
-// `dy` is [B][N1][S1][Dv].
+// `dy` is [B][N1][S1][Dv]. With dropout, dP = (dy . v) * keep / keep_prob,
+// dv sums P' * dy and dS uses the undropped P (semantics §6).
 RefBackward ReferenceBackward(const RefProblem& p,
                               const std::vector<double>& dy);
+
+// As above, but D_i = dy_i . attention_in_i with the given `attention_in`
+// ([B][N1][S1][Dv]) in place of the reference's own output, as the kernel
+// does with a sent (rounded) attention_in.
+RefBackward ReferenceBackward(const RefProblem& p,
+                              const std::vector<double>& dy,
+                              const std::vector<double>& attention_in);
 
 }  // namespace attnserve::test
 
