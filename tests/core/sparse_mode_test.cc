@@ -4,8 +4,10 @@
 // predicate on hand-checked cells, and refusals naming their field.
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "attnserve/core/plan.h"
 #include "gtest/gtest.h"
 #include "tests/core/feature_checks.h"
@@ -127,19 +129,55 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(DType::kFloat32)),
     ModeParamName);
 
-class SparseModeResidualsTest : public ::testing::TestWithParam<size_t> {};
+class SparseModeResidualsTest : public ::testing::TestWithParam<ModeParam> {};
 
 TEST_P(SparseModeResidualsTest, BackwardWithoutAndWithReferenceResiduals) {
-  const FeatureConfig config = ModeCases()[GetParam()].config;
+  FeatureConfig config = ModeCases()[std::get<0>(GetParam())].config;
+  config.dtype = std::get<1>(GetParam());
   CheckBackward(config, Residuals::kRecomputed);
   CheckBackward(config, Residuals::kReference);
 }
 
-INSTANTIATE_TEST_SUITE_P(Float32, SparseModeResidualsTest,
-                         ::testing::ValuesIn(ModeCaseIndices()),
-                         [](const ::testing::TestParamInfo<size_t>& info) {
-                           return ModeCases()[info.param].name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    ComputeDTypes, SparseModeResidualsTest,
+    ::testing::Combine(::testing::ValuesIn(ModeCaseIndices()),
+                       ::testing::Values(DType::kFloat32, DType::kFloat16,
+                                         DType::kBFloat16)),
+    ModeParamName);
+
+// Mode 0 in every padded layout, dtype and mask form (what the kernels
+// supported first): the harness against a known-good path.
+using LayoutDtype = std::tuple<Layout, DType>;
+
+class SparseModeZeroTest : public ::testing::TestWithParam<LayoutDtype> {};
+
+TEST_P(SparseModeZeroTest, EveryMaskFormWithBandAndHeadGrouping) {
+  for (MaskForm mask : {MaskForm::kNone, MaskForm::kFull2D, MaskForm::kShared,
+                        MaskForm::kPerBatch, MaskForm::kPerHead}) {
+    FeatureConfig config = Padded(std::get<0>(GetParam()), 0);
+    config.dtype = std::get<1>(GetParam());
+    config.mask = mask;
+    config.mask_dtype =
+        mask == MaskForm::kShared ? DType::kBool : DType::kUInt8;
+    config.pre_tokens = 20;
+    config.next_tokens = 6;
+    config.n2 = mask == MaskForm::kPerHead ? 1 : 2;  // MQA and GQA.
+    config.dv = 24;
+    CheckBothDirections(config);
+    CheckBackward(config, Residuals::kRecomputed);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Padded, SparseModeZeroTest,
+    ::testing::Combine(::testing::Values(Layout::kBSH, Layout::kSBH,
+                                         Layout::kBSND, Layout::kBNSD),
+                       ::testing::Values(DType::kFloat32, DType::kFloat16,
+                                         DType::kBFloat16)),
+    [](const ::testing::TestParamInfo<LayoutDtype>& info) {
+      return absl::StrCat(core::LayoutName(std::get<0>(info.param)), "_",
+                          core::DTypeName(std::get<1>(info.param)));
+    });
 
 // ---------------------------------------------------------------------------
 // Modes 2, 3 and 4 equal mode 1 with the explicit mask of their predicate,
