@@ -51,7 +51,7 @@ FeatureConfig FdConfig(const FdParam& p) {
   c.pse_type = p.pse_type;
   if (IsSlopes(p.pse)) c.q_start_idx = {1};
   c.dropout = p.dropout;
-  c.keep_prob = 0.75;
+  c.keep_prob = p.dropout == DropoutKind::kNone ? 1.0 : 0.75;
   c.dropout_seed = 21;
   c.seed = 3 + static_cast<uint64_t>(p.pse_type);
   return c;
