@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libopenblas-dev libspdlog-dev libgtest-dev libgmock-dev
+  libabsl-dev libopenblas-dev libdnnl-dev libspdlog-dev libgtest-dev libgmock-dev
   golang-github-gogo-googleapis-dev
   clang-format
 )
