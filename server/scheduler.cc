@@ -81,6 +81,16 @@ void Scheduler::Shutdown() {
   }
 }
 
+void Scheduler::CancelAll() {
+  absl::MutexLock lock(&mu_);
+  for (const std::deque<Entry>* lane : {&small_, &large_}) {
+    for (const Entry& entry : *lane) entry.job.cancel->Cancel();
+  }
+  for (const std::shared_ptr<core::CancelToken>& token : running_tokens_) {
+    token->Cancel();
+  }
+}
+
 int Scheduler::queued() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(small_.size() + large_.size());
@@ -118,22 +128,27 @@ void Scheduler::WorkerLoop() {
       large = LargeMayStart() &&
               (small_.empty() || overtakes_ >= options_.max_overtakes);
       if (large) {
+        running_tokens_.push_back(large_.front().job.cancel);
         entry = std::move(large_.front());
         large_.pop_front();
         overtakes_ = 0;
         ++running_large_;
       } else {
         if (LargeMayStart()) ++overtakes_;
+        running_tokens_.push_back(small_.front().job.cancel);
         entry = std::move(small_.front());
         small_.pop_front();
         ++running_small_;
       }
     }
     const uint64_t memory_bytes = entry.job.memory_bytes;
+    const std::shared_ptr<core::CancelToken> token = entry.job.cancel;
     RunOne(std::move(entry), large);
     absl::MutexLock lock(&mu_);
     --(large ? running_large_ : running_small_);
     memory_in_use_ -= memory_bytes;
+    running_tokens_.erase(
+        std::find(running_tokens_.begin(), running_tokens_.end(), token));
   }
 }
 

@@ -113,6 +113,11 @@ class Scheduler {
   // thread-safe; must not be called from a worker thread.
   void Shutdown();
 
+  // Cancels the token of every job queued or running now (they stop in the
+  // queue or between tiles, as a cancelled client's would). Used when a
+  // drain runs out of time. Thread-safe.
+  void CancelAll();
+
   // Jobs waiting for a worker right now. Thread-safe.
   int queued() const;
   // Jobs running right now. Thread-safe.
@@ -149,6 +154,9 @@ class Scheduler {
   int overtakes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t memory_in_use_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Tokens of the jobs running now (one entry per running job).
+  std::vector<std::shared_ptr<core::CancelToken>> running_tokens_
+      ABSL_GUARDED_BY(mu_);
   absl::Mutex join_mu_;  // Serializes Shutdown() callers.
   std::vector<std::thread> threads_;
 };

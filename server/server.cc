@@ -289,9 +289,12 @@ void Server::Shutdown(absl::Duration drain_timeout) {
     spdlog::warn(
         "drain timeout: {} call(s) still in flight after {}; cancelling them",
         tracker_.in_flight(), absl::FormatDuration(drain_timeout));
+    // Their jobs stop within a few tiles and the calls end CANCELLED.
+    scheduler_->CancelAll();
+    tracker_.WaitUntilIdle(absl::Now() + absl::Seconds(5));
   }
-  // 3. Close the port; calls still running are cancelled, which stops their
-  //    jobs through the token. Blocks until every call has finished.
+  // 3. Close the port; anything still open is cancelled by gRPC. Blocks
+  //    until every call has finished.
   grpc_server_->Shutdown(absl::ToChronoTime(absl::Now()));
   scheduler_->Shutdown();
   grpc_server_->Wait();

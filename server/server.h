@@ -98,8 +98,12 @@ class Server {
   int workers() const;
   // The engine's compute backends, e.g. {"openblas:Haswell"}.
   std::vector<std::string> backends() const { return engine_.backends(); }
-  // AttentionService calls in flight right now.
+  // AttentionService calls in flight right now (arrived, not yet done).
   int in_flight() const { return tracker_.in_flight(); }
+  // Jobs running on a compute worker right now.
+  int running_jobs() const {
+    return scheduler_ == nullptr ? 0 : scheduler_->running();
+  }
   // The metrics (null when no metrics endpoint was asked for).
   const ServerMetrics* metrics() const { return metrics_.get(); }
   core::Engine& engine() { return engine_; }
@@ -111,10 +115,10 @@ class Server {
   // Graceful stop. Health turns NOT_SERVING and every new AttentionService
   // call gets UNAVAILABLE at once, while health checks are still answered.
   // Calls in flight (queued or running) get `drain_timeout` to finish; those
-  // still running then are cancelled (their jobs stop between tiles). Then
-  // the listener closes and the workers join. Idempotent; thread-safe (a
-  // second caller waits for the first to complete). Must not be called from
-  // a handler or a worker thread.
+  // still there then are cancelled (their jobs stop between tiles and the
+  // calls end CANCELLED). Then the listener closes and the workers join.
+  // Idempotent; thread-safe (a second caller waits for the first to complete).
+  // Must not be called from a handler or a worker thread.
   void Shutdown(absl::Duration drain_timeout = absl::Seconds(30));
 
  private:
