@@ -323,6 +323,10 @@ grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
   for (const std::string& backend : engine_->backends()) {
     response->add_compute_backends(backend);
   }
+  RequestRecord record;
+  record.op = "GetServerInfo";
+  record.request_id = RequestIdOf(*context);
+  LogRequest(record);
   return FinishedReactor(context, absl::OkStatus());
 }
 

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -22,6 +23,7 @@
 #include "absl/time/time.h"
 #include "server/logging.h"
 #include "server/server.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -90,6 +92,9 @@ int main(int argc, char** argv) {
       "Usage: attnserve [--listen=host:port] [--workers=N] ...");
   absl::ParseCommandLine(argc, argv);
 
+  // Logs go to standard error.
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
   if (absl::Status logging = attnserve::server::ConfigureLogging(
           absl::GetFlag(FLAGS_log_level), absl::GetFlag(FLAGS_log_format));
       !logging.ok()) {

@@ -80,6 +80,9 @@ LoadReport RunLoad(const LoadOptions& options, const CallFn& call) {
         } else if (tally.first_error.count(code) == 0) {
           tally.first_error[code] = std::string(result.status().message());
         }
+        if (code == absl::StatusCode::kResourceExhausted) {
+          absl::SleepFor(options.refused_backoff);
+        }
       }
     });
   }

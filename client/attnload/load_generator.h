@@ -36,6 +36,9 @@ struct LoadOptions {
   absl::Duration duration = absl::Seconds(10);
   // Deadline of each call.
   absl::Duration timeout = absl::Seconds(30);
+  // Pause of a caller after a RESOURCE_EXHAUSTED answer (the server is
+  // full), as a polite client backs off before retrying.
+  absl::Duration refused_backoff = absl::Milliseconds(5);
 };
 
 // One call: the outputs' fingerprint, or the call's error.

@@ -32,6 +32,8 @@ ABSL_FLAG(int, concurrency, 8, "Callers, each with one call in flight.");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(10),
           "How long to keep starting calls.");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30), "Deadline of each call.");
+ABSL_FLAG(absl::Duration, refused_backoff, absl::Milliseconds(5),
+          "Pause of a caller after RESOURCE_EXHAUSTED before its next call.");
 ABSL_FLAG(std::vector<std::string>, allowed_codes, {"RESOURCE_EXHAUSTED"},
           "Status codes that do not make the run fail (comma-separated).");
 ABSL_FLAG(std::string, layout, "BNSD", "Input layout: BSH, SBH, BSND or BNSD.");
@@ -133,6 +135,7 @@ int Main(int argc, char** argv) {
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.duration = absl::GetFlag(FLAGS_duration);
   options.timeout = absl::GetFlag(FLAGS_timeout);
+  options.refused_backoff = absl::GetFlag(FLAGS_refused_backoff);
   if (options.concurrency < 1) return UsageError("--concurrency must be >= 1");
   const LoadReport report =
       RunLoad(options, [&](absl::Duration timeout) -> absl::StatusOr<uint64_t> {

@@ -61,7 +61,9 @@ class CancelE2eTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (server_ != nullptr) EXPECT_EQ(server_->Stop(), 0) << server_->log();
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Stop(), 0) << server_->log();
+    }
   }
 
   // A request that takes about five seconds on one core, sized from a

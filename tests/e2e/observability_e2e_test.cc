@@ -34,7 +34,9 @@ class ObservabilityE2eTest : public ::testing::Test {
     server_ = *std::move(server);
   }
   void TearDown() override {
-    if (server_ != nullptr) EXPECT_EQ(server_->Stop(), 0) << server_->log();
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Stop(), 0) << server_->log();
+    }
   }
 
   std::string Metrics() {
@@ -59,7 +61,7 @@ class ObservabilityE2eTest : public ::testing::Test {
 
 TEST_F(ObservabilityE2eTest, MetricsCountCallsByOperatorAndStatus) {
   const std::string before = Metrics();
-  EXPECT_THAT(before, HasSubstr("# TYPE attnserve_requests_total counter"));
+  EXPECT_THAT(before, HasSubstr("# TYPE attnserve_queue_depth gauge"));
   EXPECT_EQ(MetricValue(before, "attnserve_queue_capacity"), 64);
   EXPECT_EQ(MetricValue(before, "attnserve_in_flight_requests"), 0);
 
@@ -121,9 +123,11 @@ TEST_F(ObservabilityE2eTest, RequestIdTravelsFromMetadataToLogAndBack) {
                 .exit_code,
             0);
   server_->Stop();
-  // Every line is one JSON object; request lines carry the id.
+  // Every line is one JSON object; request lines carry the id (one line for
+  // GetServerInfo, one for the forward).
   int request_lines = 0;
   bool saw_job = false;
+  bool saw_trace = false;
   for (absl::string_view line : absl::StrSplit(server_->log(), '\n')) {
     if (line.empty() || line[0] == 'E' || line[0] == 'W' || line[0] == 'I') {
       continue;  // gRPC's own diagnostics, if any.
@@ -135,10 +139,13 @@ TEST_F(ObservabilityE2eTest, RequestIdTravelsFromMetadataToLogAndBack) {
       ++request_lines;
       EXPECT_THAT(std::string(line), HasSubstr("\"request_id\":\""));
       saw_job = saw_job || absl::StrContains(line, "\"request_id\":\"job-99\"");
+      saw_trace =
+          saw_trace || absl::StrContains(line, "\"request_id\":\"trace-4711\"");
     }
   }
   EXPECT_EQ(request_lines, 2);
   EXPECT_TRUE(saw_job);
+  EXPECT_TRUE(saw_trace);
 }
 
 }  // namespace

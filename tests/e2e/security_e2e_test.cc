@@ -53,7 +53,9 @@ class SecurityE2eTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (server_ != nullptr) EXPECT_EQ(server_->Stop(), 0) << server_->log();
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Stop(), 0) << server_->log();
+    }
   }
 
   std::vector<std::string> TlsServerArgs() const {
