@@ -156,8 +156,16 @@ TEST(LoadE2eTest, ConcurrentCallersGetCorrectAnswersOrResourceExhausted) {
   EXPECT_LT(growth, std::max<int64_t>(32 << 20, rss_before / 4))
       << "RSS grew from " << rss_before << " to " << rss_after;
 
-  // The server's own counts agree with what the callers saw.
-  const std::string metrics = Metrics(*metrics_port);
+  // The server's own counts agree with what the callers saw. (A worker
+  // updates its gauges just after answering: wait until it holds nothing.)
+  std::string metrics = Metrics(*metrics_port);
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(5);
+       absl::Now() < deadline &&
+       (MetricValue(metrics, "attnserve_in_flight_requests") != 0 ||
+        MetricValue(metrics, "attnserve_admitted_memory_bytes") != 0);) {
+    absl::SleepFor(absl::Milliseconds(10));
+    metrics = Metrics(*metrics_port);
+  }
   const double warm_ok = ReportValue(warm->out, "ok");
   const double warm_refused =
       std::max(0.0, ReportValue(warm->out, "code.RESOURCE_EXHAUSTED"));

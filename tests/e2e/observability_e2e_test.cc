@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "attnserve/client/client.h"
 #include "attnserve/v1/attention.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -72,7 +73,15 @@ TEST_F(ObservabilityE2eTest, MetricsCountCallsByOperatorAndStatus) {
       Attnctl({"forward", "-s", "64", "-d", "32", "--head_num=3"}).exit_code,
       1);
 
-  const std::string after = Metrics();
+  // A call is in flight until gRPC is done with it, a moment after the
+  // client has its answer.
+  std::string after = Metrics();
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(5);
+       absl::Now() < deadline &&
+       MetricValue(after, "attnserve_in_flight_requests") != 0;) {
+    absl::SleepFor(absl::Milliseconds(10));
+    after = Metrics();
+  }
   // attnctl backward runs one forward for the residuals, then the grad.
   EXPECT_EQ(MetricValue(after,
                         "attnserve_requests_total{code=\"OK\","
