@@ -213,5 +213,62 @@ TEST_F(SecurityE2eTest, MisconfiguredTlsFailsToStartNamingTheFlag) {
   EXPECT_THAT(r->err, HasSubstr("/nonexistent.pem"));
 }
 
+// Hostile shapes and sizes get a clear status each; the process neither
+// aborts nor allocates what the shapes claim.
+TEST_F(SecurityE2eTest, HostileInputsAreRefusedAndTheServerStaysSmall) {
+  ASSERT_NO_FATAL_FAILURE(StartServer(
+      {"--workers=1", "--max_message_bytes=1048576"}, TlsOptions{}));
+  absl::StatusOr<Client> client = Client::Connect(server_->target());
+  ASSERT_TRUE(client.ok());
+  const auto request_with_key_shape = [](std::vector<int64_t> shape) {
+    v1::FlashAttentionScoreRequest r;
+    for (v1::Tensor* t :
+         {r.mutable_query(), r.mutable_key(), r.mutable_value()}) {
+      t->set_dtype(v1::DATA_TYPE_FLOAT32);
+      for (int64_t d : {1, 1, 4, 8}) t->add_shape(d);
+      t->set_data(std::string(4 * 8 * 4, '\0'));
+    }
+    r.mutable_key()->clear_shape();
+    for (int64_t d : shape) r.mutable_key()->add_shape(d);
+    r.set_head_num(1);
+    r.set_input_layout("BNSD");
+    return r;
+  };
+  const struct {
+    std::vector<int64_t> key_shape;
+    absl::StatusCode code;
+    const char* message;
+  } cases[] = {
+      // Claims 2^46 elements with 128 bytes of data.
+      {{1, 1, int64_t{1} << 40, 64},
+       absl::StatusCode::kInvalidArgument,
+       "--max_tensor_elements"},
+      // The product overflows 64 bits.
+      {{1 << 28, 1 << 28, 1 << 28, 1},
+       absl::StatusCode::kInvalidArgument,
+       "more than 2^63 elements"},
+      {{1, 1, -4, 8}, absl::StatusCode::kInvalidArgument, "must be >= 0"},
+      // Within the limits but not matching the 128 bytes sent.
+      {{1, 1, 1 << 20, 8}, absl::StatusCode::kInvalidArgument, "key.data"},
+  };
+  for (const auto& c : cases) {
+    absl::StatusOr<v1::FlashAttentionScoreResponse> r =
+        client->FlashAttentionScore(request_with_key_shape(c.key_shape),
+                                    absl::Seconds(10));
+    EXPECT_EQ(r.status().code(), c.code) << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.message));
+  }
+  // Larger than --max_message_bytes.
+  v1::FlashAttentionScoreRequest big = request_with_key_shape({1, 1, 4, 8});
+  big.mutable_value()->set_data(std::string(2 << 20, '\0'));
+  EXPECT_EQ(client->FlashAttentionScore(big, absl::Seconds(10)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+
+  absl::StatusOr<ServingStatus> health = client->Health("", absl::Seconds(10));
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, ServingStatus::kServing);
+  EXPECT_LT(server_->RssBytes(), int64_t{512} << 20);
+}
+
 }  // namespace
 }  // namespace attnserve::e2e
