@@ -25,6 +25,19 @@ function(attnserve_add_test)
   # Every test is labelled with its directory (core, server, client, e2e) so
   # that suites can be selected with `ctest -L`.
   get_filename_component(dir_label ${CMAKE_CURRENT_SOURCE_DIR} NAME)
-  gtest_discover_tests(${T_NAME} PROPERTIES LABELS "${dir_label};${T_LABELS}"
+  gtest_discover_tests(${T_NAME} PROPERTIES LABELS ${dir_label}
                        TIMEOUT ${T_TIMEOUT} DISCOVERY_TIMEOUT 60)
+  # gtest_discover_tests keeps one label only; a file run after the
+  # discovered tests are added gives each of them every label.
+  set(labels ${dir_label} ${T_LABELS})
+  list(REMOVE_DUPLICATES labels)
+  list(LENGTH labels label_count)
+  if(label_count GREATER 1)
+    set(labels_file ${CMAKE_CURRENT_BINARY_DIR}/${T_NAME}_labels.cmake)
+    file(WRITE ${labels_file}
+         "foreach(t IN LISTS ${T_NAME}_TESTS)\n"
+         "  set_tests_properties(\"\${t}\" PROPERTIES LABELS \"${labels}\")\n"
+         "endforeach()\n")
+    set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${labels_file})
+  endif()
 endfunction()

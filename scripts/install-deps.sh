@@ -11,7 +11,11 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libopenblas-dev libdnnl-dev libspdlog-dev libgtest-dev libgmock-dev
   golang-github-gogo-googleapis-dev
+  prometheus-cpp-dev libssl-dev
   clang-format
+  # Tests: openssl makes the TLS certificates, nginx is the gRPC load
+  # balancer of the load-balancer test.
+  openssl nginx
 )
 
 sudo_cmd=()

@@ -1,5 +1,8 @@
 #include "server/attention_service.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -8,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "attnserve/core/dtype.h"
 #include "attnserve/core/status_macros.h"
+#include "server/call_tracker.h"
 #include "server/compute_call.h"
 #include "server/proto_convert.h"
 #include "server/request_log.h"
@@ -57,6 +61,37 @@ void FillWorkspaceResponse(uint64_t workspace_bytes, double flops,
   }
 }
 
+// Bytes of the planned outputs; saturates instead of overflowing (the
+// response-size check rejects such plans first).
+uint64_t OutputBytes(const std::vector<core::OutputSpec>& outputs) {
+  uint64_t total = 0;
+  for (const core::OutputSpec& spec : outputs) {
+    uint64_t bytes = core::ItemSize(spec.dtype);
+    for (int64_t dim : spec.shape) {
+      if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(dim), &bytes)) {
+        return UINT64_MAX;
+      }
+    }
+    if (__builtin_add_overflow(total, bytes, &total)) return UINT64_MAX;
+  }
+  return total;
+}
+
+// What admitting a planned job costs: FLOPs, and the memory it holds (the
+// request as received, the outputs and the workspace).
+template <typename Plan>
+JobCost CostOf(const google::protobuf::Message& request, const Plan& plan) {
+  JobCost cost;
+  cost.flops = plan.flops;
+  uint64_t bytes = request.ByteSizeLong();
+  if (__builtin_add_overflow(bytes, OutputBytes(plan.outputs), &bytes) ||
+      __builtin_add_overflow(bytes, plan.workspace_bytes, &bytes)) {
+    bytes = UINT64_MAX;
+  }
+  cost.memory_bytes = bytes;
+  return cost;
+}
+
 // The engine's share of ExecutionStats; the call fills in the timings.
 void SetRunStats(const core::RunStats& stats, v1::ExecutionStats* out) {
   out->set_workspace_bytes(stats.workspace_bytes);
@@ -91,6 +126,13 @@ absl::Status AttentionService::CheckResponseSize(
   return absl::OkStatus();
 }
 
+int AttentionService::ThreadsFor(double flops) const {
+  const int most = std::max(1, config_.threads_per_request);
+  if (config_.flops_per_thread <= 0) return most;
+  const double wanted = std::ceil(flops / config_.flops_per_thread);
+  return wanted >= most ? most : std::max(1, static_cast<int>(wanted));
+}
+
 grpc::ServerUnaryReactor* AttentionService::FlashAttentionScore(
     grpc::CallbackServerContext* context,
     const v1::FlashAttentionScoreRequest* request,
@@ -103,6 +145,10 @@ grpc::ServerUnaryReactor* AttentionService::FlashAttentionScore(
     ATTN_ASSIGN_OR_RETURN(work->args, ToForwardArgs(*request));
     ATTN_ASSIGN_OR_RETURN(
         work->plan, core::PlanForward(work->args, config_.threads_per_request));
+    if (const int threads = ThreadsFor(work->plan.flops);
+        threads < work->plan.tiling.threads) {
+      ATTN_ASSIGN_OR_RETURN(work->plan, core::PlanForward(work->args, threads));
+    }
     return CheckResponseSize(work->plan.outputs);
   }();
   if (!status.ok()) {
@@ -121,7 +167,8 @@ grpc::ServerUnaryReactor* AttentionService::FlashAttentionScore(
     SetRunStats(result.stats, response->mutable_stats());
     return absl::OkStatus();
   };
-  call->Submit(scheduler_, absl::Now() - plan_start, std::move(run),
+  call->Submit(scheduler_, CostOf(*request, work->plan),
+               absl::Now() - plan_start, std::move(run),
                response->mutable_stats());
   return call;
 }
@@ -139,6 +186,11 @@ grpc::ServerUnaryReactor* AttentionService::FlashAttentionScoreGrad(
     ATTN_ASSIGN_OR_RETURN(
         work->plan,
         core::PlanBackward(work->args, config_.threads_per_request));
+    if (const int threads = ThreadsFor(work->plan.flops);
+        threads < work->plan.tiling.threads) {
+      ATTN_ASSIGN_OR_RETURN(work->plan,
+                            core::PlanBackward(work->args, threads));
+    }
     return CheckResponseSize(work->plan.outputs);
   }();
   if (!status.ok()) {
@@ -159,7 +211,8 @@ grpc::ServerUnaryReactor* AttentionService::FlashAttentionScoreGrad(
     SetRunStats(result.stats, response->mutable_stats());
     return absl::OkStatus();
   };
-  call->Submit(scheduler_, absl::Now() - plan_start, std::move(run),
+  call->Submit(scheduler_, CostOf(*request, work->plan),
+               absl::Now() - plan_start, std::move(run),
                response->mutable_stats());
   return call;
 }
@@ -241,6 +294,7 @@ grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
       break;
   }
   if (!status.ok()) response->Clear();
+  record.request_id = RequestIdOf(*context);
   SetOutcome(status, &record);
   LogRequest(record);
   return FinishedReactor(context, status);
@@ -272,6 +326,10 @@ grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
   for (const std::string& backend : engine_->backends()) {
     response->add_compute_backends(backend);
   }
+  RequestRecord record;
+  record.op = "GetServerInfo";
+  record.request_id = RequestIdOf(*context);
+  LogRequest(record);
   return FinishedReactor(context, absl::OkStatus());
 }
 

@@ -28,8 +28,12 @@
 namespace attnserve::server {
 
 struct ServiceConfig {
-  // Intra-request parallelism handed to Plan* (threads per running job).
+  // Most threads one running job may use (handed to Plan*).
   int threads_per_request = 1;
+  // A job gets one thread per this many FLOPs of its plan, at least 1 and at
+  // most threads_per_request; 0 = always threads_per_request. Small requests
+  // then run on their worker alone and leave the helpers to large ones.
+  double flops_per_thread = 0;
   // Largest message accepted or sent; a request whose outputs would exceed
   // it is refused with RESOURCE_EXHAUSTED before computing.
   uint64_t max_message_bytes = uint64_t{1} << 30;
@@ -70,6 +74,9 @@ class AttentionService final : public v1::AttentionService::CallbackService {
   // RESOURCE_EXHAUSTED when the planned outputs would not fit in one message.
   absl::Status CheckResponseSize(
       const std::vector<core::OutputSpec>& outputs) const;
+
+  // Threads for a job of `flops` (see ServiceConfig::flops_per_thread).
+  int ThreadsFor(double flops) const;
 
   core::Engine* const engine_;
   Scheduler* const scheduler_;

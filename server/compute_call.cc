@@ -1,9 +1,11 @@
 #include "server/compute_call.h"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "server/call_tracker.h"
 #include "server/status_mapping.h"
 
 namespace attnserve::server {
@@ -18,6 +20,7 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
 
 ComputeCall* ComputeCall::Create(grpc::CallbackServerContext* context,
                                  RequestRecord record) {
+  record.request_id = RequestIdOf(*context);
   return new ComputeCall(DeadlineOf(*context), std::move(record));
 }
 
@@ -31,19 +34,38 @@ void ComputeCall::FinishNow(const absl::Status& status) {
   Finish(ToGrpcStatus(status));
 }
 
+double ComputeCall::SecondsSinceCancel(const absl::Status& status) const {
+  if (!absl::IsCancelled(status) && !absl::IsDeadlineExceeded(status)) {
+    return -1;
+  }
+  const int64_t cancelled_ns = cancelled_at_ns_.load();
+  absl::Time from = token_->deadline();
+  if (cancelled_ns != 0) {
+    from = std::min(from, absl::FromUnixNanos(cancelled_ns));
+  }
+  const absl::Time now = absl::Now();
+  if (from > now) return -1;
+  return absl::ToDoubleSeconds(now - from);
+}
+
 void ComputeCall::Submit(
-    Scheduler* scheduler, absl::Duration plan_time,
+    Scheduler* scheduler, const JobCost& cost, absl::Duration plan_time,
     std::function<absl::Status(const core::CancelToken&)> run,
     v1::ExecutionStats* stats) {
   Job job;
   job.deadline = token_->deadline();
   job.cancel = token_;
+  job.cost = cost.flops;
+  job.memory_bytes = cost.memory_bytes;
   job.run = std::move(run);
   job.done = [this, plan_time, stats](absl::Status status,
                                       const JobTiming& timing) {
+    // Measured first: the worker is free from here on.
+    record_.cancel_to_free_seconds = SecondsSinceCancel(status);
     stats->set_queue_seconds(absl::ToDoubleSeconds(timing.queue_time));
     stats->set_compute_seconds(
         absl::ToDoubleSeconds(plan_time + timing.run_time));
+    record_.scheduled = true;
     record_.queue_seconds = stats->queue_seconds();
     record_.compute_seconds = stats->compute_seconds();
     record_.flops = stats->flops();
@@ -60,7 +82,12 @@ void ComputeCall::Submit(
   if (!admitted.ok()) FinishNow(admitted);
 }
 
-void ComputeCall::OnCancel() { token_->Cancel(); }
+void ComputeCall::OnCancel() {
+  int64_t expected = 0;
+  cancelled_at_ns_.compare_exchange_strong(expected,
+                                           absl::ToUnixNanos(absl::Now()));
+  token_->Cancel();
+}
 
 void ComputeCall::OnDone() { delete this; }
 

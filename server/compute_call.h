@@ -3,17 +3,20 @@
 //
 //   ComputeCall* call = ComputeCall::Create(context, RecordOf(op, *request));
 //   if (!plan.ok()) { call->FinishNow(plan.status()); return call; }
-//   call->Submit(scheduler, plan_time, std::move(run),
-//   response->mutable_stats()); return call;
+//   call->Submit(scheduler, JobCost{plan->flops, bytes}, plan_time,
+//                std::move(run), response->mutable_stats());
+//   return call;
 //
 // The call owns the request's core::CancelToken (deadline = the RPC's
 // deadline); a client cancellation cancels it, which stops the job in the
 // queue or between tiles. The call finishes exactly once (on FinishNow, on
-// admission failure, or when the job is done), logs one line, and deletes
-// itself when gRPC reports the call done.
+// admission failure, or when the job is done), logs one line carrying the
+// call's x-request-id, and deletes itself when gRPC reports the call done.
 #ifndef ATTNSERVE_SERVER_COMPUTE_CALL_H_
 #define ATTNSERVE_SERVER_COMPUTE_CALL_H_
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 
@@ -30,10 +33,17 @@ namespace attnserve::server {
 // The call's deadline as an absl::Time (InfiniteFuture when none was set).
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context);
 
+// What admitting a job costs: its FLOPs (lane and threads) and the bytes it
+// holds while admitted (memory budget).
+struct JobCost {
+  double flops = 0;
+  uint64_t memory_bytes = 0;
+};
+
 class ComputeCall final : public grpc::ServerUnaryReactor {
  public:
   // A new call for `context`; the pointer is owned by gRPC once returned
-  // from the handler.
+  // from the handler. Takes the request id from the call's metadata.
   static ComputeCall* Create(grpc::CallbackServerContext* context,
                              RequestRecord record);
 
@@ -41,15 +51,22 @@ class ComputeCall final : public grpc::ServerUnaryReactor {
   // not together with Submit().
   void FinishNow(const absl::Status& status);
 
-  // Queues `run`. When the job is done, writes queue and compute seconds into
-  // `stats` (compute = `plan_time` + time in `run`; `run` itself sets
-  // workspace_bytes and flops), logs and finishes with the job's status. If
-  // the scheduler refuses the job, finishes with its error at once. `stats`
-  // and everything `run` touches must live until the call finishes (the
-  // request and response do).
-  void Submit(Scheduler* scheduler, absl::Duration plan_time,
+  // Queues `run` with `cost`. When the job is done, writes queue and compute
+  // seconds into `stats` (compute = `plan_time` + time in `run`; `run` itself
+  // sets workspace_bytes and flops), logs and finishes with the job's status.
+  // If the scheduler refuses the job (queue full, memory budget, draining),
+  // finishes with its error at once. `stats` and everything `run` touches
+  // must live until the call finishes (the request and response do).
+  void Submit(Scheduler* scheduler, const JobCost& cost,
+              absl::Duration plan_time,
               std::function<absl::Status(const core::CancelToken&)> run,
               v1::ExecutionStats* stats);
+  // The same with a zero cost (small lane, no memory accounted).
+  void Submit(Scheduler* scheduler, absl::Duration plan_time,
+              std::function<absl::Status(const core::CancelToken&)> run,
+              v1::ExecutionStats* stats) {
+    Submit(scheduler, JobCost{}, plan_time, std::move(run), stats);
+  }
 
   void OnCancel() override;
   void OnDone() override;
@@ -57,8 +74,14 @@ class ComputeCall final : public grpc::ServerUnaryReactor {
  private:
   ComputeCall(absl::Time deadline, RequestRecord record);
 
+  // Seconds from the cancellation (client or deadline) to now, or -1 when
+  // `status` is not a cancellation.
+  double SecondsSinceCancel(const absl::Status& status) const;
+
   const std::shared_ptr<core::CancelToken> token_;
   RequestRecord record_;
+  // absl::ToUnixNanos of the client's cancellation; 0 until OnCancel().
+  std::atomic<int64_t> cancelled_at_ns_{0};
 };
 
 }  // namespace attnserve::server

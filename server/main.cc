@@ -2,12 +2,17 @@
 //
 //   attnserve --listen=0.0.0.0:50051 --workers=8 --queue_depth=64
 //
-// SIGINT or SIGTERM shuts the server down gracefully and exits with 0.
+// SIGINT or SIGTERM drains the server (health NOT_SERVING, new calls
+// UNAVAILABLE, calls in flight finish within --drain_timeout) and exits 0;
+// a second SIGINT or SIGTERM during the drain exits at once with status 1.
 #include <signal.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -15,7 +20,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "server/logging.h"
 #include "server/server.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
@@ -27,19 +35,46 @@ ABSL_FLAG(int, queue_depth, 64,
 ABSL_FLAG(int64_t, max_message_bytes, int64_t{1} << 30,
           "largest request or response message in bytes (max 2147483647)");
 ABSL_FLAG(uint64_t, memory_budget_bytes, 0,
-          "cap on workspace bytes leased at once; 0 = unlimited");
+          "cap on the bytes (request, outputs, workspace) held by the "
+          "requests admitted at once; 0 = unlimited");
+ABSL_FLAG(int64_t, max_tensor_elements, int64_t{1} << 28,
+          "largest element count of one tensor (and of any one dimension)");
 ABSL_FLAG(int, threads_per_request,
           static_cast<int>(std::thread::hardware_concurrency()),
-          "threads one request may use inside the engine: its worker plus "
-          "engine helper threads that are idle (default: the number of "
-          "hardware threads, so a request running alone uses every core)");
+          "most threads one request may use inside the engine: its worker "
+          "plus engine helper threads that are idle (default: the number of "
+          "hardware threads, so a large request running alone uses every "
+          "core)");
+ABSL_FLAG(double, flops_per_thread, 2.5e8,
+          "a request gets one thread per this many FLOPs, up to "
+          "--threads_per_request (0 = always --threads_per_request)");
+ABSL_FLAG(double, small_request_flops, 1e9,
+          "requests of at most this many FLOPs are small: they are served "
+          "before large ones and have a worker kept for them");
+ABSL_FLAG(int, large_request_workers, 0,
+          "workers that may run large requests at once (0 = workers - 1)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "on SIGTERM/SIGINT, how long calls in flight may take to finish "
+          "before they are cancelled");
+ABSL_FLAG(std::string, tls_cert, "",
+          "server certificate chain (PEM); with --tls_key, serve TLS only");
+ABSL_FLAG(std::string, tls_key, "", "server private key (PEM)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "CA bundle (PEM) for client certificates: mutual TLS");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "bearer tokens, one per line (optionally `token Rpc,Rpc`); set = "
+          "the attention RPCs need `authorization: Bearer <token>`");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "host:port for Prometheus metrics (GET /metrics); empty = off");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off");
+ABSL_FLAG(std::string, log_format, "text",
+          "text or json (one JSON object per line)");
 
 namespace {
 
 // Blocks SIGINT/SIGTERM in this thread and every thread it starts later, so
-// that the main thread can take them synchronously with sigwait().
+// that the main thread can take them synchronously.
 sigset_t BlockShutdownSignals() {
   sigset_t signals;
   sigemptyset(&signals);
@@ -57,13 +92,15 @@ int main(int argc, char** argv) {
       "Usage: attnserve [--listen=host:port] [--workers=N] ...");
   absl::ParseCommandLine(argc, argv);
 
-  const spdlog::level::level_enum level =
-      spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
-  if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
-    spdlog::error("unknown --log_level={}", absl::GetFlag(FLAGS_log_level));
+  // Logs go to standard error.
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
+  if (absl::Status logging = attnserve::server::ConfigureLogging(
+          absl::GetFlag(FLAGS_log_level), absl::GetFlag(FLAGS_log_format));
+      !logging.ok()) {
+    spdlog::error("{}", std::string(logging.message()));
     return EXIT_FAILURE;
   }
-  spdlog::set_level(level);
 
   const sigset_t signals = BlockShutdownSignals();
 
@@ -73,7 +110,17 @@ int main(int argc, char** argv) {
   options.queue_depth = absl::GetFlag(FLAGS_queue_depth);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
+  options.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
   options.threads_per_request = absl::GetFlag(FLAGS_threads_per_request);
+  options.flops_per_thread = absl::GetFlag(FLAGS_flops_per_thread);
+  options.small_request_flops = absl::GetFlag(FLAGS_small_request_flops);
+  options.large_request_workers = absl::GetFlag(FLAGS_large_request_workers);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  const absl::Duration drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
 
   attnserve::server::Server server(options);
   if (absl::Status started = server.Start(); !started.ok()) {
@@ -81,16 +128,41 @@ int main(int argc, char** argv) {
     return EXIT_FAILURE;
   }
   spdlog::info(
-      "attnserve {} listening on {} (port {}), {} workers, queue depth {}, "
-      "backends: {}",
+      "attnserve {} listening on {} (port {}, {}{}), {} workers, queue depth "
+      "{}, backends: {}",
       ATTNSERVE_VERSION, options.listen_address, server.port(),
+      options.tls_cert_file.empty()
+          ? "plaintext"
+          : (options.tls_client_ca_file.empty() ? "TLS" : "mutual TLS"),
+      options.auth_token_file.empty() ? "" : ", bearer tokens",
       server.workers(), options.queue_depth,
       absl::StrJoin(server.backends(), ", "));
+  if (server.metrics_port() != 0) {
+    spdlog::info("metrics on {} (port {})", options.metrics_listen,
+                 server.metrics_port());
+  }
 
   int received = 0;
   sigwait(&signals, &received);
-  spdlog::info("received {}, shutting down", strsignal(received));
-  server.Shutdown();
+  spdlog::info("received {}: draining (up to {}); send it again to exit now",
+               strsignal(received), absl::FormatDuration(drain_timeout));
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    server.Shutdown(drain_timeout);
+    stopped = true;
+  });
+  // Meanwhile a second signal forces the exit.
+  const timespec poll_interval{0, 50 * 1000 * 1000};
+  while (!stopped) {
+    siginfo_t info;
+    if (sigtimedwait(&signals, &info, &poll_interval) > 0) {
+      spdlog::warn("received {} again: exiting without waiting for {} call(s)",
+                   strsignal(info.si_signo), server.in_flight());
+      spdlog::default_logger()->flush();
+      std::_Exit(EXIT_FAILURE);
+    }
+  }
+  stopper.join();
   spdlog::info("stopped");
   return EXIT_SUCCESS;
 }

@@ -1,16 +1,20 @@
 // One log line per request: what was asked, how it ended, how long it took.
 //
 //   RequestRecord record = RecordOf("FlashAttentionScore", request);
+//   record.request_id = "3f2a9c";
 //   record.code = absl::StatusCode::kOk;
 //   record.queue_seconds = 0.0012;
 //   record.compute_seconds = 0.034;
 //   record.flops = 4.3e9;
 //   LogRequest(record);
-//   // FlashAttentionScore q=[2,128,8,64] k=[2,128,8,64] v=[2,128,8,64]
-//   //   dtype=FLOAT16 layout=BSND status=OK queue_ms=1.200 compute_ms=34.000
-//   //   gflops=126.47
+//   // FlashAttentionScore request_id=3f2a9c q=[2,128,8,64] k=[2,128,8,64]
+//   //   v=[2,128,8,64] dtype=FLOAT16 layout=BSND status=OK queue_ms=1.200
+//   //   compute_ms=34.000 gflops=126.47
 //
-// Written through spdlog (info for OK, warn otherwise). Thread-safe.
+// Written through the spdlog logger named "request" (info for OK, warn
+// otherwise); with --log_format=json the record becomes one JSON object (see
+// logging.h). Every record also goes to the registered RequestObservers (the
+// metrics). Thread-safe.
 #ifndef ATTNSERVE_SERVER_REQUEST_LOG_H_
 #define ATTNSERVE_SERVER_REQUEST_LOG_H_
 
@@ -25,15 +29,37 @@ namespace attnserve::server {
 
 struct RequestRecord {
   std::string op;  // RPC name, e.g. "FlashAttentionScoreGrad".
+  // The call's x-request-id (received or generated); empty outside a call.
+  std::string request_id;
   std::string q_shape, k_shape, v_shape;
   std::string dtype;   // Query dtype without prefix, e.g. "FLOAT32".
   std::string layout;  // input_layout as sent.
   absl::StatusCode code = absl::StatusCode::kOk;
   std::string error;  // Status message when `code` is not OK.
+  // True once the request went through the scheduler (queued, then run or
+  // stopped); queue_seconds and compute_seconds are meaningful only then.
+  bool scheduled = false;
   double queue_seconds = 0;
   double compute_seconds = 0;
   double flops = 0;
+  // For a call stopped by its client or deadline while queued or running:
+  // seconds from the cancellation (or the deadline) until its worker was
+  // free again; negative when not applicable.
+  double cancel_to_free_seconds = -1;
 };
+
+// Receives every record LogRequest writes. Implementations must be
+// thread-safe and quick (they run on gRPC and worker threads).
+class RequestObserver {
+ public:
+  virtual ~RequestObserver() = default;
+  virtual void OnRequest(const RequestRecord& record) = 0;
+};
+
+// Registers / unregisters an observer of every LogRequest call in this
+// process (the observer must stay alive until removed). Thread-safe.
+void AddRequestObserver(RequestObserver* observer);
+void RemoveRequestObserver(RequestObserver* observer);
 
 // "FLOAT16" for DATA_TYPE_FLOAT16; "?42" for an unknown value.
 std::string DTypeLabel(int proto_dtype);
@@ -55,10 +81,15 @@ RequestRecord RecordOf(std::string_view op, const Request& request) {
 // Sets `code` and `error` from `status`.
 void SetOutcome(const absl::Status& status, RequestRecord* record);
 
-// The log line for `record` (no trailing newline).
+// The text log line for `record` (no trailing newline).
 std::string FormatRequestLine(const RequestRecord& record);
 
-// Writes FormatRequestLine(record) to the default spdlog logger.
+// The record as the members of a JSON object, without the braces:
+// "request_id":"3f2a9c","op":"FlashAttentionScore",...,"status":"OK",...
+std::string FormatRequestJsonFields(const RequestRecord& record);
+
+// Writes the record to the "request" logger (text or JSON as configured) and
+// hands it to every RequestObserver.
 void LogRequest(const RequestRecord& record);
 
 }  // namespace attnserve::server

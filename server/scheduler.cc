@@ -1,17 +1,32 @@
 #include "server/scheduler.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace attnserve::server {
+namespace {
+
+SchedulerOptions Normalized(SchedulerOptions options) {
+  options.workers = std::max(1, options.workers);
+  options.queue_depth = std::max(1, options.queue_depth);
+  options.max_overtakes = std::max(1, options.max_overtakes);
+  if (options.large_job_workers <= 0) {
+    options.large_job_workers = std::max(1, options.workers - 1);
+  }
+  options.large_job_workers =
+      std::min(options.large_job_workers, options.workers);
+  return options;
+}
+
+}  // namespace
 
 Scheduler::Scheduler(const SchedulerOptions& options, Clock* clock)
-    : queue_depth_(options.queue_depth < 1 ? 1 : options.queue_depth),
+    : options_(Normalized(options)),
       clock_(clock != nullptr ? clock : Clock::Real()) {
-  const int workers = options.workers < 1 ? 1 : options.workers;
-  threads_.reserve(static_cast<size_t>(workers));
-  for (int i = 0; i < workers; ++i) {
+  threads_.reserve(static_cast<size_t>(options_.workers));
+  for (int i = 0; i < options_.workers; ++i) {
     threads_.emplace_back([this] { WorkerLoop(); });
   }
 }
@@ -24,16 +39,34 @@ absl::Status Scheduler::Submit(Job job) {
         "scheduler job needs a cancel token, a run and a done function");
   }
   const absl::Time now = clock_->Now();
+  const bool small = IsSmall(job.cost);
   absl::MutexLock lock(&mu_);
   if (stopping_) {
     return absl::UnavailableError("server is draining for shutdown");
   }
-  if (static_cast<int>(queue_.size()) >= queue_depth_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("queue full: ", queue_.size(),
-                     " requests waiting (--queue_depth=", queue_depth_, ")"));
+  const size_t waiting = small_.size() + large_.size();
+  if (static_cast<int>(waiting) >= options_.queue_depth) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "queue full: ", waiting, " requests waiting (--queue_depth=",
+        options_.queue_depth, "); retry later"));
   }
-  queue_.push_back(Entry{std::move(job), now});
+  const uint64_t budget = options_.memory_budget_bytes;
+  if (budget > 0 && job.memory_bytes > budget) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "memory budget: the request needs ", job.memory_bytes,
+        " bytes (request, outputs and workspace), more than the whole budget "
+        "of ",
+        budget, " bytes (--memory_budget_bytes)"));
+  }
+  if (budget > 0 && job.memory_bytes > budget - memory_in_use_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "memory budget: the request needs ", job.memory_bytes, " bytes but ",
+        memory_in_use_, " of ", budget,
+        " bytes are held by requests in flight (--memory_budget_bytes); "
+        "retry later"));
+  }
+  memory_in_use_ += job.memory_bytes;
+  (small ? small_ : large_).push_back(Entry{std::move(job), now});
   return absl::OkStatus();
 }
 
@@ -48,33 +81,81 @@ void Scheduler::Shutdown() {
   }
 }
 
-int Scheduler::queued() const {
+void Scheduler::CancelAll() {
   absl::MutexLock lock(&mu_);
-  return static_cast<int>(queue_.size());
+  for (const std::deque<Entry>* lane : {&small_, &large_}) {
+    for (const Entry& entry : *lane) entry.job.cancel->Cancel();
+  }
+  for (const std::shared_ptr<core::CancelToken>& token : running_tokens_) {
+    token->Cancel();
+  }
 }
 
-bool Scheduler::HasWorkOrStopping() const {
-  return stopping_ || !queue_.empty();
+int Scheduler::queued() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(small_.size() + large_.size());
+}
+
+uint64_t Scheduler::memory_in_use() const {
+  absl::MutexLock lock(&mu_);
+  return memory_in_use_;
+}
+
+int Scheduler::running() const {
+  absl::MutexLock lock(&mu_);
+  return running_small_ + running_large_;
+}
+
+bool Scheduler::LargeMayStart() const {
+  return !large_.empty() && running_large_ < options_.large_job_workers;
+}
+
+bool Scheduler::CanTakeOrExit() const {
+  if (!small_.empty() || LargeMayStart()) return true;
+  // Drain: a stopping scheduler still serves what was queued; a worker exits
+  // once nothing is left that it could take.
+  return stopping_ && small_.empty() && large_.empty();
 }
 
 void Scheduler::WorkerLoop() {
   while (true) {
     Entry entry;
+    bool large = false;
     {
       absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(this, &Scheduler::HasWorkOrStopping));
-      // Drain: a stopping scheduler still serves what was queued.
-      if (queue_.empty()) return;
-      entry = std::move(queue_.front());
-      queue_.pop_front();
+      mu_.Await(absl::Condition(this, &Scheduler::CanTakeOrExit));
+      if (small_.empty() && !LargeMayStart()) return;
+      large = LargeMayStart() &&
+              (small_.empty() || overtakes_ >= options_.max_overtakes);
+      if (large) {
+        running_tokens_.push_back(large_.front().job.cancel);
+        entry = std::move(large_.front());
+        large_.pop_front();
+        overtakes_ = 0;
+        ++running_large_;
+      } else {
+        if (LargeMayStart()) ++overtakes_;
+        running_tokens_.push_back(small_.front().job.cancel);
+        entry = std::move(small_.front());
+        small_.pop_front();
+        ++running_small_;
+      }
     }
-    RunOne(std::move(entry));
+    const uint64_t memory_bytes = entry.job.memory_bytes;
+    const std::shared_ptr<core::CancelToken> token = entry.job.cancel;
+    RunOne(std::move(entry), large);
+    absl::MutexLock lock(&mu_);
+    --(large ? running_large_ : running_small_);
+    memory_in_use_ -= memory_bytes;
+    running_tokens_.erase(
+        std::find(running_tokens_.begin(), running_tokens_.end(), token));
   }
 }
 
-void Scheduler::RunOne(Entry entry) {
+void Scheduler::RunOne(Entry entry, bool large) {
   Job& job = entry.job;
   JobTiming timing;
+  timing.large = large;
   const absl::Time start = clock_->Now();
   timing.queue_time = start - entry.enqueued;
   if (job.cancel->cancelled()) {

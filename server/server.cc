@@ -1,12 +1,20 @@
 #include "server/server.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <climits>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "attnserve/core/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "spdlog/spdlog.h"
 
 namespace attnserve::server {
 namespace {
@@ -16,6 +24,73 @@ int ResolveWorkers(int requested) {
   const unsigned hardware = std::thread::hardware_concurrency();
   return hardware == 0 ? 1 : static_cast<int>(hardware);
 }
+
+// The contents of the file named by option `field`.
+absl::StatusOr<std::string> ReadFileOption(const std::string& path,
+                                           const std::string& field) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return core::InvalidField(
+        field, absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  if (text.str().empty()) {
+    return core::InvalidField(field, absl::StrCat(path, " is empty"));
+  }
+  return text.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
+    const ServerOptions& options) {
+  if (options.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ATTN_ASSIGN_OR_RETURN(pair.cert_chain,
+                        ReadFileOption(options.tls_cert_file, "tls_cert"));
+  ATTN_ASSIGN_OR_RETURN(pair.private_key,
+                        ReadFileOption(options.tls_key_file, "tls_key"));
+  grpc::SslServerCredentialsOptions ssl(
+      options.tls_client_ca_file.empty()
+          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  if (!options.tls_client_ca_file.empty()) {
+    ATTN_ASSIGN_OR_RETURN(
+        ssl.pem_root_certs,
+        ReadFileOption(options.tls_client_ca_file, "tls_client_ca"));
+  }
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  return grpc::SslServerCredentials(ssl);
+}
+
+// Serves gRPC server reflection on this server, or not. Linking gRPC's
+// reflection library registers its plugin for every server the process
+// builds; this option removes it where it is not wanted and adds it once
+// where it is.
+class ReflectionOption final : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionOption(bool enabled) : enabled_(enabled) {}
+
+  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>*
+                         plugins) override {
+    const std::string name =
+        grpc::reflection::ProtoServerReflectionPlugin().name();
+    plugins->erase(
+        std::remove_if(
+            plugins->begin(), plugins->end(),
+            [&](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+              return p->name() == name;
+            }),
+        plugins->end());
+    if (enabled_) {
+      plugins->push_back(
+          std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
+    }
+  }
+
+ private:
+  const bool enabled_;
+};
 
 }  // namespace
 
@@ -36,10 +111,40 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
         "max_message_bytes", absl::StrCat("must be in [1, ", INT_MAX, "], got ",
                                           options.max_message_bytes));
   }
+  if (options.max_tensor_elements < 1) {
+    return core::InvalidField(
+        "max_tensor_elements",
+        absl::StrCat("must be >= 1, got ", options.max_tensor_elements));
+  }
   if (options.threads_per_request < 1) {
     return core::InvalidField(
         "threads_per_request",
         absl::StrCat("must be >= 1, got ", options.threads_per_request));
+  }
+  if (options.flops_per_thread < 0) {
+    return core::InvalidField(
+        "flops_per_thread",
+        absl::StrCat("must be >= 0, got ", options.flops_per_thread));
+  }
+  if (options.small_request_flops < 0) {
+    return core::InvalidField(
+        "small_request_flops",
+        absl::StrCat("must be >= 0, got ", options.small_request_flops));
+  }
+  if (options.large_request_workers < 0) {
+    return core::InvalidField(
+        "large_request_workers",
+        absl::StrCat("must be >= 0, got ", options.large_request_workers));
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return core::InvalidField(
+        options.tls_cert_file.empty() ? "tls_cert" : "tls_key",
+        "--tls_cert and --tls_key must be given together");
+  }
+  if (!options.tls_client_ca_file.empty() && options.tls_cert_file.empty()) {
+    return core::InvalidField(
+        "tls_client_ca",
+        "mutual TLS needs the server's own --tls_cert and --tls_key");
   }
   return absl::OkStatus();
 }
@@ -55,33 +160,95 @@ int Server::workers() const {
   return scheduler_ == nullptr ? 0 : scheduler_->workers();
 }
 
+int Server::metrics_port() const {
+  return metrics_endpoint_ == nullptr ? 0 : metrics_endpoint_->port();
+}
+
 absl::Status Server::Start() {
   ATTN_RETURN_IF_ERROR(ValidateServerOptions(options_));
   absl::MutexLock lock(&mu_);
   if (started_) return absl::FailedPreconditionError("server already started");
 
-  scheduler_ = std::make_unique<Scheduler>(
-      SchedulerOptions{ResolveWorkers(options_.workers), options_.queue_depth},
-      options_.clock);
+  ATTN_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                        MakeCredentials(options_));
+  if (!options_.auth_token_file.empty()) {
+    absl::StatusOr<TokenAuth> auth =
+        TokenAuth::FromFile(options_.auth_token_file);
+    if (!auth.ok()) {
+      return core::InvalidField("auth_token_file", auth.status().message());
+    }
+    auth_ = std::make_unique<TokenAuth>(*std::move(auth));
+  }
+
+  SchedulerOptions scheduling;
+  scheduling.workers = ResolveWorkers(options_.workers);
+  scheduling.queue_depth = options_.queue_depth;
+  scheduling.small_job_cost = options_.small_request_flops;
+  scheduling.large_job_workers = options_.large_request_workers;
+  scheduling.memory_budget_bytes = options_.memory_budget_bytes;
+  scheduler_ = std::make_unique<Scheduler>(scheduling, options_.clock);
   ServiceConfig config;
   config.threads_per_request = options_.threads_per_request;
+  config.flops_per_thread = options_.flops_per_thread;
   config.max_message_bytes = static_cast<uint64_t>(options_.max_message_bytes);
   service_ =
       std::make_unique<AttentionService>(&engine_, scheduler_.get(), config);
+  guarded_ = std::make_unique<GuardedService>(
+      service_.get(), GuardOptions{auth_.get(), options_.max_tensor_elements});
+
+  if (!options_.metrics_listen.empty()) {
+    MetricsSources sources;
+    Scheduler* scheduler = scheduler_.get();
+    core::WorkspacePool* pool = &engine_.workspace_pool();
+    CallTracker* tracker = &tracker_;
+    sources.in_flight_requests = [tracker] { return tracker->in_flight(); };
+    sources.queue_depth = [scheduler] { return scheduler->queued(); };
+    sources.queue_capacity = [scheduler] { return scheduler->queue_depth(); };
+    sources.running_jobs = [scheduler] { return scheduler->running(); };
+    sources.workspace_bytes_in_use = [pool] {
+      return static_cast<double>(pool->in_use_bytes());
+    };
+    sources.workspace_bytes_reserved = [pool] {
+      return static_cast<double>(pool->reserved_bytes());
+    };
+    sources.admitted_memory_bytes = [scheduler] {
+      return static_cast<double>(scheduler->memory_in_use());
+    };
+    sources.memory_budget_bytes = [scheduler] {
+      return static_cast<double>(scheduler->memory_budget_bytes());
+    };
+    metrics_ = std::make_unique<ServerMetrics>(std::move(sources));
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+        MetricsEndpoint::Start(options_.metrics_listen, metrics_.get());
+    if (!endpoint.ok()) {
+      scheduler_->Shutdown();
+      return endpoint.status();
+    }
+    metrics_endpoint_ = *std::move(endpoint);
+    AddRequestObserver(metrics_.get());
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.listen_address,
-                           grpc::InsecureServerCredentials(), &port_);
+  // Reflection cannot check tokens: with token auth on it is not served, so
+  // that the API's schema is no more open than the API itself.
+  builder.SetOption(std::make_unique<ReflectionOption>(auth_ == nullptr));
+  builder.AddListeningPort(options_.listen_address, credentials, &port_);
   builder.SetMaxReceiveMessageSize(
       static_cast<int>(options_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
-  builder.RegisterService(service_.get());
+  builder.RegisterService(guarded_.get());
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(tracker_.NewInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || port_ == 0) {
     grpc_server_.reset();
     scheduler_->Shutdown();
+    if (metrics_ != nullptr) RemoveRequestObserver(metrics_.get());
+    metrics_endpoint_.reset();
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", options_.listen_address));
   }
@@ -99,7 +266,7 @@ void Server::Wait() {
   mu_.Await(absl::Condition(&shut_down_));
 }
 
-void Server::Shutdown(absl::Duration grace) {
+void Server::Shutdown(absl::Duration drain_timeout) {
   {
     absl::MutexLock lock(&mu_);
     if (!started_) return;
@@ -109,15 +276,30 @@ void Server::Shutdown(absl::Duration grace) {
     }
     shutting_down_ = true;
   }
+  // 1. Stop taking work, but keep answering health checks (NOT_SERVING), so
+  //    that load balancers see the change while calls drain.
   if (grpc::HealthCheckServiceInterface* health =
           grpc_server_->GetHealthCheckService()) {
     health->Shutdown();
   }
-  // Blocks until every call has finished; calls still running after the
-  // grace period are cancelled, which stops their jobs through the token.
-  grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  guarded_->StartDraining();
+  // 2. Let the calls in flight finish, up to the drain timeout.
+  const absl::Time drain_deadline = absl::Now() + drain_timeout;
+  if (!tracker_.WaitUntilIdle(drain_deadline)) {
+    spdlog::warn(
+        "drain timeout: {} call(s) still in flight after {}; cancelling them",
+        tracker_.in_flight(), absl::FormatDuration(drain_timeout));
+    // Their jobs stop within a few tiles and the calls end CANCELLED.
+    scheduler_->CancelAll();
+    tracker_.WaitUntilIdle(absl::Now() + absl::Seconds(5));
+  }
+  // 3. Close the port; anything still open is cancelled by gRPC. Blocks
+  //    until every call has finished.
+  grpc_server_->Shutdown(absl::ToChronoTime(absl::Now()));
   scheduler_->Shutdown();
   grpc_server_->Wait();
+  if (metrics_ != nullptr) RemoveRequestObserver(metrics_.get());
+  metrics_endpoint_.reset();
   absl::MutexLock lock(&mu_);
   shut_down_ = true;
 }

@@ -1,5 +1,5 @@
-// The attnserve server: engine, scheduler, AttentionService, health checking
-// and reflection on one gRPC port.
+// The attnserve server: engine, scheduler, AttentionService, health checking,
+// reflection and (optionally) a Prometheus endpoint, with TLS and token auth.
 //
 //   ServerOptions options;
 //   options.listen_address = "127.0.0.1:0";  // Port 0: the OS picks one.
@@ -7,7 +7,7 @@
 //   ATTN_RETURN_IF_ERROR(server.Start());
 //   int port = server.port();
 //   ...
-//   server.Shutdown();  // Or Wait() until someone else shuts it down.
+//   server.Shutdown(absl::Seconds(30));  // Drain, then stop.
 #ifndef ATTNSERVE_SERVER_SERVER_H_
 #define ATTNSERVE_SERVER_SERVER_H_
 
@@ -23,8 +23,12 @@
 #include "attnserve/core/engine.h"
 #include "grpcpp/grpcpp.h"
 #include "server/attention_service.h"
+#include "server/call_tracker.h"
 #include "server/clock.h"
+#include "server/guarded_service.h"
+#include "server/metrics.h"
 #include "server/scheduler.h"
+#include "server/token_auth.h"
 
 namespace attnserve::server {
 
@@ -37,10 +41,33 @@ struct ServerOptions {
   int queue_depth = 64;
   // Largest request or response message, in bytes (at most 2^31 - 1).
   int64_t max_message_bytes = int64_t{1} << 30;
-  // Cap on workspace bytes leased at once; 0 = unlimited.
+  // Cap on the memory (request, outputs, workspace) of the requests
+  // admitted at once, and on leased workspace; 0 = unlimited.
   uint64_t memory_budget_bytes = 0;
-  // Intra-request parallelism (threads per running request).
+  // Largest element count of one tensor, and of one of its dims.
+  int64_t max_tensor_elements = int64_t{1} << 28;
+  // Intra-request parallelism (most threads per running request).
   int threads_per_request = 1;
+  // One thread per this many FLOPs of a request, up to threads_per_request;
+  // 0 = always threads_per_request.
+  double flops_per_thread = 0;
+  // Requests of at most this many FLOPs go to the small lane (see
+  // scheduler.h); the default puts every request in one FIFO lane.
+  double small_request_flops = 1e300;
+  // Workers that may run large requests at once; 0 = workers - 1.
+  int large_request_workers = 0;
+  // Server certificate chain and private key (PEM files): both or neither.
+  // With them the port speaks TLS only.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // CA bundle (PEM file) that client certificates must chain to; set = mutual
+  // TLS (clients without a valid certificate cannot connect). Needs TLS.
+  std::string tls_client_ca_file;
+  // Token file (see token_auth.h); set = every AttentionService RPC needs a
+  // bearer token, and reflection is not served.
+  std::string auth_token_file;
+  // host:port of the Prometheus endpoint (GET /metrics); empty = none.
+  std::string metrics_listen;
   // Clock for the scheduler; null = the wall clock. Must outlive the server.
   Clock* clock = nullptr;
 };
@@ -51,40 +78,59 @@ absl::Status ValidateServerOptions(const ServerOptions& options);
 class Server {
  public:
   explicit Server(const ServerOptions& options);
-  // Shuts down if still running.
+  // Shuts down (without waiting for calls) if still running.
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Builds and starts the gRPC server. INVALID_ARGUMENT for bad options,
-  // UNAVAILABLE when the address cannot be bound, FAILED_PRECONDITION when
+  // Builds and starts the gRPC server (and the metrics endpoint).
+  // INVALID_ARGUMENT for bad options or unreadable TLS / token files,
+  // UNAVAILABLE when an address cannot be bound, FAILED_PRECONDITION when
   // called twice.
   absl::Status Start();
 
   // The bound port (the chosen one when listening on port 0); 0 before
   // Start().
   int port() const { return port_; }
+  // The metrics endpoint's port; 0 when there is none.
+  int metrics_port() const;
   // Worker threads actually started.
   int workers() const;
   // The engine's compute backends, e.g. {"openblas:Haswell"}.
   std::vector<std::string> backends() const { return engine_.backends(); }
+  // AttentionService calls in flight right now (arrived, not yet done).
+  int in_flight() const { return tracker_.in_flight(); }
+  // Jobs running on a compute worker right now.
+  int running_jobs() const {
+    return scheduler_ == nullptr ? 0 : scheduler_->running();
+  }
+  // The metrics (null when no metrics endpoint was asked for).
+  const ServerMetrics* metrics() const { return metrics_.get(); }
+  core::Engine& engine() { return engine_; }
 
   // Blocks until Shutdown() has completed; returns at once if the server was
   // never started.
   void Wait();
 
-  // Graceful stop: health turns NOT_SERVING, new calls are refused, calls in
-  // flight get `grace` to finish before they are cancelled, then the
-  // scheduler drains and joins. Idempotent; thread-safe (a second caller
-  // waits for the first to complete). Must not be called from a handler or a
-  // worker thread.
-  void Shutdown(absl::Duration grace = absl::Seconds(10));
+  // Graceful stop. Health turns NOT_SERVING and every new AttentionService
+  // call gets UNAVAILABLE at once, while health checks are still answered.
+  // Calls in flight (queued or running) get `drain_timeout` to finish; those
+  // still there then are cancelled (their jobs stop between tiles and the
+  // calls end CANCELLED). Then the listener closes and the workers join.
+  // Idempotent; thread-safe (a second caller waits for the first to complete).
+  // Must not be called from a handler or a worker thread.
+  void Shutdown(absl::Duration drain_timeout = absl::Seconds(30));
 
  private:
   const ServerOptions options_;
   core::Engine engine_;
+  CallTracker tracker_;
+  std::unique_ptr<TokenAuth> auth_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<AttentionService> service_;
+  std::unique_ptr<GuardedService> guarded_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
 

@@ -5,6 +5,7 @@
 // Flags only: parsing, building the Workload and dispatching to commands.cc.
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -19,6 +20,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "attnctl/commands.h"
 #include "attnctl/report.h"
@@ -31,7 +33,21 @@ ABSL_FLAG(absl::Duration, timeout, absl::Minutes(5),
           "Deadline of each call, e.g. 30s or 2m.");
 ABSL_FLAG(std::vector<std::string>, metadata, {},
           "Comma-separated key=value pairs sent as call metadata, e.g. "
-          "authorization=Bearer abc.");
+          "x-request-id=job-17.");
+ABSL_FLAG(bool, tls, false,
+          "Connect with TLS (implied by --tls_ca, --tls_cert, --tls_key).");
+ABSL_FLAG(std::string, tls_ca, "",
+          "CA certificates (PEM) to verify the server with; default: the "
+          "system's roots.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Client certificate chain (PEM) for mutual TLS.");
+ABSL_FLAG(std::string, tls_key, "", "Client private key (PEM).");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to verify the server's certificate against, instead of the "
+          "target's host.");
+ABSL_FLAG(std::string, token_file, "",
+          "File whose first line is a bearer token, sent as `authorization: "
+          "Bearer <token>`.");
 ABSL_FLAG(std::string, service, "", "health: service name to check.");
 ABSL_FLAG(std::string, layout, "BNSD", "Input layout: BSH, SBH, BSND or BNSD.");
 ABSL_FLAG(std::string, dtype, "fp32",
@@ -109,6 +125,32 @@ absl::StatusOr<ClientOptions> ClientOptionsFromFlags() {
     }
     options.metadata.emplace_back(absl::AsciiStrToLower(pair.substr(0, eq)),
                                   pair.substr(eq + 1));
+  }
+  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  if (absl::GetFlag(FLAGS_tls) || !ca.empty() || !cert.empty() ||
+      !key.empty()) {
+    absl::StatusOr<TlsOptions> tls = TlsFromFiles(ca, cert, key);
+    if (!tls.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls_*: ", tls.status().message()));
+    }
+    options.tls = *std::move(tls);
+    options.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
+    std::ifstream in(path);
+    std::string token;
+    if (!in || !std::getline(in, token)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--token_file: cannot read a token from ", path));
+    }
+    options.bearer_token = std::string(absl::StripAsciiWhitespace(token));
+    if (options.bearer_token.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--token_file: the first line of ", path, " is empty"));
+    }
   }
   return options;
 }

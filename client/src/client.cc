@@ -1,11 +1,16 @@
 #include "attnserve/client/client.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "attnserve/client/status_conversion.h"
 #include "attnserve/v1/attention.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -42,6 +47,9 @@ void PrepareContext(const ClientOptions& options,
   for (const auto& [key, value] : options.metadata) {
     context->AddMetadata(key, value);
   }
+  if (!options.bearer_token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options.bearer_token);
+  }
 }
 
 // Runs one unary call through `invoke(context, response)`.
@@ -57,7 +65,53 @@ absl::StatusOr<Response> Unary(const ClientOptions& options,
   return response;
 }
 
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path,
+                                            ": ", std::strerror(errno)));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 }  // namespace
+
+absl::StatusOr<TlsOptions> TlsFromFiles(const std::string& ca_file,
+                                        const std::string& cert_file,
+                                        const std::string& key_file) {
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate and its key must be given together");
+  }
+  TlsOptions tls;
+  tls.enabled = true;
+  if (!ca_file.empty()) {
+    absl::StatusOr<std::string> pem = ReadPem(ca_file, "CA file");
+    if (!pem.ok()) return pem.status();
+    tls.root_certs_pem = *std::move(pem);
+  }
+  if (!cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadPem(cert_file, "certificate");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadPem(key_file, "key");
+    if (!key.ok()) return key.status();
+    tls.client_cert_pem = *std::move(cert);
+    tls.client_key_pem = *std::move(key);
+  }
+  return tls;
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFor(
+    const TlsOptions& tls) {
+  if (!tls.enabled) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = tls.root_certs_pem;
+  ssl.pem_cert_chain = tls.client_cert_pem;
+  ssl.pem_private_key = tls.client_key_pem;
+  return grpc::SslCredentials(ssl);
+}
 
 absl::string_view ServingStatusName(ServingStatus status) {
   switch (status) {
@@ -83,11 +137,19 @@ absl::StatusOr<Client> Client::Connect(const std::string& target,
         "max_message_bytes: must be positive, got " +
         std::to_string(options.max_message_bytes));
   }
+  if (options.tls.client_cert_pem.empty() !=
+      options.tls.client_key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "tls: a client certificate and its key must be given together");
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  if (options.tls.enabled && !options.tls.server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls.server_name);
+  }
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      target, grpc::InsecureChannelCredentials(), args);
+      target, ChannelCredentialsFor(options.tls), args);
   if (channel == nullptr) {
     return absl::InvalidArgumentError("target: cannot create a channel to " +
                                       target);

@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -25,7 +27,11 @@ namespace attnserve::e2e {
 // program was not found.
 inline const std::string kAttnserveBinary = ATTNSERVE_BINARY;
 inline const std::string kAttnctlBinary = ATTNCTL_BINARY;
+inline const std::string kAttnloadBinary = ATTNLOAD_BINARY;
 inline const std::string kBufBinary = BUF_EXECUTABLE;
+inline const std::string kOpensslBinary = OPENSSL_BINARY;
+inline const std::string kNginxBinary = NGINX_BINARY;
+inline const std::string kDeployDir = DEPLOY_DIR;
 inline const std::string kProtoDir = PROTO_DIR;
 
 // Upper bound on any one program run by a test.
@@ -63,6 +69,28 @@ class ServerTest : public ::testing::Test {
 
   std::unique_ptr<ServerProcess> server_;
 };
+
+// The value of the `key: value` line of `text` for `key`, parsed as a
+// number; -1 when the line is missing.
+inline double ReportValue(const std::string& text, absl::string_view key) {
+  const std::string line = [&] {
+    for (absl::string_view l : absl::StrSplit(text, '\n')) {
+      if (absl::StartsWith(l, key) && l.size() > key.size() &&
+          l[key.size()] == ':') {
+        return std::string(l);
+      }
+    }
+    return std::string();
+  }();
+  double value = -1;
+  if (line.empty() ||
+      !absl::SimpleAtod(absl::StripAsciiWhitespace(
+                            absl::string_view(line).substr(key.size() + 1)),
+                        &value)) {
+    return -1;
+  }
+  return value;
+}
 
 // The first line of `text` that starts with `prefix`, or "" if none does.
 inline std::string LineStartingWith(const std::string& text,

@@ -24,6 +24,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "gtest/gtest.h"
+#include "tests/e2e/subprocess.h"
 
 namespace attnserve::e2e {
 namespace {
@@ -37,50 +38,6 @@ bool Reaped(pid_t pid, int* exit_code) {
   if (r != pid) return false;
   *exit_code = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1;
   return true;
-}
-
-// Starts `binary args...` with stdout and stderr in `log_path`. The child
-// gets SIGTERM when the thread that started it dies, so that a test killed
-// by its timeout leaves no server behind.
-absl::StatusOr<pid_t> Spawn(const std::string& binary,
-                            const std::vector<std::string>& args,
-                            const std::string& log_path) {
-  if (access(binary.c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot execute ", binary, ": ", std::strerror(errno)));
-  }
-  // Everything the child needs is prepared before fork(): between fork and
-  // exec only async-signal-safe calls are allowed.
-  std::vector<std::string> argv = {binary};
-  argv.insert(argv.end(), args.begin(), args.end());
-  std::vector<char*> c_argv;
-  for (std::string& a : argv) c_argv.push_back(a.data());
-  c_argv.push_back(nullptr);
-  const int log_fd =
-      open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (log_fd < 0) {
-    return absl::InternalError(
-        absl::StrCat("cannot open ", log_path, ": ", std::strerror(errno)));
-  }
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    close(log_fd);
-    return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
-  }
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(127);  // the parent died already
-    const int null_fd = open("/dev/null", O_RDONLY);
-    if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 ||
-        dup2(log_fd, STDOUT_FILENO) < 0 || dup2(log_fd, STDERR_FILENO) < 0) {
-      _exit(127);
-    }
-    execv(binary.c_str(), c_argv.data());
-    _exit(127);
-  }
-  close(log_fd);
-  return pid;
 }
 
 }  // namespace
@@ -103,7 +60,7 @@ absl::StatusOr<int> PickFreePort() {
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::string& binary, const std::vector<std::string>& extra_args,
-    absl::Duration startup_timeout) {
+    absl::Duration startup_timeout, const TlsOptions& probe) {
   if (binary.empty()) {
     return absl::FailedPreconditionError("the attnserve binary was not built");
   }
@@ -116,10 +73,10 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     const std::string log_path = absl::StrCat(
         ::testing::TempDir(), "/attnserve-", getpid(), "-", *port, ".log");
-    absl::StatusOr<pid_t> pid = Spawn(binary, args, log_path);
+    absl::StatusOr<pid_t> pid = SpawnWithLog(binary, args, log_path);
     if (!pid.ok()) return pid.status();
     std::unique_ptr<ServerProcess> server(
-        new ServerProcess(*pid, *port, log_path));
+        new ServerProcess(*pid, *port, log_path, probe));
     last_error = server->WaitUntilServing(startup_timeout);
     if (last_error.ok()) return server;
     server->Stop(absl::Seconds(5));
@@ -139,8 +96,11 @@ absl::Status ServerProcess::WaitUntilServing(absl::Duration timeout) {
     // server is up.
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    if (probe_.enabled && !probe_.server_name.empty()) {
+      args.SetSslTargetNameOverride(probe_.server_name);
+    }
     const Client client(grpc::CreateCustomChannel(
-        target(), grpc::InsecureChannelCredentials(), args));
+        target(), ChannelCredentialsFor(probe_), args));
     absl::StatusOr<ServingStatus> status = client.Health("", absl::Seconds(1));
     // Checked after the health call: if our process lost the port to another
     // server, that one may be what answered SERVING.
@@ -176,6 +136,36 @@ int ServerProcess::Stop(absl::Duration grace) {
   }
   exit_code_ = -1;
   return exit_code_;
+}
+
+void ServerProcess::Signal(int signal) {
+  if (!stopped_) kill(pid_, signal);
+}
+
+std::optional<int> ServerProcess::WaitForExit(absl::Duration timeout) {
+  if (stopped_) return exit_code_;
+  const absl::Time deadline = absl::Now() + timeout;
+  do {
+    if (Reaped(pid_, &exit_code_)) {
+      stopped_ = true;
+      return exit_code_;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  } while (absl::Now() < deadline);
+  return std::nullopt;
+}
+
+int64_t ServerProcess::RssBytes() const {
+  if (stopped_) return -1;
+  std::ifstream status(absl::StrCat("/proc/", pid_, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    int64_t kib = 0;
+    if (std::sscanf(line.c_str(), "VmRSS: %ld kB", &kib) == 1) {
+      return kib * 1024;
+    }
+  }
+  return -1;
 }
 
 ServerProcess::~ServerProcess() {

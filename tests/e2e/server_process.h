@@ -10,12 +10,15 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "attnserve/client/client.h"
 
 namespace attnserve::e2e {
 
@@ -31,9 +34,11 @@ class ServerProcess {
   // A server that exits before that (e.g. because the port was taken in the
   // meantime) is retried on a new port, up to 3 attempts. Fails with the
   // server's log when no attempt becomes SERVING within `startup_timeout`.
+  // `probe` says how to reach the server for the health check (TLS).
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
       const std::string& binary, const std::vector<std::string>& extra_args,
-      absl::Duration startup_timeout = absl::Seconds(60));
+      absl::Duration startup_timeout = absl::Seconds(60),
+      const TlsOptions& probe = {});
 
   // Stops the server if it still runs.
   ~ServerProcess();
@@ -46,6 +51,17 @@ class ServerProcess {
   // again returns the first result.
   int Stop(absl::Duration grace = absl::Seconds(15));
 
+  // Sends `signal` and returns at once.
+  void Signal(int signal);
+
+  // Waits up to `timeout` for the process to exit on its own; its exit code
+  // (-1 when killed by a signal), or nullopt if it still runs.
+  std::optional<int> WaitForExit(absl::Duration timeout);
+
+  // Resident set size of the process in bytes (VmRSS), or -1 when gone.
+  int64_t RssBytes() const;
+
+  pid_t pid() const { return pid_; }
   int port() const { return port_; }
   // "127.0.0.1:<port>".
   std::string target() const;
@@ -53,8 +69,11 @@ class ServerProcess {
   std::string log() const;
 
  private:
-  ServerProcess(pid_t pid, int port, std::string log_path)
-      : pid_(pid), port_(port), log_path_(std::move(log_path)) {}
+  ServerProcess(pid_t pid, int port, std::string log_path, TlsOptions probe)
+      : pid_(pid),
+        port_(port),
+        log_path_(std::move(log_path)),
+        probe_(std::move(probe)) {}
 
   // Polls until SERVING, the process exits, or `timeout` passes.
   absl::Status WaitUntilServing(absl::Duration timeout);
@@ -62,6 +81,7 @@ class ServerProcess {
   pid_t pid_;
   int port_;
   std::string log_path_;
+  TlsOptions probe_;
   bool stopped_ = false;
   int exit_code_ = -1;
 };

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,6 +118,47 @@ absl::StatusOr<ProcessResult> RunProcess(
   }
   result.exit_code = ExitCodeOf(wait_status);
   return result;
+}
+
+absl::StatusOr<pid_t> SpawnWithLog(const std::string& binary,
+                                   const std::vector<std::string>& args,
+                                   const std::string& log_path) {
+  if (access(binary.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot execute ", binary, ": ", std::strerror(errno)));
+  }
+  // Everything the child needs is prepared before fork(): between fork and
+  // exec only async-signal-safe calls are allowed.
+  std::vector<std::string> argv = {binary};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> c_argv;
+  for (std::string& a : argv) c_argv.push_back(a.data());
+  c_argv.push_back(nullptr);
+  const int log_fd =
+      open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (log_fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot open ", log_path, ": ", std::strerror(errno)));
+  }
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(log_fd);
+    return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(127);  // the parent died already
+    const int null_fd = open("/dev/null", O_RDONLY);
+    if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 ||
+        dup2(log_fd, STDOUT_FILENO) < 0 || dup2(log_fd, STDERR_FILENO) < 0) {
+      _exit(127);
+    }
+    execv(binary.c_str(), c_argv.data());
+    _exit(127);
+  }
+  close(log_fd);
+  return pid;
 }
 
 std::string Describe(const ProcessResult& result) {

@@ -8,6 +8,8 @@
 #ifndef ATTNSERVE_TESTS_E2E_SUBPROCESS_H_
 #define ATTNSERVE_TESTS_E2E_SUBPROCESS_H_
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -32,6 +34,14 @@ struct ProcessResult {
 absl::StatusOr<ProcessResult> RunProcess(
     const std::vector<std::string>& argv, absl::Duration timeout,
     const std::vector<std::string>& extra_env = {});
+
+// Starts `binary args...` in the background with stdout and stderr in
+// `log_path` (truncated) and stdin from /dev/null; the child's pid. The child
+// gets SIGTERM when the thread that started it dies, so that a test killed
+// by its timeout leaves no process behind. The caller reaps it (waitpid).
+absl::StatusOr<pid_t> SpawnWithLog(const std::string& binary,
+                                   const std::vector<std::string>& args,
+                                   const std::string& log_path);
 
 // The result as text for failure messages: exit code, stdout and stderr.
 std::string Describe(const ProcessResult& result);

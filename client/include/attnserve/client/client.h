@@ -28,8 +28,39 @@
 #include "absl/time/time.h"
 #include "attnserve/v1/attention.pb.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
 
 namespace attnserve {
+
+// Transport security of a channel made by Client::Connect.
+struct TlsOptions {
+  // Speak TLS (the server runs with --tls_cert/--tls_key).
+  bool enabled = false;
+  // CA certificates (PEM) the server's certificate must chain to; empty =
+  // the system's roots.
+  std::string root_certs_pem;
+  // Client certificate chain and key (PEM) for mutual TLS; both or neither.
+  std::string client_cert_pem;
+  std::string client_key_pem;
+  // Name the server's certificate is checked against (and sent as SNI)
+  // instead of the target's host, e.g. "attn.internal" when dialing an IP.
+  std::string server_name;
+};
+
+// TlsOptions (enabled) read from PEM files; any path may be empty (CA: the
+// system's roots; cert and key: no client certificate). NOT_FOUND naming
+// the file when one cannot be read, INVALID_ARGUMENT when only one of cert
+// and key is given.
+absl::StatusOr<TlsOptions> TlsFromFiles(const std::string& ca_file,
+                                        const std::string& cert_file,
+                                        const std::string& key_file);
+
+// The gRPC channel credentials for `tls`: TLS with its roots and client
+// certificate when enabled, plaintext otherwise. Use with
+// grpc::ChannelArguments::SetSslTargetNameOverride(tls.server_name) when a
+// name is set.
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFor(
+    const TlsOptions& tls);
 
 struct ClientOptions {
   // Largest message sent or received, in bytes (tensors travel inline).
@@ -37,9 +68,13 @@ struct ClientOptions {
   // Timeout of calls made without one; absl::InfiniteDuration() (or anything
   // beyond a year) = no deadline.
   absl::Duration default_timeout = absl::Minutes(5);
-  // Metadata sent with every call, e.g. {"authorization", "Bearer <token>"}.
-  // Keys must be lower-case.
+  // Metadata sent with every call, e.g. {"x-request-id", "job-17"}. Keys
+  // must be lower-case.
   std::vector<std::pair<std::string, std::string>> metadata;
+  // Sent as `authorization: Bearer <token>` with every call when not empty.
+  std::string bearer_token;
+  // TLS for channels made by Connect(); plaintext when not enabled.
+  TlsOptions tls;
 };
 
 // Result of the grpc.health.v1 Check method.
@@ -55,10 +90,12 @@ absl::string_view ServingStatusName(ServingStatus status);
 
 class Client {
  public:
-  // Creates an insecure (plain-text HTTP/2) channel to `target`, e.g.
-  // "127.0.0.1:50051" or "dns:///attn.internal:50051". Connecting is lazy: a
-  // server that is down shows up as UNAVAILABLE on the first call. Fails with
-  // INVALID_ARGUMENT for an empty target or a non-positive message size.
+  // Creates a channel to `target`, e.g. "127.0.0.1:50051" or
+  // "dns:///attn.internal:50051": plain-text HTTP/2, or TLS as options.tls
+  // says. Connecting is lazy: a server that is down (or a TLS handshake that
+  // fails) shows up as UNAVAILABLE on the first call. Fails with
+  // INVALID_ARGUMENT for an empty target, a non-positive message size, or a
+  // client certificate without its key (or the reverse).
   static absl::StatusOr<Client> Connect(const std::string& target,
                                         const ClientOptions& options = {});
 
