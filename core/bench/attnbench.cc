@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,6 +40,10 @@ ABSL_FLAG(std::string, directions, "forward,backward", "Directions.");
 ABSL_FLAG(double, min_seconds, 1.0,
           "Each figure is the best of runs filling at least this long.");
 ABSL_FLAG(bool, eager, true, "Also time eager attention at S <= 4096.");
+ABSL_FLAG(bool, cpu_clock, false,
+          "Time with the process CPU clock divided by --threads instead of "
+          "the wall clock (steadier on a shared machine; exact for one "
+          "thread).");
 ABSL_FLAG(int64_t, rss_seq, 16384, "Sequence of the peak-RSS run (0: skip).");
 
 namespace attnserve::bench {
