@@ -1,14 +1,17 @@
-// NSA selected attention, forward and backward, on fp32 gathers.
+// NSA selected attention, forward and backward, in fp32.
 //
-// For each query token t and kv head n2, the selected keys/values (the
-// topk blocks of t's batch, in topk order, duplicates repeated; in causal
-// mode only the positions <= t's own) are gathered once into contiguous
-// fp32 rows and shared by the G query heads of n2: the products are
-// [G x D] x [D x slots] and [G x slots] x [slots x Dv] GEMMs.
+// For each query token t and kv head n2 the selected keys/values (the topk
+// blocks of t's batch, in topk order, duplicates repeated; in causal mode
+// only the positions <= t's own) are shared by the G query heads of n2: the
+// products are [G x D] x [D x rows] and [G x rows] x [rows x Dv] GEMMs per
+// run of consecutive selected rows, read straight from a per-worker fp32
+// copy of the (batch, kv head)'s keys and values that is filled block by
+// block on first use (the gather: each block widened once per worker and
+// head, whatever number of tokens select it).
 //
-// Forward work items are (tile of query tokens, kv head); the results do not
+// Forward work items are (kv head, tile of query tokens); the results do not
 // depend on how items are shared out. The backward writes dQ per token and
-// scatter-adds dK/dV into fp32 partial sums, one per (batch, chunk of
+// adds dK/dV into fp32 partial sums, one per (batch, chunk of
 // `chunk_tokens` query tokens, kv head), each filled by one worker in token
 // order; a second pass adds a batch's chunks in chunk order and stores
 // dk/dv. Chunk boundaries come from the plan (shapes only), so the bits are

@@ -12,34 +12,29 @@
 namespace attnserve::core {
 namespace {
 
-// Per-thread scratch of the backward kernel.
-struct NsaBackwardScratch {
-  float* k;   // [slots, D] selected keys.
-  float* v;   // [slots, Dv] selected values.
-  float* dk;  // [slots, D] dK of the selected rows.
-  float* dv;  // [slots, Dv] dV of the selected rows.
-  float* q;   // [G, D]
-  float* dq;  // [G, D]
-  float* dy;  // [G, Dv]
-  float* o;   // [G, Dv] the forward's attention_out.
-  float* p;   // [G, slots] probabilities.
-  float* ds;  // [G, slots] dP, then dS.
+// Per-thread state of the backward kernel.
+struct NsaBackwardSlot {
+  NsaKvCache kv;
+  float* q = nullptr;   // [G, D]
+  float* dq = nullptr;  // [G, D]
+  float* dy = nullptr;  // [G, Dv]
+  float* o = nullptr;   // [G, Dv] the forward's attention_out.
+  float* p = nullptr;   // [G, slots] probabilities.
+  float* ds = nullptr;  // [G, slots] dP, then dS.
+  RunStats stats;
 };
 
-NsaBackwardScratch Carve(const NsaDims& d, Scratch& arena) {
+void Carve(const NsaDims& d, Scratch& arena, NsaBackwardSlot* w) {
   const int64_t slots = d.block_count * d.block_size;
-  NsaBackwardScratch w;
-  w.k = arena.Take(slots * d.d);
-  w.v = arena.Take(slots * d.dv);
-  w.dk = arena.Take(slots * d.d);
-  w.dv = arena.Take(slots * d.dv);
-  w.q = arena.Take(d.g * d.d);
-  w.dq = arena.Take(d.g * d.d);
-  w.dy = arena.Take(d.g * d.dv);
-  w.o = arena.Take(d.g * d.dv);
-  w.p = arena.Take(d.g * slots);
-  w.ds = arena.Take(d.g * slots);
-  return w;
+  float* k = arena.Take(d.max_skv * d.d);
+  float* v = arena.Take(d.max_skv * d.dv);
+  w->kv.Init(d, k, v);
+  w->q = arena.Take(d.g * d.d);
+  w->dq = arena.Take(d.g * d.d);
+  w->dy = arena.Take(d.g * d.dv);
+  w->o = arena.Take(d.g * d.dv);
+  w->p = arena.Take(d.g * slots);
+  w->ds = arena.Take(d.g * slots);
 }
 
 // dst[i] += src[i].
@@ -59,53 +54,49 @@ struct Chunk {
 // Token t (batch b), kv head n2: writes dQ of the G heads and adds dK/dV of
 // the selected rows into `dk_acc` / `dv_acc` (batch-local rows). Returns
 // false when the token attends nothing (dQ stays zero).
-bool BackwardToken(const NsaKernelArgs& a, const NsaBackwardScratch& w,
-                   int64_t t, int64_t b, int64_t n2, float* dk_acc,
-                   float* dv_acc) {
+bool BackwardToken(const NsaKernelArgs& a, NsaBackwardSlot& w, int64_t t,
+                   int64_t b, int64_t n2, float* dk_acc, float* dv_acc) {
   const NsaDims& d = a.dims;
   const NsaSelection sel = SelectBlocks(a, t, b, n2);
   if (sel.slots == 0) return false;
+  w.kv.Load(a, b, n2, sel);
   const int64_t n0 = n2 * d.g;
-  const int64_t kv0 = a.kv_start[static_cast<size_t>(b)];
   const int64_t n = sel.slots;
-  GatherSelected(sel, a.key, d.dtype, d.n2, n2, d.d, kv0, w.k);
-  GatherSelected(sel, a.value, d.dtype, d.n2, n2, d.dv, kv0, w.v);
   LoadRows(a.query, TndGroup(d.dtype, d.n1, t, n0, d.d), 0, d.g, w.q);
   LoadRows(a.dy, TndGroup(d.dtype, d.n1, t, n0, d.dv), 0, d.g, w.dy);
   LoadRows(a.out_in, TndGroup(d.dtype, d.n1, t, n0, d.dv), 0, d.g, w.o);
 
-  // P = exp(scale Q Kᵀ - M) / L with the forward's statistics.
-  GemmNT(d.g, n, d.d, a.scale, w.q, d.d, w.k, d.d, 0.0f, w.p, n);
-  float row_d[kNsaMaxGroup];
+  // P = exp(scale Q Kᵀ - M) / L with the forward's statistics; dP = dY Vᵀ.
+  int64_t col = 0;
+  for (int c = 0; c < sel.count; col += sel.rows[c++]) {
+    GemmNT(d.g, sel.rows[c], d.d, a.scale, w.q, d.d,
+           w.kv.k_row(sel.first[c], d.d), d.d, 0.0f, w.p + col, n);
+    GemmNT(d.g, sel.rows[c], d.dv, 1.0f, w.dy, d.dv,
+           w.kv.v_row(sel.first[c], d.dv), d.dv, 0.0f, w.ds + col, n);
+  }
   for (int64_t g = 0; g < d.g; ++g) {
     const int64_t stat = (t * d.n1 + n0 + g) * 8;
-    float* row = w.p + g * n;
-    ExpShiftSum(row, n, a.max_in[stat]);
-    Scale(row, n, 1.0f / a.sum_in[stat]);
-    row_d[g] = Dot(w.dy + g * d.dv, w.o + g * d.dv, d.dv);
-  }
-  // dS = P (dY Vᵀ - D).
-  GemmNT(d.g, n, d.dv, 1.0f, w.dy, d.dv, w.v, d.dv, 0.0f, w.ds, n);
-  for (int64_t g = 0; g < d.g; ++g) {
-    const float* p = w.p + g * n;
+    float* p = w.p + g * n;
+    ExpShiftSum(p, n, a.max_in[stat]);
+    Scale(p, n, 1.0f / a.sum_in[stat]);
+    // dS = P (dP - D), D = rowsum(dY * O).
+    const float rd = Dot(w.dy + g * d.dv, w.o + g * d.dv, d.dv);
     float* ds = w.ds + g * n;
-    const float rd = row_d[g];
-    for (int64_t c = 0; c < n; ++c) ds[c] = p[c] * (ds[c] - rd);
+    for (int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - rd);
   }
-  // dQ = scale dS K;  dK_sel = scale dSᵀ Q;  dV_sel = Pᵀ dY.
-  GemmNN(d.g, d.d, n, a.scale, w.ds, n, w.k, d.d, 0.0f, w.dq, d.d);
+  // dQ = scale dS Ksel; dK[rows] += scale dSᵀ Q; dV[rows] += Pᵀ dY, run by
+  // run in topk order: a block selected twice adds twice.
+  col = 0;
+  for (int c = 0; c < sel.count; col += sel.rows[c++]) {
+    const int64_t rows = sel.rows[c], first = sel.first[c];
+    GemmNN(d.g, d.d, rows, a.scale, w.ds + col, n, w.kv.k_row(first, d.d), d.d,
+           c == 0 ? 0.0f : 1.0f, w.dq, d.d);
+    GemmTN(rows, d.d, d.g, a.scale, w.ds + col, n, w.q, d.d, 1.0f,
+           dk_acc + first * d.d, d.d);
+    GemmTN(rows, d.dv, d.g, 1.0f, w.p + col, n, w.dy, d.dv, 1.0f,
+           dv_acc + first * d.dv, d.dv);
+  }
   StoreRows(w.dq, TndGroup(d.dtype, d.n1, t, n0, d.d), 0, d.g, a.dq);
-  GemmTN(n, d.d, d.g, a.scale, w.ds, n, w.q, d.d, 0.0f, w.dk, d.d);
-  GemmTN(n, d.dv, d.g, 1.0f, w.p, n, w.dy, d.dv, 0.0f, w.dv, d.dv);
-  // Scatter-add in topk order: a block selected twice adds twice.
-  const float* dk_sel = w.dk;
-  const float* dv_sel = w.dv;
-  for (int c = 0; c < sel.count; ++c) {
-    AddTo(dk_acc + sel.first[c] * d.d, dk_sel, sel.rows[c] * d.d);
-    AddTo(dv_acc + sel.first[c] * d.dv, dv_sel, sel.rows[c] * d.dv);
-    dk_sel += sel.rows[c] * d.d;
-    dv_sel += sel.rows[c] * d.dv;
-  }
   return true;
 }
 
@@ -156,26 +147,28 @@ absl::Status NsaBackward(const NsaKernelArgs& a, float* scratch,
   partial_floats = (partial_floats + 15) / 16 * 16;
   const size_t per_slot =
       (scratch_floats - partial_floats) / static_cast<size_t>(slots) / 16 * 16;
-  std::vector<NsaBackwardScratch> scratch_of(static_cast<size_t>(slots));
-  std::vector<RunStats> stats_of(static_cast<size_t>(slots));
+  std::vector<NsaBackwardSlot> slot_state(static_cast<size_t>(slots));
   for (int i = 0; i < slots; ++i) {
     Scratch arena(scratch + partial_floats + per_slot * static_cast<size_t>(i),
                   per_slot);
-    scratch_of[static_cast<size_t>(i)] = Carve(d, arena);
+    Carve(d, arena, &slot_state[static_cast<size_t>(i)]);
   }
 
-  // Pass 1: dQ per token; dK/dV into the chunk's partial sums.
-  const int64_t chunk_items = static_cast<int64_t>(chunks.size()) * d.n2;
+  // Pass 1: dQ per token; dK/dV into the chunk's partial sums. Items are
+  // kv head major so that a worker's consecutive items mostly share the
+  // (batch, kv head) its cache holds.
+  const int64_t chunk_count_all = static_cast<int64_t>(chunks.size());
   ATTN_RETURN_IF_ERROR(pool.ParallelFor(
-      chunk_items, slots, [&](int64_t item, int slot) -> absl::Status {
-        const Chunk& c = chunks[static_cast<size_t>(item / d.n2)];
-        const int64_t n2 = item % d.n2;
+      chunk_count_all * d.n2, slots,
+      [&](int64_t item, int slot) -> absl::Status {
+        const Chunk& c = chunks[static_cast<size_t>(item % chunk_count_all)];
+        const int64_t n2 = item / chunk_count_all;
         const int64_t skv = c.stride / (d.d + d.dv);
         float* dk_acc = c.partial + n2 * c.stride;
         float* dv_acc = dk_acc + skv * d.d;
         std::fill(dk_acc, dk_acc + c.stride, 0.0f);
-        const NsaBackwardScratch& w = scratch_of[static_cast<size_t>(slot)];
-        RunStats& st = stats_of[static_cast<size_t>(slot)];
+        NsaBackwardSlot& w = slot_state[static_cast<size_t>(slot)];
+        RunStats& st = w.stats;
         for (int64_t t = c.t_begin; t < c.t_end; ++t) {
           ATTN_RETURN_IF_ERROR(cancel.Check());
           if (BackwardToken(a, w, t, c.b, n2, dk_acc, dv_acc)) {
@@ -186,9 +179,9 @@ absl::Status NsaBackward(const NsaKernelArgs& a, float* scratch,
         }
         return absl::OkStatus();
       }));
-  for (const RunStats& s : stats_of) {
-    stats->tiles_computed += s.tiles_computed;
-    stats->tiles_skipped += s.tiles_skipped;
+  for (const NsaBackwardSlot& s : slot_state) {
+    stats->tiles_computed += s.stats.tiles_computed;
+    stats->tiles_skipped += s.stats.tiles_skipped;
   }
 
   // Pass 2: per (batch, kv head, key block), add the batch's chunks in chunk

@@ -13,24 +13,23 @@
 namespace attnserve::core {
 namespace {
 
-// Per-thread scratch of the forward kernel.
-struct NsaForwardScratch {
-  float* k;  // [slots, D] selected keys.
-  float* v;  // [slots, Dv] selected values.
-  float* q;  // [G, D] query rows of the group.
-  float* s;  // [G, slots] scores, then probabilities.
-  float* o;  // [G, Dv] output rows.
+// Per-thread state of the forward kernel.
+struct NsaForwardSlot {
+  NsaKvCache kv;
+  float* q = nullptr;  // [G, D] query rows of the group.
+  float* s = nullptr;  // [G, slots] scores, then probabilities.
+  float* o = nullptr;  // [G, Dv] output rows.
+  RunStats stats;
 };
 
-NsaForwardScratch Carve(const NsaDims& d, Scratch& arena) {
+void Carve(const NsaDims& d, Scratch& arena, NsaForwardSlot* w) {
   const int64_t slots = d.block_count * d.block_size;
-  NsaForwardScratch w;
-  w.k = arena.Take(slots * d.d);
-  w.v = arena.Take(slots * d.dv);
-  w.q = arena.Take(d.g * d.d);
-  w.s = arena.Take(d.g * slots);
-  w.o = arena.Take(d.g * d.dv);
-  return w;
+  float* k = arena.Take(d.max_skv * d.d);
+  float* v = arena.Take(d.max_skv * d.dv);
+  w->kv.Init(d, k, v);
+  w->q = arena.Take(d.g * d.d);
+  w->s = arena.Take(d.g * slots);
+  w->o = arena.Take(d.g * d.dv);
 }
 
 void WriteStats(const NsaKernelArgs& a, int64_t t, int64_t n, float max,
@@ -42,26 +41,30 @@ void WriteStats(const NsaKernelArgs& a, int64_t t, int64_t n, float max,
 
 // The G query heads of kv head n2 for token t (batch b). Returns false when
 // the token attends nothing (the invalid-line result is written).
-bool ForwardToken(const NsaKernelArgs& a, const NsaForwardScratch& w, int64_t t,
+bool ForwardToken(const NsaKernelArgs& a, NsaForwardSlot& w, int64_t t,
                   int64_t b, int64_t n2) {
   const NsaDims& d = a.dims;
   const int64_t n0 = n2 * d.g;
   const HeadSlice out_rows = TndGroup(d.dtype, d.n1, t, n0, d.dv);
   const NsaSelection sel = SelectBlocks(a, t, b, n2);
-  if (sel.slots == 0) {  // Causal rule drops every selected key.
+  if (sel.slots == 0) {  // The causal rule drops every selected key.
     std::fill(w.o, w.o + d.g * d.dv, 0.0f);
     StoreRows(w.o, out_rows, 0, d.g, a.out);
-    for (int64_t g = 0; g < d.g; ++g)
+    for (int64_t g = 0; g < d.g; ++g) {
       WriteStats(a, t, n0 + g, -FLT_MAX, FLT_MAX);
+    }
     return false;
   }
-  const int64_t kv0 = a.kv_start[static_cast<size_t>(b)];
-  const int64_t n = sel.slots;
-  GatherSelected(sel, a.key, d.dtype, d.n2, n2, d.d, kv0, w.k);
-  GatherSelected(sel, a.value, d.dtype, d.n2, n2, d.dv, kv0, w.v);
+  w.kv.Load(a, b, n2, sel);
   LoadRows(a.query, TndGroup(d.dtype, d.n1, t, n0, d.d), 0, d.g, w.q);
+  const int64_t n = sel.slots;
 
-  GemmNT(d.g, n, d.d, a.scale, w.q, d.d, w.k, d.d, 0.0f, w.s, n);
+  // S = scale Q Kselᵀ, one product per run of selected keys.
+  int64_t col = 0;
+  for (int c = 0; c < sel.count; col += sel.rows[c++]) {
+    GemmNT(d.g, sel.rows[c], d.d, a.scale, w.q, d.d,
+           w.kv.k_row(sel.first[c], d.d), d.d, 0.0f, w.s + col, n);
+  }
   float inv_sum[kNsaMaxGroup];
   for (int64_t g = 0; g < d.g; ++g) {
     float* row = w.s + g * n;
@@ -70,7 +73,13 @@ bool ForwardToken(const NsaKernelArgs& a, const NsaForwardScratch& w, int64_t t,
     inv_sum[g] = 1.0f / sum;
     WriteStats(a, t, n0 + g, max, sum);
   }
-  GemmNN(d.g, d.dv, n, 1.0f, w.s, n, w.v, d.dv, 0.0f, w.o, d.dv);
+  // O = P Vsel / l.
+  col = 0;
+  for (int c = 0; c < sel.count; col += sel.rows[c++]) {
+    GemmNN(d.g, d.dv, sel.rows[c], 1.0f, w.s + col, n,
+           w.kv.v_row(sel.first[c], d.dv), d.dv, c == 0 ? 0.0f : 1.0f, w.o,
+           d.dv);
+  }
   for (int64_t g = 0; g < d.g; ++g) Scale(w.o + g * d.dv, d.dv, inv_sum[g]);
   StoreRows(w.o, out_rows, 0, d.g, a.out);
   return true;
@@ -78,41 +87,43 @@ bool ForwardToken(const NsaKernelArgs& a, const NsaForwardScratch& w, int64_t t,
 
 }  // namespace
 
+// Work items are (kv head, tile of query tokens), kv head major, so that a
+// worker's consecutive items mostly share the (batch, kv head) its cache
+// holds.
 absl::Status NsaForward(const NsaKernelArgs& a, float* scratch,
                         size_t scratch_floats, ComputePool& pool,
                         const CancelToken& cancel, RunStats* stats) {
   const NsaDims& d = a.dims;
-  const int slots = a.threads;
-  const size_t per_slot = scratch_floats / static_cast<size_t>(slots) / 16 * 16;
-  std::vector<NsaForwardScratch> scratch_of(static_cast<size_t>(slots));
-  std::vector<RunStats> stats_of(static_cast<size_t>(slots));
-  for (int i = 0; i < slots; ++i) {
-    Scratch arena(scratch + per_slot * static_cast<size_t>(i), per_slot);
-    scratch_of[static_cast<size_t>(i)] = Carve(d, arena);
+  const int workers = a.threads;
+  const size_t per_worker =
+      scratch_floats / static_cast<size_t>(workers) / 16 * 16;
+  std::vector<NsaForwardSlot> slot_state(static_cast<size_t>(workers));
+  for (int i = 0; i < workers; ++i) {
+    Scratch arena(scratch + per_worker * static_cast<size_t>(i), per_worker);
+    Carve(d, arena, &slot_state[static_cast<size_t>(i)]);
   }
   const int64_t tiles = (d.t1 + a.token_tile - 1) / a.token_tile;
   const absl::Status status =
-      pool.ParallelFor(tiles * d.n2, slots, [&](int64_t item, int slot) {
+      pool.ParallelFor(tiles * d.n2, workers, [&](int64_t item, int slot) {
         ATTN_RETURN_IF_ERROR(cancel.Check());
-        const NsaForwardScratch& w = scratch_of[static_cast<size_t>(slot)];
-        RunStats& st = stats_of[static_cast<size_t>(slot)];
-        const int64_t n2 = item % d.n2;
-        const int64_t t0 = (item / d.n2) * a.token_tile;
+        NsaForwardSlot& w = slot_state[static_cast<size_t>(slot)];
+        const int64_t n2 = item / tiles;
+        const int64_t t0 = (item % tiles) * a.token_tile;
         const int64_t t1 = std::min(d.t1, t0 + a.token_tile);
         int64_t b = NsaBatchOf(a, t0);
         for (int64_t t = t0; t < t1; ++t) {
           while (t >= a.q_start[static_cast<size_t>(b) + 1]) ++b;
           if (ForwardToken(a, w, t, b, n2)) {
-            ++st.tiles_computed;
+            ++w.stats.tiles_computed;
           } else {
-            ++st.tiles_skipped;
+            ++w.stats.tiles_skipped;
           }
         }
         return absl::OkStatus();
       });
-  for (const RunStats& s : stats_of) {
-    stats->tiles_computed += s.tiles_computed;
-    stats->tiles_skipped += s.tiles_skipped;
+  for (const NsaForwardSlot& s : slot_state) {
+    stats->tiles_computed += s.stats.tiles_computed;
+    stats->tiles_skipped += s.stats.tiles_skipped;
   }
   return status;
 }

@@ -383,11 +383,11 @@ absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
   plan.token_tile = kTokenTile;
   const int64_t slots = d.block_count * d.block_size;
   const uint64_t per_thread = RegionBytes({
-      slots * d.d,   // Selected keys.
-      slots * d.dv,  // Selected values.
-      d.g * d.d,     // Query rows of the group.
-      d.g * slots,   // Scores, then probabilities.
-      d.g * d.dv,    // Output rows.
+      d.max_skv * d.d,   // fp32 keys of one (batch, kv head).
+      d.max_skv * d.dv,  // fp32 values of one (batch, kv head).
+      d.g * d.d,         // Query rows of the group.
+      d.g * slots,       // Scores, then probabilities.
+      d.g * d.dv,        // Output rows.
   });
   plan.workspace_bytes = per_thread * static_cast<uint64_t>(plan.threads);
   plan.flops = 2.0 * static_cast<double>(plan.attended) *
@@ -441,16 +441,14 @@ absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
 
   const int64_t slots = d.block_count * d.block_size;
   const uint64_t per_thread = RegionBytes({
-      slots * d.d,   // Selected keys.
-      slots * d.dv,  // Selected values.
-      slots * d.d,   // dK of the selected rows.
-      slots * d.dv,  // dV of the selected rows.
-      d.g * d.d,     // Query rows.
-      d.g * d.d,     // dQ rows.
-      d.g * d.dv,    // dY rows.
-      d.g * d.dv,    // attention_out rows.
-      d.g * slots,   // Probabilities.
-      d.g * slots,   // dP, then dS.
+      d.max_skv * d.d,   // fp32 keys of one (batch, kv head).
+      d.max_skv * d.dv,  // fp32 values of one (batch, kv head).
+      d.g * d.d,         // Query rows.
+      d.g * d.d,         // dQ rows.
+      d.g * d.dv,        // dY rows.
+      d.g * d.dv,        // attention_out rows.
+      d.g * slots,       // Probabilities.
+      d.g * slots,       // dP, then dS.
   });
   const uint64_t partial_bytes = RegionBytes(
       {static_cast<int64_t>(PartialFloats(o, d, plan.chunk_tokens))});
