@@ -195,5 +195,41 @@ TEST(NsaBackwardTest, ReportsPlanFiguresAndStopsWhenCancelled) {
               StatusIs(absl::StatusCode::kDeadlineExceeded));
 }
 
+// A deadline that passes while the kernel runs stops it between tokens.
+TEST(NsaBackwardTest, DeadlinePassingDuringTheRunStopsIt) {
+  const int64_t t = 8192, skv = 1024;
+  const core::HostTensor q =
+      core::MakeHostTensor(DType::kBFloat16, {t, 16, 128});
+  const core::HostTensor kv =
+      core::MakeHostTensor(DType::kBFloat16, {skv, 1, 128});
+  const core::HostTensor stat =
+      core::MakeHostTensor(DType::kFloat32, {t, 16, 8});
+  const core::HostTensor topk = core::MakeHostTensor(DType::kInt32, {t, 1, 16});
+  core::NsaBackwardArgs args;
+  args.query = q.view();
+  args.key = kv.view();
+  args.value = kv.view();
+  args.attention_out = q.view();
+  args.attention_out_grad = q.view();
+  args.softmax_max = stat.view();
+  args.softmax_sum = stat.view();
+  args.topk_indices = topk.view();
+  args.options.actual_seq_qlen = {t};
+  args.options.actual_seq_kvlen = {skv};
+  args.options.selected_block_size = 64;
+  args.options.selected_block_count = 16;
+  args.options.head_num = 16;
+  args.options.input_layout = "TND";
+  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaBackwardPlan plan,
+                            core::PlanNsaBackward(args));
+  ASSERT_GT(plan.flops, 1e11);
+  core::Engine engine(core::EngineOptions{});
+  const absl::Time start = absl::Now();
+  core::CancelToken token(start + absl::Milliseconds(5));
+  EXPECT_THAT(engine.RunNsaBackward(args, plan, token),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(1500));
+}
+
 }  // namespace
 }  // namespace attnserve::test

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "attnserve/core/engine.h"
 #include "attnserve/core/nsa.h"
 #include "gtest/gtest.h"
@@ -331,6 +333,37 @@ TEST(NsaForwardTest, ReportsPlanFiguresAndStopsWhenCancelled) {
   core::CancelToken fresh;
   EXPECT_THAT(tight.RunNsaForward(args, plan, fresh),
               StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+// A deadline that passes while the kernel runs stops it between work items:
+// the full run would take seconds.
+TEST(NsaForwardTest, DeadlinePassingDuringTheRunStopsIt) {
+  const int64_t t = 8192, skv = 1024;
+  const core::HostTensor q =
+      core::MakeHostTensor(DType::kBFloat16, {t, 16, 128});
+  const core::HostTensor kv =
+      core::MakeHostTensor(DType::kBFloat16, {skv, 1, 128});
+  const core::HostTensor topk = core::MakeHostTensor(DType::kInt32, {t, 1, 16});
+  core::NsaForwardArgs args;
+  args.query = q.view();
+  args.key = kv.view();
+  args.value = kv.view();
+  args.topk_indices = topk.view();
+  args.options.actual_seq_qlen = {t};
+  args.options.actual_seq_kvlen = {skv};
+  args.options.selected_block_size = 64;
+  args.options.selected_block_count = 16;
+  args.options.head_num = 16;
+  args.options.input_layout = "TND";
+  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaForwardPlan plan,
+                            core::PlanNsaForward(args));
+  ASSERT_GT(plan.flops, 6e10);
+  core::Engine engine(core::EngineOptions{});
+  const absl::Time start = absl::Now();
+  core::CancelToken token(start + absl::Milliseconds(5));
+  EXPECT_THAT(engine.RunNsaForward(args, plan, token),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(1500));
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // against a real attnserve process, and `buf curl` (JSON over server
 // reflection) for both RPCs and GetWorkspaceSize, checked against the
 // float64 gathering reference.
+#include <unistd.h>
+
 #include <cstdint>
 #include <fstream>
 #include <string>
@@ -173,8 +175,11 @@ class NsaBufCurlTest : public ServerTest {
     std::string json;
     EXPECT_TRUE(
         google::protobuf::util::MessageToJsonString(request, &json).ok());
-    const std::string path =
-        absl::StrCat(::testing::TempDir(), "/nsa-", method, ".json");
+    // One file per process and test: ctest runs tests in parallel.
+    const std::string path = absl::StrCat(
+        ::testing::TempDir(), "/nsa-", getpid(), "-",
+        ::testing::UnitTest::GetInstance()->current_test_info()->name(), "-",
+        method, ".json");
     std::ofstream(path) << json;
     return Run(
         {kBufBinary, "curl", "--protocol", "grpc", "--http2-prior-knowledge",
