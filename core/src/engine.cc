@@ -216,6 +216,7 @@ absl::StatusOr<BackwardResult> Engine::RunNsaBackward(
       NsaArgs(plan.dims, args.options, plan.scale, plan.threads, args.query,
               args.key, args.value, args.topk_indices);
   k.chunk_tokens = plan.chunk_tokens;
+  k.token_tile = plan.token_tile;
   k.out_in = args.attention_out.data;
   k.dy = args.attention_out_grad.data;
   k.max_in = static_cast<const float*>(args.softmax_max.data);

@@ -1,21 +1,22 @@
 // NSA selected attention, forward and backward, in fp32.
 //
-// For each query token t and kv head n2 the selected keys/values (the topk
-// blocks of t's batch, in topk order, duplicates repeated; in causal mode
-// only the positions <= t's own) are shared by the G query heads of n2: the
-// products are [G x D] x [D x rows] and [G x rows] x [rows x Dv] GEMMs per
-// run of consecutive selected rows, read straight from a per-worker fp32
-// copy of the (batch, kv head)'s keys and values that is filled block by
-// block on first use (the gather: each block widened once per worker and
-// head, whatever number of tokens select it).
+// The work is cut in tiles: up to `token_tile` consecutive query tokens of
+// one batch, through one kv head. A tile groups its tokens' selected blocks
+// (the topk blocks of the batch; in causal mode only the positions <= each
+// token's own) by block, and runs each block's products once for all the
+// tokens that select it and all their G query heads: [rows x D] x [D x bs]
+// and [rows x bs] x [bs x Dv] GEMMs with rows = G x (tokens selecting the
+// block). A token selecting a block twice weights its probabilities by 2.
+// The blocks are read from a per-worker fp32 copy of the (batch, kv head)'s
+// keys and values, widened block by block on first use.
 //
-// Forward work items are (kv head, tile of query tokens); the results do not
-// depend on how items are shared out. The backward writes dQ per token and
-// adds dK/dV into fp32 partial sums, one per (batch, chunk of
-// `chunk_tokens` query tokens, kv head), each filled by one worker in token
-// order; a second pass adds a batch's chunks in chunk order and stores
-// dk/dv. Chunk boundaries come from the plan (shapes only), so the bits are
-// the same for every thread count.
+// Forward work items are (kv head, tile); the results do not depend on how
+// items are shared out. The backward writes dQ per tile and adds dK/dV into
+// fp32 partial sums, one per (batch, chunk of `chunk_tokens` query tokens,
+// kv head), each filled by one worker in tile and block order; a second
+// pass adds a batch's chunks in chunk order and stores dk/dv. Chunk
+// boundaries come from the plan (shapes only), so the bits are the same for
+// every thread count.
 //
 // Both return CANCELLED / DEADLINE_EXCEEDED from the token, checked between
 // tokens; `scratch` must hold the plan's workspace_bytes.
@@ -41,7 +42,7 @@ struct NsaKernelArgs {
   NsaDims dims;
   float scale = 1.0f;
   int threads = 1;
-  int64_t token_tile = 1;    // Forward: tokens per work item.
+  int64_t token_tile = 1;    // Query tokens per tile.
   int64_t chunk_tokens = 1;  // Backward: tokens per dK/dV partial sum.
   // Token offsets of each batch, with a leading 0: batch b holds query
   // tokens [q_start[b], q_start[b+1]) and keys [kv_start[b], kv_start[b+1]).

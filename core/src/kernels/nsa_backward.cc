@@ -12,29 +12,36 @@
 namespace attnserve::core {
 namespace {
 
-// Per-thread state of the backward kernel.
+// Per-thread state of the backward kernel. R = token_tile x G rows.
 struct NsaBackwardSlot {
   NsaKvCache kv;
-  float* q = nullptr;   // [G, D]
-  float* dq = nullptr;  // [G, D]
-  float* dy = nullptr;  // [G, Dv]
-  float* o = nullptr;   // [G, Dv] the forward's attention_out.
-  float* p = nullptr;   // [G, slots] probabilities.
-  float* ds = nullptr;  // [G, slots] dP, then dS.
+  NsaTile tile;
+  float* q = nullptr;    // [R, D] query rows of the tile, token-major.
+  float* dy = nullptr;   // [R, Dv]
+  float* dq = nullptr;   // [R, D]
+  float* qg = nullptr;   // [R, D] query rows of one block's tokens.
+  float* dyg = nullptr;  // [R, Dv] their dY rows.
+  float* pg = nullptr;   // [R, bs] their probabilities for the block.
+  float* dsg = nullptr;  // [R, bs] their dP, then dS.
+  float* og = nullptr;   // [R, max(D, Dv)] their dQ share; attention_out.
   RunStats stats;
 };
 
-void Carve(const NsaDims& d, Scratch& arena, NsaBackwardSlot* w) {
-  const int64_t slots = d.block_count * d.block_size;
+void Carve(const NsaDims& d, int64_t tile_tokens, Scratch& arena,
+           NsaBackwardSlot* w) {
+  const int64_t rows = tile_tokens * d.g;
   float* k = arena.Take(d.max_skv * d.d);
   float* v = arena.Take(d.max_skv * d.dv);
   w->kv.Init(d, k, v);
-  w->q = arena.Take(d.g * d.d);
-  w->dq = arena.Take(d.g * d.d);
-  w->dy = arena.Take(d.g * d.dv);
-  w->o = arena.Take(d.g * d.dv);
-  w->p = arena.Take(d.g * slots);
-  w->ds = arena.Take(d.g * slots);
+  w->tile.Reserve();
+  w->q = arena.Take(rows * d.d);
+  w->dy = arena.Take(rows * d.dv);
+  w->dq = arena.Take(rows * d.d);
+  w->qg = arena.Take(rows * d.d);
+  w->dyg = arena.Take(rows * d.dv);
+  w->pg = arena.Take(rows * d.block_size);
+  w->dsg = arena.Take(rows * d.block_size);
+  w->og = arena.Take(rows * std::max(d.d, d.dv));
 }
 
 // dst[i] += src[i].
@@ -51,53 +58,78 @@ struct Chunk {
   int64_t stride = 0;        // Floats per kv head: Skv_b * (D + Dv).
 };
 
-// Token t (batch b), kv head n2: writes dQ of the G heads and adds dK/dV of
-// the selected rows into `dk_acc` / `dv_acc` (batch-local rows). Returns
-// false when the token attends nothing (dQ stays zero).
-bool BackwardToken(const NsaKernelArgs& a, NsaBackwardSlot& w, int64_t t,
-                   int64_t b, int64_t n2, float* dk_acc, float* dv_acc) {
+// Tokens [t0, t1) of batch b through kv head n2: writes dQ of their G query
+// heads and adds dK/dV of the selected key rows into `dk_acc` / `dv_acc`
+// (batch-local rows). With the forward's statistics every block is
+// independent, so the work runs block by block (increasing block order),
+// each block's products taking every token of the tile that selects it.
+void BackwardTile(const NsaKernelArgs& a, NsaBackwardSlot& w, int64_t b,
+                  int64_t n2, int64_t t0, int64_t t1, float* dk_acc,
+                  float* dv_acc) {
   const NsaDims& d = a.dims;
-  const NsaSelection sel = SelectBlocks(a, t, b, n2);
-  if (sel.slots == 0) return false;
-  w.kv.Load(a, b, n2, sel);
-  const int64_t n0 = n2 * d.g;
-  const int64_t n = sel.slots;
-  LoadRows(a.query, TndGroup(d.dtype, d.n1, t, n0, d.d), 0, d.g, w.q);
-  LoadRows(a.dy, TndGroup(d.dtype, d.n1, t, n0, d.dv), 0, d.g, w.dy);
-  LoadRows(a.out_in, TndGroup(d.dtype, d.n1, t, n0, d.dv), 0, d.g, w.o);
-
-  // P = exp(scale Q Kᵀ - M) / L with the forward's statistics; dP = dY Vᵀ.
-  int64_t col = 0;
-  for (int c = 0; c < sel.count; col += sel.rows[c++]) {
-    GemmNT(d.g, sel.rows[c], d.d, a.scale, w.q, d.d,
-           w.kv.k_row(sel.first[c], d.d), d.d, 0.0f, w.p + col, n);
-    GemmNT(d.g, sel.rows[c], d.dv, 1.0f, w.dy, d.dv,
-           w.kv.v_row(sel.first[c], d.dv), d.dv, 0.0f, w.ds + col, n);
+  const int64_t g = d.g, bs = d.block_size, n0 = n2 * g;
+  NsaTile& tile = w.tile;
+  tile.Build(a, b, n2, t0, t1);
+  w.kv.Load(a, b, n2, tile);
+  float row_d[kNsaMaxTileRows];  // D = rowsum(dY * attention_out).
+  float row_max[kNsaMaxTileRows];
+  float row_inv_sum[kNsaMaxTileRows];
+  for (int ti = 0; ti < tile.tokens(); ++ti) {
+    const int64_t t = t0 + ti;
+    LoadRows(a.query, TndGroup(d.dtype, d.n1, t, n0, d.d), 0, g,
+             w.q + ti * g * d.d);
+    LoadRows(a.dy, TndGroup(d.dtype, d.n1, t, n0, d.dv), 0, g,
+             w.dy + ti * g * d.dv);
+    LoadRows(a.out_in, TndGroup(d.dtype, d.n1, t, n0, d.dv), 0, g, w.og);
+    for (int64_t h = 0; h < g; ++h) {
+      const int64_t row = ti * g + h;
+      const int64_t stat = (t * d.n1 + n0 + h) * 8;
+      row_d[row] = Dot(w.dy + row * d.dv, w.og + h * d.dv, d.dv);
+      row_max[row] = a.max_in[stat];
+      row_inv_sum[row] = 1.0f / a.sum_in[stat];
+    }
   }
-  for (int64_t g = 0; g < d.g; ++g) {
-    const int64_t stat = (t * d.n1 + n0 + g) * 8;
-    float* p = w.p + g * n;
-    ExpShiftSum(p, n, a.max_in[stat]);
-    Scale(p, n, 1.0f / a.sum_in[stat]);
-    // dS = P (dP - D), D = rowsum(dY * O).
-    const float rd = Dot(w.dy + g * d.dv, w.o + g * d.dv, d.dv);
-    float* ds = w.ds + g * n;
-    for (int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - rd);
+  std::fill(w.dq, w.dq + tile.tokens() * g * d.d, 0.0f);
+  tile.ForEachBlock([&](int64_t block, const NsaMember* members, int count) {
+    const int64_t rows = count * g;
+    const float* k = w.kv.k_block(block, d);
+    const float* v = w.kv.v_block(block, d);
+    GatherTokenRows(w.q, g, d.d, members, count, w.qg);
+    GatherTokenRows(w.dy, g, d.dv, members, count, w.dyg);
+    // P = exp(scale Q Kᵀ - M) / L, times the times the token selects the
+    // block, 0 where the causal rule drops the key; dS = P (dY Vᵀ - D).
+    GemmNT(rows, bs, d.d, a.scale, w.qg, d.d, k, d.d, 0.0f, w.pg, bs);
+    GemmNT(rows, bs, d.dv, 1.0f, w.dyg, d.dv, v, d.dv, 0.0f, w.dsg, bs);
+    for (int m = 0; m < count; ++m) {
+      const NsaMember& mem = members[m];
+      for (int64_t h = 0; h < g; ++h) {
+        const int64_t row = mem.token * g + h;
+        float* p = w.pg + (m * g + h) * bs;
+        float* ds = w.dsg + (m * g + h) * bs;
+        ExpShiftSum(p, mem.rows, row_max[row]);
+        std::fill(p + mem.rows, p + bs, 0.0f);
+        Scale(p, mem.rows, row_inv_sum[row] * static_cast<float>(mem.count));
+        const float rd = row_d[row];
+        for (int64_t j = 0; j < bs; ++j) ds[j] = p[j] * (ds[j] - rd);
+      }
+    }
+    // dQ += scale dS K;  dK[block] += scale dSᵀ Q;  dV[block] += Pᵀ dY.
+    GemmNN(rows, d.d, bs, a.scale, w.dsg, bs, k, d.d, 0.0f, w.og, d.d);
+    AddTokenRows(w.og, g, d.d, members, count, w.dq);
+    GemmTN(bs, d.d, rows, a.scale, w.dsg, bs, w.qg, d.d, 1.0f,
+           dk_acc + block * bs * d.d, d.d);
+    GemmTN(bs, d.dv, rows, 1.0f, w.pg, bs, w.dyg, d.dv, 1.0f,
+           dv_acc + block * bs * d.dv, d.dv);
+  });
+  for (int ti = 0; ti < tile.tokens(); ++ti) {
+    StoreRows(w.dq + ti * g * d.d, TndGroup(d.dtype, d.n1, t0 + ti, n0, d.d), 0,
+              g, a.dq);
+    if (tile.slots(ti) > 0) {
+      ++w.stats.tiles_computed;
+    } else {
+      ++w.stats.tiles_skipped;
+    }
   }
-  // dQ = scale dS Ksel; dK[rows] += scale dSᵀ Q; dV[rows] += Pᵀ dY, run by
-  // run in topk order: a block selected twice adds twice.
-  col = 0;
-  for (int c = 0; c < sel.count; col += sel.rows[c++]) {
-    const int64_t rows = sel.rows[c], first = sel.first[c];
-    GemmNN(d.g, d.d, rows, a.scale, w.ds + col, n, w.kv.k_row(first, d.d), d.d,
-           c == 0 ? 0.0f : 1.0f, w.dq, d.d);
-    GemmTN(rows, d.d, d.g, a.scale, w.ds + col, n, w.q, d.d, 1.0f,
-           dk_acc + first * d.d, d.d);
-    GemmTN(rows, d.dv, d.g, 1.0f, w.p + col, n, w.dy, d.dv, 1.0f,
-           dv_acc + first * d.dv, d.dv);
-  }
-  StoreRows(w.dq, TndGroup(d.dtype, d.n1, t, n0, d.d), 0, d.g, a.dq);
-  return true;
 }
 
 // The chunks of every batch, in batch and token order, with their partial
@@ -151,7 +183,7 @@ absl::Status NsaBackward(const NsaKernelArgs& a, float* scratch,
   for (int i = 0; i < slots; ++i) {
     Scratch arena(scratch + partial_floats + per_slot * static_cast<size_t>(i),
                   per_slot);
-    Carve(d, arena, &slot_state[static_cast<size_t>(i)]);
+    Carve(d, a.token_tile, arena, &slot_state[static_cast<size_t>(i)]);
   }
 
   // Pass 1: dQ per token; dK/dV into the chunk's partial sums. Items are
@@ -168,14 +200,10 @@ absl::Status NsaBackward(const NsaKernelArgs& a, float* scratch,
         float* dv_acc = dk_acc + skv * d.d;
         std::fill(dk_acc, dk_acc + c.stride, 0.0f);
         NsaBackwardSlot& w = slot_state[static_cast<size_t>(slot)];
-        RunStats& st = w.stats;
-        for (int64_t t = c.t_begin; t < c.t_end; ++t) {
+        for (int64_t t = c.t_begin; t < c.t_end; t += a.token_tile) {
           ATTN_RETURN_IF_ERROR(cancel.Check());
-          if (BackwardToken(a, w, t, c.b, n2, dk_acc, dv_acc)) {
-            ++st.tiles_computed;
-          } else {
-            ++st.tiles_skipped;
-          }
+          BackwardTile(a, w, c.b, n2, t, std::min(c.t_end, t + a.token_tile),
+                       dk_acc, dv_acc);
         }
         return absl::OkStatus();
       }));

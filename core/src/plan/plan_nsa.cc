@@ -27,9 +27,12 @@ constexpr int64_t kSoftmaxLanes = 8;
 // The standard compressed causal mask of sparse_mode 2.
 constexpr int64_t kCausalMaskSide = 2048;
 
-// Query tokens per forward work item: enough to amortize the per-item
-// bookkeeping, small enough to balance short requests across workers.
-constexpr int64_t kTokenTile = 16;
+// Query tokens per tile: the products with a key block take every token of
+// the tile that selects it, so a tile of T tokens gives them up to T x G
+// rows. 16 tokens, or fewer to keep T x G <= 256 (the tile's score rows stay
+// within a few MiB).
+constexpr int64_t kMaxTileTokens = 16;
+constexpr int64_t kMaxTileRows = 256;
 // Backward: aim for about this many (chunk, kv head) work items, with
 // chunks of at least kMinChunkTokens tokens, while the chunks' fp32 dK/dV
 // partial sums fit in kPartialBudgetBytes (or one chunk per batch).
@@ -335,6 +338,10 @@ uint64_t RegionBytes(const std::vector<int64_t>& regions) {
   return lines * 64;
 }
 
+int64_t TileTokens(const NsaDims& d) {
+  return std::clamp<int64_t>(kMaxTileRows / d.g, 1, kMaxTileTokens);
+}
+
 std::vector<int64_t> StatShape(const NsaDims& d) {
   return {d.t1, d.n1, kSoftmaxLanes};
 }
@@ -380,14 +387,17 @@ absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
   }
   plan.scale = static_cast<float>(o.scale_value);
   plan.threads = std::max(1, threads);
-  plan.token_tile = kTokenTile;
+  plan.token_tile = TileTokens(d);
   const int64_t slots = d.block_count * d.block_size;
+  const int64_t rows = plan.token_tile * d.g;
   const uint64_t per_thread = RegionBytes({
       d.max_skv * d.d,   // fp32 keys of one (batch, kv head).
       d.max_skv * d.dv,  // fp32 values of one (batch, kv head).
-      d.g * d.d,         // Query rows of the group.
-      d.g * slots,       // Scores, then probabilities.
-      d.g * d.dv,        // Output rows.
+      rows * d.d,        // Query rows of the tile.
+      rows * slots,      // Scores, then probabilities, per block.
+      rows * d.dv,       // Output rows.
+      rows * d.d,        // Query rows of one block's tokens.
+      rows * d.dv,       // Their share of the output.
   });
   plan.workspace_bytes = per_thread * static_cast<uint64_t>(plan.threads);
   plan.flops = 2.0 * static_cast<double>(plan.attended) *
@@ -438,17 +448,20 @@ absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
     chunk *= 2;
   }
   plan.chunk_tokens = std::min(chunk, longest);
+  plan.token_tile = TileTokens(d);
 
-  const int64_t slots = d.block_count * d.block_size;
+  const int64_t rows = plan.token_tile * d.g;
   const uint64_t per_thread = RegionBytes({
-      d.max_skv * d.d,   // fp32 keys of one (batch, kv head).
-      d.max_skv * d.dv,  // fp32 values of one (batch, kv head).
-      d.g * d.d,         // Query rows.
-      d.g * d.d,         // dQ rows.
-      d.g * d.dv,        // dY rows.
-      d.g * d.dv,        // attention_out rows.
-      d.g * slots,       // Probabilities.
-      d.g * slots,       // dP, then dS.
+      d.max_skv * d.d,             // fp32 keys of one (batch, kv head).
+      d.max_skv * d.dv,            // fp32 values of one (batch, kv head).
+      rows * d.d,                  // Query rows of the tile.
+      rows * d.dv,                 // dY rows.
+      rows * d.d,                  // dQ rows.
+      rows * d.d,                  // Query rows of one block's tokens.
+      rows * d.dv,                 // Their dY rows.
+      rows * d.block_size,         // Their probabilities for the block.
+      rows * d.block_size,         // Their dS for the block.
+      rows * std::max(d.d, d.dv),  // Their dQ share; attention_out rows.
   });
   const uint64_t partial_bytes = RegionBytes(
       {static_cast<int64_t>(PartialFloats(o, d, plan.chunk_tokens))});

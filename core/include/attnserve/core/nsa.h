@@ -101,7 +101,8 @@ struct NsaForwardPlan {
   NsaDims dims;
   float scale = 1.0f;
   int threads = 1;
-  // Query tokens per work item.
+  // Query tokens per tile (per work item): the products with a key block
+  // take every token of the tile that selects it.
   int64_t token_tile = 0;
   // (token, query head, key) triples attended: every selected key, minus
   // those the causal rule drops in sparse_mode 2.
@@ -120,6 +121,7 @@ struct NsaBackwardPlan {
   // batch and kv head, then the chunks are summed in order. Chosen from the
   // shapes alone, so the result does not depend on the thread count.
   int64_t chunk_tokens = 0;
+  int64_t token_tile = 0;  // Query tokens per tile, as in the forward.
   int64_t attended = 0;
   uint64_t workspace_bytes = 0;
   // 2 * attended * (3 D + 2 Dv): recomputed scores, dP, dQ, dK and dV.
