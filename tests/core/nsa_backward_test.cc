@@ -94,6 +94,30 @@ TEST_P(NsaBackwardDtypeTest, LargeGroupWithValueDimSmallerThanKeyDim) {
   ExpectNsaBackwardMatches(c, got, TolerancesFor(config.dtype));
 }
 
+// G = 32 (the largest group): tiles shrink to 8 tokens so that a tile's
+// products keep at most 256 rows.
+TEST_P(NsaBackwardDtypeTest, GroupOf32QueryHeadsPerKvHead) {
+  NsaCaseConfig config;
+  config.dtype = GetParam();
+  config.seq_q = {45, 30};
+  config.seq_kv = {128, 96};
+  config.n1 = 32;
+  config.n2 = 1;
+  config.sparse_mode = 2;
+  config.pattern = NsaIndexPattern::kLocal;
+  config.seed = 26;
+  NsaCase c(config);
+  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaForwardPlan plan,
+                            core::PlanNsaForward(c.forward_args()));
+  EXPECT_EQ(plan.token_tile, 8);
+  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult fwd,
+                            RunNsaForward(c.forward_args(), 2));
+  ExpectNsaForwardMatches(c, fwd, TolerancesFor(config.dtype));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::BackwardResult got,
+                            RunNsaBackward(c.backward_args(fwd), 2));
+  ExpectNsaBackwardMatches(c, got, TolerancesFor(config.dtype));
+}
+
 // Every token and head reads the same K blocks: each of their keys gets the
 // sum of hundreds of contributions, the other keys none.
 TEST_P(NsaBackwardDtypeTest, BlockSelectedByManyTokensAccumulates) {
