@@ -186,7 +186,7 @@ absl::Status NsaBackward(const NsaKernelArgs& a, float* scratch,
     Carve(d, a.token_tile, arena, &slot_state[static_cast<size_t>(i)]);
   }
 
-  // Pass 1: dQ per token; dK/dV into the chunk's partial sums. Items are
+  // Pass 1: dQ per tile; dK/dV into the chunk's partial sums. Items are
   // kv head major so that a worker's consecutive items mostly share the
   // (batch, kv head) its cache holds.
   const int64_t chunk_count_all = static_cast<int64_t>(chunks.size());
