@@ -192,8 +192,8 @@ absl::StatusOr<ForwardResult> Engine::RunNsaForward(const NsaForwardArgs& args,
               args.key, args.value, args.topk_indices);
   k.token_tile = plan.token_tile;
   k.out = result.attention_out.bytes.data();
-  k.softmax_max = Floats(result.softmax_max);
-  k.softmax_sum = Floats(result.softmax_sum);
+  k.softmax_max = reinterpret_cast<float*>(result.softmax_max.bytes.data());
+  k.softmax_sum = reinterpret_cast<float*>(result.softmax_sum.bytes.data());
   result.stats.workspace_bytes = lease.size();
   ATTN_RETURN_IF_ERROR(NsaForward(k, lease.floats(),
                                   lease.size() / sizeof(float), *compute_,
