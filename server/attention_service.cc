@@ -26,6 +26,8 @@ namespace {
 
 constexpr char kForwardOp[] = "FlashAttentionScore";
 constexpr char kBackwardOp[] = "FlashAttentionScoreGrad";
+constexpr char kNsaForwardOp[] = "NsaSelectedAttention";
+constexpr char kNsaBackwardOp[] = "NsaSelectedAttentionGrad";
 
 // What a job needs after planning, shared by the job's closures. The args
 // view the request's bytes; the request outlives the job.
@@ -39,9 +41,15 @@ struct BackwardWork {
   core::BackwardPlan plan;
 };
 
-absl::Status NsaUnimplemented(absl::string_view op) {
-  return absl::UnimplementedError(absl::StrCat(op, " is not implemented yet"));
-}
+struct NsaForwardWork {
+  core::NsaForwardArgs args;
+  core::NsaForwardPlan plan;
+};
+
+struct NsaBackwardWork {
+  core::NsaBackwardArgs args;
+  core::NsaBackwardPlan plan;
+};
 
 // An immediate answer on the calling thread.
 grpc::ServerUnaryReactor* FinishedReactor(grpc::CallbackServerContext* context,
@@ -220,23 +228,73 @@ grpc::ServerUnaryReactor* AttentionService::FlashAttentionScoreGrad(
 grpc::ServerUnaryReactor* AttentionService::NsaSelectedAttention(
     grpc::CallbackServerContext* context,
     const v1::NsaSelectedAttentionRequest* request,
-    v1::NsaSelectedAttentionResponse* /*response*/) {
-  RequestRecord record = RecordOf("NsaSelectedAttention", *request);
-  const absl::Status status = NsaUnimplemented(record.op);
-  SetOutcome(status, &record);
-  LogRequest(record);
-  return FinishedReactor(context, status);
+    v1::NsaSelectedAttentionResponse* response) {
+  ComputeCall* call =
+      ComputeCall::Create(context, RecordOf(kNsaForwardOp, *request));
+  const absl::Time plan_start = absl::Now();
+  auto work = std::make_shared<NsaForwardWork>();
+  absl::Status status = [&]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(work->args, ToNsaForwardArgs(*request));
+    ATTN_ASSIGN_OR_RETURN(
+        work->plan,
+        core::PlanNsaForward(work->args, config_.threads_per_request));
+    return CheckResponseSize(work->plan.outputs);
+  }();
+  if (!status.ok()) {
+    call->FinishNow(status);
+    return call;
+  }
+  core::Engine* engine = engine_;
+  auto run = [engine, work,
+              response](const core::CancelToken& token) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(core::ForwardResult result,
+                          engine->RunNsaForward(work->args, work->plan, token));
+    MoveToProto(std::move(result.attention_out),
+                response->mutable_attention_out());
+    MoveToProto(std::move(result.softmax_max), response->mutable_softmax_max());
+    MoveToProto(std::move(result.softmax_sum), response->mutable_softmax_sum());
+    SetRunStats(result.stats, response->mutable_stats());
+    return absl::OkStatus();
+  };
+  call->Submit(scheduler_, absl::Now() - plan_start, std::move(run),
+               response->mutable_stats());
+  return call;
 }
 
 grpc::ServerUnaryReactor* AttentionService::NsaSelectedAttentionGrad(
     grpc::CallbackServerContext* context,
     const v1::NsaSelectedAttentionGradRequest* request,
-    v1::NsaSelectedAttentionGradResponse* /*response*/) {
-  RequestRecord record = RecordOf("NsaSelectedAttentionGrad", *request);
-  const absl::Status status = NsaUnimplemented(record.op);
-  SetOutcome(status, &record);
-  LogRequest(record);
-  return FinishedReactor(context, status);
+    v1::NsaSelectedAttentionGradResponse* response) {
+  ComputeCall* call =
+      ComputeCall::Create(context, RecordOf(kNsaBackwardOp, *request));
+  const absl::Time plan_start = absl::Now();
+  auto work = std::make_shared<NsaBackwardWork>();
+  absl::Status status = [&]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(work->args, ToNsaBackwardArgs(*request));
+    ATTN_ASSIGN_OR_RETURN(
+        work->plan,
+        core::PlanNsaBackward(work->args, config_.threads_per_request));
+    return CheckResponseSize(work->plan.outputs);
+  }();
+  if (!status.ok()) {
+    call->FinishNow(status);
+    return call;
+  }
+  core::Engine* engine = engine_;
+  auto run = [engine, work,
+              response](const core::CancelToken& token) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(
+        core::BackwardResult result,
+        engine->RunNsaBackward(work->args, work->plan, token));
+    MoveToProto(std::move(result.dq), response->mutable_dq());
+    MoveToProto(std::move(result.dk), response->mutable_dk());
+    MoveToProto(std::move(result.dv), response->mutable_dv());
+    SetRunStats(result.stats, response->mutable_stats());
+    return absl::OkStatus();
+  };
+  call->Submit(scheduler_, absl::Now() - plan_start, std::move(run),
+               response->mutable_stats());
+  return call;
 }
 
 grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
@@ -275,16 +333,35 @@ grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
       status = NestField(status, "flash_attention_score_grad");
       break;
     }
-    case v1::GetWorkspaceSizeRequest::kNsaSelectedAttention:
-      record = RecordOf("GetWorkspaceSize/NsaSelectedAttention",
-                        request->nsa_selected_attention());
-      status = NsaUnimplemented("NsaSelectedAttention");
+    case v1::GetWorkspaceSizeRequest::kNsaSelectedAttention: {
+      const auto& op = request->nsa_selected_attention();
+      record = RecordOf("GetWorkspaceSize/NsaSelectedAttention", op);
+      status = [&]() -> absl::Status {
+        ATTN_ASSIGN_OR_RETURN(core::NsaForwardArgs args, ToNsaForwardArgs(op));
+        ATTN_ASSIGN_OR_RETURN(core::NsaForwardPlan plan,
+                              core::PlanNsaForward(args, threads));
+        FillWorkspaceResponse(plan.workspace_bytes, plan.flops, plan.outputs,
+                              response);
+        return absl::OkStatus();
+      }();
+      status = NestField(status, "nsa_selected_attention");
       break;
-    case v1::GetWorkspaceSizeRequest::kNsaSelectedAttentionGrad:
-      record = RecordOf("GetWorkspaceSize/NsaSelectedAttentionGrad",
-                        request->nsa_selected_attention_grad());
-      status = NsaUnimplemented("NsaSelectedAttentionGrad");
+    }
+    case v1::GetWorkspaceSizeRequest::kNsaSelectedAttentionGrad: {
+      const auto& op = request->nsa_selected_attention_grad();
+      record = RecordOf("GetWorkspaceSize/NsaSelectedAttentionGrad", op);
+      status = [&]() -> absl::Status {
+        ATTN_ASSIGN_OR_RETURN(core::NsaBackwardArgs args,
+                              ToNsaBackwardArgs(op));
+        ATTN_ASSIGN_OR_RETURN(core::NsaBackwardPlan plan,
+                              core::PlanNsaBackward(args, threads));
+        FillWorkspaceResponse(plan.workspace_bytes, plan.flops, plan.outputs,
+                              response);
+        return absl::OkStatus();
+      }();
+      status = NestField(status, "nsa_selected_attention_grad");
       break;
+    }
     case v1::GetWorkspaceSizeRequest::OP_NOT_SET:
       record.op = "GetWorkspaceSize";
       status = core::InvalidField(
@@ -307,6 +384,8 @@ grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
   response->set_version(ATTNSERVE_VERSION);
   response->add_operators(kForwardOp);
   response->add_operators(kBackwardOp);
+  response->add_operators(kNsaForwardOp);
+  response->add_operators(kNsaBackwardOp);
   for (int value = v1::DataType_MIN; value <= v1::DataType_MAX; ++value) {
     if (value == v1::DATA_TYPE_UNSPECIFIED || !v1::DataType_IsValid(value)) {
       continue;

@@ -70,6 +70,25 @@ absl::Status FillOptions(const Request& request,
   return absl::OkStatus();
 }
 
+// The fields NsaSelectedAttentionRequest and NsaSelectedAttentionGradRequest
+// share.
+template <typename Request>
+absl::Status FillNsaOptions(const Request& request, core::NsaOptions* options) {
+  ATTN_RETURN_IF_ERROR(OptionalView(request.has_atten_mask(),
+                                    request.atten_mask(), "atten_mask",
+                                    &options->atten_mask));
+  options->actual_seq_qlen = ToVector(request.actual_seq_qlen());
+  options->actual_seq_kvlen = ToVector(request.actual_seq_kvlen());
+  options->scale_value =
+      request.has_scale_value() ? request.scale_value() : 1.0;
+  options->selected_block_size = request.selected_block_size();
+  options->selected_block_count = request.selected_block_count();
+  options->head_num = request.head_num();
+  options->input_layout = request.input_layout();
+  options->sparse_mode = request.sparse_mode();
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<core::DType> FromProtoDType(int proto_dtype,
@@ -203,6 +222,51 @@ absl::StatusOr<core::BackwardArgs> ToBackwardArgs(
                                     request.attention_in(), "attention_in",
                                     &args.attention_in));
   ATTN_RETURN_IF_ERROR(FillOptions(request, &args.options));
+  return args;
+}
+
+absl::StatusOr<core::NsaForwardArgs> ToNsaForwardArgs(
+    const v1::NsaSelectedAttentionRequest& request) {
+  core::NsaForwardArgs args;
+  ATTN_ASSIGN_OR_RETURN(
+      args.query, RequiredView(request.has_query(), request.query(), "query"));
+  ATTN_ASSIGN_OR_RETURN(args.key,
+                        RequiredView(request.has_key(), request.key(), "key"));
+  ATTN_ASSIGN_OR_RETURN(
+      args.value, RequiredView(request.has_value(), request.value(), "value"));
+  ATTN_ASSIGN_OR_RETURN(args.topk_indices,
+                        RequiredView(request.has_topk_indices(),
+                                     request.topk_indices(), "topk_indices"));
+  ATTN_RETURN_IF_ERROR(FillNsaOptions(request, &args.options));
+  return args;
+}
+
+absl::StatusOr<core::NsaBackwardArgs> ToNsaBackwardArgs(
+    const v1::NsaSelectedAttentionGradRequest& request) {
+  core::NsaBackwardArgs args;
+  ATTN_ASSIGN_OR_RETURN(
+      args.query, RequiredView(request.has_query(), request.query(), "query"));
+  ATTN_ASSIGN_OR_RETURN(args.key,
+                        RequiredView(request.has_key(), request.key(), "key"));
+  ATTN_ASSIGN_OR_RETURN(
+      args.value, RequiredView(request.has_value(), request.value(), "value"));
+  ATTN_ASSIGN_OR_RETURN(args.attention_out,
+                        RequiredView(request.has_attention_out(),
+                                     request.attention_out(), "attention_out"));
+  ATTN_ASSIGN_OR_RETURN(
+      args.attention_out_grad,
+      RequiredView(request.has_attention_out_grad(),
+                   request.attention_out_grad(), "attention_out_grad"));
+  ATTN_ASSIGN_OR_RETURN(args.softmax_max,
+                        RequiredView(request.has_softmax_max(),
+                                     request.softmax_max(), "softmax_max"));
+  ATTN_ASSIGN_OR_RETURN(args.softmax_sum,
+                        RequiredView(request.has_softmax_sum(),
+                                     request.softmax_sum(), "softmax_sum"));
+  ATTN_ASSIGN_OR_RETURN(args.topk_indices,
+                        RequiredView(request.has_topk_indices(),
+                                     request.topk_indices(), "topk_indices"));
+  ATTN_RETURN_IF_ERROR(FillNsaOptions(request, &args.options));
   return args;
 }
 

@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "attnserve/core/dtype.h"
+#include "attnserve/core/nsa.h"
 #include "attnserve/core/params.h"
 #include "attnserve/core/plan.h"
 #include "attnserve/core/tensor.h"
@@ -52,6 +53,12 @@ absl::StatusOr<core::ForwardArgs> ToForwardArgs(
     const v1::FlashAttentionScoreRequest& request);
 absl::StatusOr<core::BackwardArgs> ToBackwardArgs(
     const v1::FlashAttentionScoreGradRequest& request);
+// NSA selected attention: every tensor but atten_mask is required; an unset
+// scale_value is 1.0.
+absl::StatusOr<core::NsaForwardArgs> ToNsaForwardArgs(
+    const v1::NsaSelectedAttentionRequest& request);
+absl::StatusOr<core::NsaBackwardArgs> ToNsaBackwardArgs(
+    const v1::NsaSelectedAttentionGradRequest& request);
 
 // Moves `tensor`'s bytes into `out` (no copy); `tensor.bytes` is left empty.
 void MoveToProto(core::HostTensor tensor, v1::Tensor* out);

@@ -1,6 +1,6 @@
 // attnctl: command-line client for an attnserve server.
 //
-//   attnctl health|info|forward|backward [flags]
+//   attnctl health|info|forward|backward|nsa-forward|nsa-backward [flags]
 //
 // Flags only: parsing, building the Workload and dispatching to commands.cc.
 #include <cmath>
@@ -23,6 +23,8 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "attnctl/commands.h"
+#include "attnctl/nsa_commands.h"
+#include "attnctl/nsa_workload.h"
 #include "attnctl/report.h"
 #include "attnctl/workload.h"
 #include "attnserve/client/client.h"
@@ -71,6 +73,13 @@ ABSL_FLAG(uint64_t, seed, 1, "Seed of the random inputs.");
 ABSL_FLAG(bool, causal_mask, false,
           "Send a full [Sq,Skv] BOOL causal mask (sparse_mode 0).");
 ABSL_FLAG(int32_t, repeat, 1, "Number of timed calls.");
+ABSL_FLAG(std::optional<int64_t>, dv, std::nullopt,
+          "nsa-*: value head dimension Dv; default: -d.");
+ABSL_FLAG(int64_t, block_size, 64, "nsa-*: selected_block_size.");
+ABSL_FLAG(int64_t, block_count, 16, "nsa-*: selected_block_count.");
+ABSL_FLAG(int64_t, sparse_mode, 0,
+          "nsa-*: 0 (every selected key) or 2 (causal; the random selection "
+          "then prefers blocks at or before each query).");
 
 namespace attnserve::attnctl {
 namespace {
@@ -81,9 +90,15 @@ constexpr char kUsage[] =
     "  health    grpc.health.v1 check; exit 0 only when SERVING\n"
     "  info      print GetServerInfo\n"
     "  forward   FlashAttentionScore on random inputs\n"
-    "  backward  forward, then FlashAttentionScoreGrad on random dy\n\n"
-    "Example:\n"
-    "  attnctl forward --layout BNSD --dtype bf16 -b 1 -n 8 -s 1024 -d 128";
+    "  backward  forward, then FlashAttentionScoreGrad on random dy\n"
+    "  nsa-forward   NsaSelectedAttention (TND, -s tokens per batch) on "
+    "random inputs and topk_indices\n"
+    "  nsa-backward  nsa-forward, then NsaSelectedAttentionGrad on random "
+    "attention_out_grad\n\n"
+    "Examples:\n"
+    "  attnctl forward --layout BNSD --dtype bf16 -b 1 -n 8 -s 1024 -d 128\n"
+    "  attnctl nsa-forward --dtype bf16 -n 16 --kv_heads 1 -s 4096 -d 192 "
+    "--dv 128 --block_size 64 --block_count 16";
 
 absl::StatusOr<Workload> WorkloadFromFlags() {
   Workload w;
@@ -110,6 +125,37 @@ absl::StatusOr<Workload> WorkloadFromFlags() {
   w.seed = absl::GetFlag(FLAGS_seed);
   w.causal_mask = absl::GetFlag(FLAGS_causal_mask);
   absl::Status valid = ValidateWorkload(w);
+  if (!valid.ok()) return valid;
+  return w;
+}
+
+absl::StatusOr<NsaWorkload> NsaWorkloadFromFlags() {
+  NsaWorkload w;
+  absl::StatusOr<v1::DataType> dtype =
+      ParseDataType(absl::GetFlag(FLAGS_dtype));
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", dtype.status().message()));
+  }
+  w.dtype = *dtype;
+  w.batch = absl::GetFlag(FLAGS_b);
+  w.heads = absl::GetFlag(FLAGS_n);
+  w.kv_heads = absl::GetFlag(FLAGS_kv_heads).value_or(w.heads);
+  w.head_num = absl::GetFlag(FLAGS_head_num).value_or(w.heads);
+  const int64_t s = absl::GetFlag(FLAGS_s);
+  w.sq = absl::GetFlag(FLAGS_sq).value_or(s);
+  w.skv = absl::GetFlag(FLAGS_skv).value_or(s);
+  w.head_dim = absl::GetFlag(FLAGS_d);
+  w.value_dim = absl::GetFlag(FLAGS_dv).value_or(w.head_dim);
+  w.block_size = absl::GetFlag(FLAGS_block_size);
+  w.block_count = absl::GetFlag(FLAGS_block_count);
+  w.sparse_mode = absl::GetFlag(FLAGS_sparse_mode);
+  w.scale = absl::GetFlag(FLAGS_scale)
+                .value_or(w.head_dim > 0
+                              ? 1.0 / std::sqrt(static_cast<double>(w.head_dim))
+                              : 1.0);
+  w.seed = absl::GetFlag(FLAGS_seed);
+  absl::Status valid = ValidateNsaWorkload(w);
   if (!valid.ok()) return valid;
   return w;
 }
@@ -176,13 +222,14 @@ int Main(int argc, char** argv) {
   if (positional.size() != 2) {
     return UsageError(absl::InvalidArgumentError(
         positional.size() < 2
-            ? "missing command (health, info, forward or "
-              "backward)"
+            ? "missing command (health, info, forward, backward, "
+              "nsa-forward or nsa-backward)"
             : absl::StrCat("unexpected argument \"", positional[2], "\"")));
   }
   const std::string command = positional[1];
   if (command != "health" && command != "info" && command != "forward" &&
-      command != "backward") {
+      command != "backward" && command != "nsa-forward" &&
+      command != "nsa-backward") {
     return UsageError(absl::InvalidArgumentError(
         absl::StrCat("unknown command \"", command, "\"")));
   }
@@ -204,6 +251,13 @@ int Main(int argc, char** argv) {
   if (command == "health")
     return RunHealth(*client, options, std::cout, std::cerr);
   if (command == "info") return RunInfo(*client, options, std::cout, std::cerr);
+  if (command == "nsa-forward" || command == "nsa-backward") {
+    absl::StatusOr<NsaWorkload> nsa = NsaWorkloadFromFlags();
+    if (!nsa.ok()) return UsageError(nsa.status());
+    return command == "nsa-forward"
+               ? RunNsaForward(*client, *nsa, options, std::cout, std::cerr)
+               : RunNsaBackward(*client, *nsa, options, std::cout, std::cerr);
+  }
   absl::StatusOr<Workload> workload = WorkloadFromFlags();
   if (!workload.ok()) return UsageError(workload.status());
   if (command == "forward") {

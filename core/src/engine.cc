@@ -5,6 +5,7 @@
 
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
+#include "kernels/nsa_attention.h"
 #include "plan/layout.h"
 #include "runtime/gemm.h"
 #include "runtime/parallel_for.h"
@@ -205,6 +206,89 @@ absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
     result.dpse = ReduceDpse(plan.pse, d, dpse_partial, dslope_partial);
   }
   result.stats.flops = plan.flops + extra_flops;
+  return result;
+}
+
+namespace {
+
+// Batch offsets with a leading 0 from cumulative end offsets.
+std::vector<int64_t> BatchStarts(const std::vector<int64_t>& ends) {
+  std::vector<int64_t> starts = {0};
+  starts.insert(starts.end(), ends.begin(), ends.end());
+  return starts;
+}
+
+NsaKernelArgs NsaArgs(const NsaDims& dims, const NsaOptions& o, float scale,
+                      int threads, const TensorView& q, const TensorView& k,
+                      const TensorView& v, const TensorView& topk) {
+  NsaKernelArgs a;
+  a.dims = dims;
+  a.scale = scale;
+  a.threads = threads;
+  a.q_start = BatchStarts(o.actual_seq_qlen);
+  a.kv_start = BatchStarts(o.actual_seq_kvlen);
+  a.topk = topk.data;
+  a.query = q.data;
+  a.key = k.data;
+  a.value = v.data;
+  return a;
+}
+
+}  // namespace
+
+absl::StatusOr<ForwardResult> Engine::RunNsaForward(const NsaForwardArgs& args,
+                                                    const NsaForwardPlan& plan,
+                                                    const CancelToken& cancel) {
+  ATTN_RETURN_IF_ERROR(cancel.Check());
+  ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
+                        pool_.Acquire(plan.workspace_bytes));
+  ForwardResult result;
+  result.attention_out =
+      MakeHostTensor(plan.outputs[0].dtype, plan.outputs[0].shape);
+  result.softmax_max = MakeHostTensor(DType::kFloat32, plan.outputs[1].shape);
+  result.softmax_sum = MakeHostTensor(DType::kFloat32, plan.outputs[2].shape);
+  NsaKernelArgs k =
+      NsaArgs(plan.dims, args.options, plan.scale, plan.threads, args.query,
+              args.key, args.value, args.topk_indices);
+  k.token_tile = plan.token_tile;
+  k.out = result.attention_out.bytes.data();
+  k.softmax_max = reinterpret_cast<float*>(result.softmax_max.bytes.data());
+  k.softmax_sum = reinterpret_cast<float*>(result.softmax_sum.bytes.data());
+  result.stats.workspace_bytes = lease.size();
+  ATTN_RETURN_IF_ERROR(NsaForward(k, lease.floats(),
+                                  lease.size() / sizeof(float), *compute_,
+                                  cancel, &result.stats));
+  result.stats.flops = plan.flops;
+  return result;
+}
+
+absl::StatusOr<BackwardResult> Engine::RunNsaBackward(
+    const NsaBackwardArgs& args, const NsaBackwardPlan& plan,
+    const CancelToken& cancel) {
+  ATTN_RETURN_IF_ERROR(cancel.Check());
+  ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
+                        pool_.Acquire(plan.workspace_bytes));
+  BackwardResult result;
+  result.dq = MakeHostTensor(plan.outputs[0].dtype, plan.outputs[0].shape);
+  result.dk = MakeHostTensor(plan.outputs[1].dtype, plan.outputs[1].shape);
+  result.dv = MakeHostTensor(plan.outputs[2].dtype, plan.outputs[2].shape);
+  NsaKernelArgs k =
+      NsaArgs(plan.dims, args.options, plan.scale, plan.threads, args.query,
+              args.key, args.value, args.topk_indices);
+  k.chunk_tokens = plan.chunk_tokens;
+  k.token_tile = plan.token_tile;
+  k.out_in = args.attention_out.data;
+  k.dy = args.attention_out_grad.data;
+  k.max_in = static_cast<const float*>(args.softmax_max.data);
+  k.sum_in = static_cast<const float*>(args.softmax_sum.data);
+  k.dq = result.dq.bytes.data();
+  k.dk = result.dk.bytes.data();
+  k.dv = result.dv.bytes.data();
+  result.stats.workspace_bytes = lease.size();
+  ATTN_RETURN_IF_ERROR(NsaBackward(k, lease.floats(),
+                                   lease.size() / sizeof(float), *compute_,
+                                   cancel, &result.stats));
+  result.stats.flops = plan.flops;
   return result;
 }
 

@@ -1,6 +1,6 @@
 // The non-compute RPCs and the standard services on the same port, through a
-// real gRPC server: GetWorkspaceSize, GetServerInfo, the NSA placeholders,
-// grpc.health.v1 and server reflection.
+// real gRPC server: GetWorkspaceSize, GetServerInfo, grpc.health.v1 and
+// server reflection.
 #include <string>
 #include <vector>
 
@@ -156,48 +156,6 @@ TEST_F(ServerRpcTest, WorkspaceSizeWithoutAnOperatorIsInvalid) {
   EXPECT_EQ(bad->field_violations(0).field(), "op");
 }
 
-TEST_F(ServerRpcTest, WorkspaceSizeForNsaIsUnimplemented) {
-  ASSERT_TRUE(server_.started());
-  v1::GetWorkspaceSizeRequest forward;
-  forward.mutable_nsa_selected_attention()->set_head_num(1);
-  v1::GetWorkspaceSizeResponse response;
-  grpc::Status status = WorkspaceSize(forward, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr("NsaSelectedAttention is not implemented yet"));
-
-  v1::GetWorkspaceSizeRequest grad;
-  grad.mutable_nsa_selected_attention_grad()->set_head_num(1);
-  status = WorkspaceSize(grad, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr("NsaSelectedAttentionGrad is not implemented yet"));
-}
-
-TEST_F(ServerRpcTest, NsaRpcsAreUnimplemented) {
-  ASSERT_TRUE(server_.started());
-  {
-    grpc::ClientContext context;
-    SetTestDeadline(&context);
-    v1::NsaSelectedAttentionResponse response;
-    grpc::Status status = server_.stub().NsaSelectedAttention(
-        &context, v1::NsaSelectedAttentionRequest(), &response);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-    EXPECT_EQ(status.error_message(),
-              "NsaSelectedAttention is not implemented yet");
-  }
-  {
-    grpc::ClientContext context;
-    SetTestDeadline(&context);
-    v1::NsaSelectedAttentionGradResponse response;
-    grpc::Status status = server_.stub().NsaSelectedAttentionGrad(
-        &context, v1::NsaSelectedAttentionGradRequest(), &response);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-    EXPECT_EQ(status.error_message(),
-              "NsaSelectedAttentionGrad is not implemented yet");
-  }
-}
-
 TEST(ServerInfoTest, ReportsVersionCapabilitiesAndLimits) {
   ServerOptions options = TestServer::DefaultOptions();
   options.workers = 3;
@@ -216,7 +174,8 @@ TEST(ServerInfoTest, ReportsVersionCapabilitiesAndLimits) {
   EXPECT_THAT(info.version(), MatchesRegex("[0-9]+\\.[0-9]+\\.[0-9]+"));
   EXPECT_THAT(
       info.operators(),
-      UnorderedElementsAre("FlashAttentionScore", "FlashAttentionScoreGrad"));
+      UnorderedElementsAre("FlashAttentionScore", "FlashAttentionScoreGrad",
+                           "NsaSelectedAttention", "NsaSelectedAttentionGrad"));
   EXPECT_THAT(info.dtypes(),
               UnorderedElementsAre(v1::DATA_TYPE_FLOAT32, v1::DATA_TYPE_FLOAT16,
                                    v1::DATA_TYPE_BFLOAT16));

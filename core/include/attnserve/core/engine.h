@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "attnserve/core/cancel.h"
+#include "attnserve/core/nsa.h"
 #include "attnserve/core/params.h"
 #include "attnserve/core/plan.h"
 #include "attnserve/core/tensor.h"
@@ -78,6 +79,17 @@ class Engine {
   absl::StatusOr<BackwardResult> RunBackward(const BackwardArgs& args,
                                              const BackwardPlan& plan,
                                              const CancelToken& cancel);
+
+  // NSA selected attention (nsa.h). The forward returns attention_out
+  // [T1, N1, Dv] and softmax_max/sum FLOAT32 [T1, N1, 8]; the grad returns
+  // dq, dk, dv (dpse unset). stats.tiles_computed / tiles_skipped count the
+  // (token, kv head) pairs that attended something / nothing.
+  absl::StatusOr<ForwardResult> RunNsaForward(const NsaForwardArgs& args,
+                                              const NsaForwardPlan& plan,
+                                              const CancelToken& cancel);
+  absl::StatusOr<BackwardResult> RunNsaBackward(const NsaBackwardArgs& args,
+                                                const NsaBackwardPlan& plan,
+                                                const CancelToken& cancel);
 
   WorkspacePool& workspace_pool() { return pool_; }
   int intra_op_threads() const { return intra_op_threads_; }
