@@ -94,8 +94,8 @@ TEST_P(NsaBackwardDtypeTest, LargeGroupWithValueDimSmallerThanKeyDim) {
   ExpectNsaBackwardMatches(c, got, TolerancesFor(config.dtype));
 }
 
-// G = 32 (the largest group): tiles shrink to 8 tokens so that a tile's
-// products keep at most 256 rows.
+// G = 32 (the largest group): tiles shrink to 16 tokens so that a tile's
+// products keep at most 512 rows.
 TEST_P(NsaBackwardDtypeTest, GroupOf32QueryHeadsPerKvHead) {
   NsaCaseConfig config;
   config.dtype = GetParam();
@@ -109,7 +109,7 @@ TEST_P(NsaBackwardDtypeTest, GroupOf32QueryHeadsPerKvHead) {
   NsaCase c(config);
   ATTN_ASSERT_OK_AND_ASSIGN(core::NsaForwardPlan plan,
                             core::PlanNsaForward(c.forward_args()));
-  EXPECT_EQ(plan.token_tile, 8);
+  EXPECT_EQ(plan.token_tile, 16);
   ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult fwd,
                             RunNsaForward(c.forward_args(), 2));
   ExpectNsaForwardMatches(c, fwd, TolerancesFor(config.dtype));

@@ -22,11 +22,11 @@
 
 namespace attnserve::core {
 
-// Limits the plan guarantees: K <= 32, G <= 32, tokens per tile <= 16 and
-// tokens per tile x G <= 256.
+// Limits the plan guarantees: K <= 32, G <= 32, tokens per tile <= 32 and
+// tokens per tile x G <= 512.
 inline constexpr int kNsaMaxBlocks = 32;
-inline constexpr int kNsaMaxTileTokens = 16;
-inline constexpr int kNsaMaxTileRows = 256;
+inline constexpr int kNsaMaxTileTokens = 32;
+inline constexpr int kNsaMaxTileRows = 512;
 
 // Batch of query token t: the b with q_start[b] <= t < q_start[b+1].
 inline int64_t NsaBatchOf(const NsaKernelArgs& a, int64_t t) {

@@ -29,15 +29,18 @@ constexpr int64_t kCausalMaskSide = 2048;
 
 // Query tokens per tile: the products with a key block take every token of
 // the tile that selects it, so a tile of T tokens gives them up to T x G
-// rows. 16 tokens, or fewer to keep T x G <= 256 (the tile's score rows stay
-// within a few MiB).
-constexpr int64_t kMaxTileTokens = 16;
-constexpr int64_t kMaxTileRows = 256;
+// rows, and each block is packed for the GEMM once per tile. 32 tokens, or
+// fewer to keep T x G <= 512 (the tile's scores, T x G x K x bs floats, stay
+// within 8 MiB). Measured at G = 16, bs = 64, K = 16 with random blocks:
+// 32-token tiles run about 10 % faster than 16, 64 no faster.
+constexpr int64_t kMaxTileTokens = 32;
+constexpr int64_t kMaxTileRows = 512;
 // Backward: aim for about this many (chunk, kv head) work items, with
-// chunks of at least kMinChunkTokens tokens, while the chunks' fp32 dK/dV
-// partial sums fit in kPartialBudgetBytes (or one chunk per batch).
+// chunks of at least kMinChunkTokens tokens (a full tile), while the
+// chunks' fp32 dK/dV partial sums fit in kPartialBudgetBytes (or one chunk
+// per batch).
 constexpr int64_t kTargetChunkItems = 32;
-constexpr int64_t kMinChunkTokens = 16;
+constexpr int64_t kMinChunkTokens = 32;
 constexpr uint64_t kPartialBudgetBytes = uint64_t{128} << 20;
 
 bool IsHeadDim(int64_t d) { return d == 128 || d == 192; }
