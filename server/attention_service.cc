@@ -391,11 +391,14 @@ grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
       continue;
     }
     absl::StatusOr<core::DType> dtype = FromProtoDType(value, "dtype");
-    if (dtype.ok() && core::IsFloatingCompute(*dtype)) {
+    // The compute dtypes, and FLOAT8 (gradient inputs).
+    if (dtype.ok() && (core::IsFloatingCompute(*dtype) ||
+                       *dtype == core::DType::kFloat8E4M3FN ||
+                       *dtype == core::DType::kFloat8E5M2)) {
       response->add_dtypes(static_cast<v1::DataType>(value));
     }
   }
-  for (const char* layout : {"BSH", "SBH", "BSND", "BNSD"}) {
+  for (const char* layout : {"BSH", "SBH", "BSND", "BNSD", "TND"}) {
     response->add_layouts(layout);
   }
   response->set_worker_count(scheduler_->workers());
