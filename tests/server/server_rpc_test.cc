@@ -176,10 +176,13 @@ TEST(ServerInfoTest, ReportsVersionCapabilitiesAndLimits) {
       info.operators(),
       UnorderedElementsAre("FlashAttentionScore", "FlashAttentionScoreGrad",
                            "NsaSelectedAttention", "NsaSelectedAttentionGrad"));
-  EXPECT_THAT(info.dtypes(),
-              UnorderedElementsAre(v1::DATA_TYPE_FLOAT32, v1::DATA_TYPE_FLOAT16,
-                                   v1::DATA_TYPE_BFLOAT16));
-  EXPECT_THAT(info.layouts(), IsSupersetOf({"BSH", "SBH", "BSND", "BNSD"}));
+  EXPECT_THAT(
+      info.dtypes(),
+      UnorderedElementsAre(v1::DATA_TYPE_FLOAT32, v1::DATA_TYPE_FLOAT16,
+                           v1::DATA_TYPE_BFLOAT16, v1::DATA_TYPE_FLOAT8_E4M3FN,
+                           v1::DATA_TYPE_FLOAT8_E5M2));
+  EXPECT_THAT(info.layouts(),
+              UnorderedElementsAre("BSH", "SBH", "BSND", "BNSD", "TND"));
   EXPECT_EQ(info.worker_count(), 3);
   EXPECT_EQ(info.queue_depth(), 17);
   EXPECT_EQ(info.max_message_bytes(), 12345678u);
