@@ -227,6 +227,11 @@ TEST(SchedulerAdmissionTest, CancelAllStopsQueuedAndRunningJobs) {
   EXPECT_THAT(running_status, StatusIs(absl::StatusCode::kCancelled));
   // The queued job is not started.
   EXPECT_TRUE(order.WaitFor(1).empty());
+  // The worker reports itself idle just after the job's completion callback.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (scheduler.running() != 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
   EXPECT_EQ(scheduler.running(), 0);
 }
 

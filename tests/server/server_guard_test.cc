@@ -285,13 +285,16 @@ TEST(ServerGuardTest, HostileShapeWithoutDataIsRefusedWithoutAllocating) {
 
 TEST(ServerGuardTest, MemoryBudgetRefusesARequestThatCannotFit) {
   ServerOptions options = TestServer::DefaultOptions();
-  options.memory_budget_bytes = 64 * 1024;
+  // Room for a small request (its workspace is mostly the fixed per-thread
+  // tiles, about 100 KiB) but not for one of 1024 tokens (about 550 KiB).
+  options.memory_budget_bytes = 256 * 1024;
   TestServer server(options);
   ASSERT_TRUE(server.started());
   grpc::ClientContext context;
   SetTestDeadline(&context);
   v1::FlashAttentionScoreResponse response;
-  // q, k, v and the output of 1 x 1 x 1024 x 16 fp32 are 64 KiB each.
+  // q, k, v and the output of 1 x 1 x 1024 x 16 fp32 are 64 KiB each, plus
+  // K and V widened in the workspace.
   const grpc::Status status =
       server.stub().FlashAttentionScore(&context, Request(1024), &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
