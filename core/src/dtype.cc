@@ -195,6 +195,7 @@ __attribute__((target_clones("avx2", "default"))) void ToFloat(DType src_dtype,
                                                                const void* src,
                                                                float* dst,
                                                                size_t n) {
+  if (n == 0) return;  // src/dst may be null for empty rows.
   switch (src_dtype) {
     case DType::kFloat32:
       std::memcpy(dst, src, n * sizeof(float));
@@ -224,6 +225,7 @@ __attribute__((target_clones("avx2", "default"))) void ToFloat(DType src_dtype,
 
 __attribute__((target_clones("avx2", "default"))) void FromFloat(
     DType dst_dtype, const float* src, void* dst, size_t n) {
+  if (n == 0) return;  // src/dst may be null for empty rows.
   switch (dst_dtype) {
     case DType::kFloat32:
       std::memcpy(dst, src, n * sizeof(float));
