@@ -120,8 +120,7 @@ void BackwardTile(const FlashBackwardArgs& a, const Modifiers& mods,
     GemmNT(rows, cols, d.d, g.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.p,
            cols);
     if (mods.pse.active()) {
-      mods.pse.Add(b, n, span.s1, span.s2, i0, rows, j0, cols, w.p, cols,
-                   w.row);
+      mods.pse.Add(b, n, span.s1, i0, rows, j0, cols, w.p, cols, w.row);
     }
     if (cover == TileCoverage::kPartial) {
       mods.mask.Apply(b, n, i0, rows, j0, cols, w.p, cols);
@@ -156,8 +155,8 @@ void BackwardTile(const FlashBackwardArgs& a, const Modifiers& mods,
     GemmTN(cols, d.d, rows, g.scale, w.ds, cols, w.q, d.d, 1.0f,
            w.dk + j0 * d.d, d.d);
     if (mods.pse.active()) {
-      mods.pse.AccumulateGrad(b, n, span.s1, span.s2, i0, rows, j0, cols, w.ds,
-                              cols, pse_grad.plane, pse_grad.slope);
+      mods.pse.AccumulateGrad(b, n, span.s1, i0, rows, j0, cols, w.ds, cols,
+                              pse_grad.plane, pse_grad.slope);
     }
   }
   StoreRows(w.dq, a.dq.Slice(b, n, span.q_start), i0, rows, a.dq.mutable_data);
@@ -210,7 +209,7 @@ absl::Status FlashBackward(const FlashBackwardArgs& a, float* scratch,
     scratch_of[static_cast<size_t>(i)] = Carve(g, arena);
   }
   const Modifiers mods{TileMask(g.mask, g.mask_data),
-                       PseBias(g.pse, g.pse_data, d.n1),
+                       PseBias(g.pse, g.pse_data),
                        TileDropout(g.dropout, g.drop_mask_data)};
   const bool shared_pse =
       g.pse.kind == PseSpec::Kind::kExternal && g.pse.stride_b == 0;

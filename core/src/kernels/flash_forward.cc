@@ -94,8 +94,7 @@ void ForwardTile(const FlashForwardArgs& a, const Modifiers& mods,
     GemmNT(rows, cols, d.d, g.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.s,
            cols);
     if (mods.pse.active()) {
-      mods.pse.Add(b, n, span.s1, span.s2, i0, rows, j0, cols, w.s, cols,
-                   w.row);
+      mods.pse.Add(b, n, span.s1, i0, rows, j0, cols, w.s, cols, w.row);
     }
     if (cover == TileCoverage::kPartial) {
       mods.mask.Apply(b, n, i0, rows, j0, cols, w.s, cols);
@@ -163,7 +162,7 @@ absl::Status FlashForward(const FlashForwardArgs& a, float* scratch,
     slot_state[static_cast<size_t>(i)].w = Carve(g, arena);
   }
   const Modifiers mods{TileMask(g.mask, g.mask_data),
-                       PseBias(g.pse, g.pse_data, d.n1),
+                       PseBias(g.pse, g.pse_data),
                        TileDropout(g.dropout, g.drop_mask_data)};
   const QueryTileItems items(g.batches, d.n1, g.tiling.tile_q);
   const absl::Status status =

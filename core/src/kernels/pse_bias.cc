@@ -37,16 +37,15 @@ float SlopeBias(PseSpec::Kind kind, float slope, int64_t rel) {
 
 }  // namespace
 
-PseBias::PseBias(const PseSpec& spec, const void* data, int64_t n1)
-    : spec_(spec), data_(data), n1_(n1) {
+PseBias::PseBias(const PseSpec& spec, const void* data)
+    : spec_(spec), data_(data) {
   rows_ = spec.shape.size() == 4 ? spec.shape[2] : 1;
   cols_ = spec.shape.size() == 4 ? spec.shape[3] : 1;
 }
 
-void PseBias::Add(int64_t b, int64_t n, int64_t sq, int64_t skv, int64_t i0,
-                  int64_t rows, int64_t j0, int64_t cols, float* tile,
-                  int64_t ld, float* row) const {
-  (void)skv;
+void PseBias::Add(int64_t b, int64_t n, int64_t sq, int64_t i0, int64_t rows,
+                  int64_t j0, int64_t cols, float* tile, int64_t ld,
+                  float* row) const {
   if (generated()) {
     const float slope =
         static_cast<const float*>(data_)[b * spec_.stride_b + n];
@@ -80,11 +79,10 @@ int64_t PseBias::PartialPlaneFloats() const {
   return generated() ? 1 : rows_ * cols_;
 }
 
-void PseBias::AccumulateGrad(int64_t b, int64_t n, int64_t sq, int64_t skv,
-                             int64_t i0, int64_t rows, int64_t j0, int64_t cols,
+void PseBias::AccumulateGrad(int64_t b, int64_t n, int64_t sq, int64_t i0,
+                             int64_t rows, int64_t j0, int64_t cols,
                              const float* ds, int64_t ld, float* plane,
                              double* slope_grad) const {
-  (void)skv;
   if (generated()) {
     (void)b;
     (void)n;

@@ -3,7 +3,7 @@
 // for an external pse (full, row-broadcast or the 1024-row ALiBi-compressed
 // form) or the ALiBi generated from slopes.
 //
-//   PseBias pse(plan.pse, pse_tensor.data, /*batch rows sq=*/s1);
+//   PseBias pse(plan.pse, pse_tensor.data);
 //   pse.Add(b, n, sq, i0, rows, j0, cols, tile, ld, row_scratch);
 //   pse.AccumulateGrad(b, n, sq, i0, rows, j0, cols, ds, ld, partial);
 //
@@ -23,7 +23,7 @@ namespace attnserve::core {
 class PseBias {
  public:
   // `data`: the pse tensor's bytes (external) or the FLOAT32 slopes.
-  PseBias(const PseSpec& spec, const void* data, int64_t n1);
+  PseBias(const PseSpec& spec, const void* data);
 
   bool active() const { return spec_.kind != PseSpec::Kind::kNone; }
   bool generated() const {
@@ -32,10 +32,9 @@ class PseBias {
   }
 
   // tile[r*ld + c] += coeff * bias(b, n, i0 + r, j0 + c) for a batch of
-  // `sq` query rows and `skv` key rows. `row` holds at least `cols` floats.
-  void Add(int64_t b, int64_t n, int64_t sq, int64_t skv, int64_t i0,
-           int64_t rows, int64_t j0, int64_t cols, float* tile, int64_t ld,
-           float* row) const;
+  // `sq` query rows. `row` holds at least `cols` floats.
+  void Add(int64_t b, int64_t n, int64_t sq, int64_t i0, int64_t rows,
+           int64_t j0, int64_t cols, float* tile, int64_t ld, float* row) const;
 
   // Floats of the per-(b, n) gradient partials: rows x cols of the pse per
   // (b, n) for an external pse, one per (b, n) for slopes.
@@ -44,16 +43,13 @@ class PseBias {
   // The gradient of the loss with respect to the bias cells of this tile,
   // given dS (= dL/ds), added to `plane`: the (b, n) region of the partials
   // (external) or a double accumulator for the slope (generated).
-  void AccumulateGrad(int64_t b, int64_t n, int64_t sq, int64_t skv, int64_t i0,
+  void AccumulateGrad(int64_t b, int64_t n, int64_t sq, int64_t i0,
                       int64_t rows, int64_t j0, int64_t cols, const float* ds,
                       int64_t ld, float* plane, double* slope_grad) const;
 
  private:
-  // The pse row and first column holding bias(i, j0), or false when the
-  // row's cells come from the compressed diagonal rule (see Add).
   const PseSpec& spec_;
   const void* data_;
-  int64_t n1_;
   int64_t rows_;  // Rows of the pse per (b, n): Sq, 1 or 1024.
   int64_t cols_;  // Columns of the pse: Skv (TND: the longest Skv).
 };

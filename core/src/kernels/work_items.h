@@ -24,7 +24,7 @@ class QueryTileItems {
 
   QueryTileItems(const std::vector<BatchSpan>& batches, int64_t n1,
                  int64_t tile_q)
-      : n1_(n1), tile_q_(tile_q) {
+      : tile_q_(tile_q) {
     int64_t total = 0;
     for (const BatchSpan& s : batches) {
       first_.push_back(total);
@@ -48,7 +48,6 @@ class QueryTileItems {
   }
 
  private:
-  int64_t n1_;
   int64_t tile_q_;
   std::vector<int64_t> first_;  // First item of each batch, then the total.
   std::vector<int64_t> tiles_;  // Query tiles of each batch.

@@ -64,8 +64,7 @@ absl::StatusOr<CommonPlan> PlanCommon(const TensorView& q, const TensorView& k,
   ATTN_ASSIGN_OR_RETURN(c.batches, ResolveBatches(o, &c.dims));
   c.scale = static_cast<float>(o.scale_value);
   ATTN_ASSIGN_OR_RETURN(c.mask, ResolveMask(o, c.dims, c.batches));
-  ATTN_ASSIGN_OR_RETURN(c.pse,
-                        ResolvePse(o, c.dims, c.batches, c.mask, c.scale));
+  ATTN_ASSIGN_OR_RETURN(c.pse, ResolvePse(o, c.dims, c.batches, c.scale));
   ATTN_ASSIGN_OR_RETURN(c.dropout, ResolveDropout(o, c.dims, c.batches));
   return c;
 }

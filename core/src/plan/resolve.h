@@ -55,7 +55,7 @@ absl::StatusOr<MaskSpec> ResolveMask(const AttentionOptions& o,
 absl::StatusOr<PseSpec> ResolvePse(const AttentionOptions& o,
                                    const AttentionDims& dims,
                                    const std::vector<BatchSpan>& batches,
-                                   const MaskSpec& mask, float scale);
+                                   float scale);
 
 // keep_prob, drop_mask, seed and offset.
 absl::StatusOr<DropoutSpec> ResolveDropout(

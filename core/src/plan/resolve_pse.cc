@@ -130,8 +130,7 @@ absl::Status CheckExternal(const TensorView& pse, const AttentionOptions& o,
 absl::StatusOr<PseSpec> ResolvePse(const AttentionOptions& o,
                                    const AttentionDims& dims,
                                    const std::vector<BatchSpan>& batches,
-                                   const MaskSpec& mask, float scale) {
-  (void)mask;
+                                   float scale) {
   PseSpec spec;
   spec.pse_type = o.pse_type;
   spec.coeff = o.pse_type == 1 ? scale : 1.0f;
