@@ -5,6 +5,7 @@
 // call must end CANCELLED / DEADLINE_EXCEEDED. The server measures the time
 // from cancellation to free worker itself (attnserve_cancel_to_free_seconds);
 // the test also measures it from outside, with a small call queued behind.
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <string>
@@ -87,14 +88,28 @@ class CancelE2eTest : public ::testing::Test {
     return r.ok() ? r->body : "";
   }
 
-  // Waits until the big call is on the worker.
-  void AwaitRunning() {
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (MetricValue(Metrics(), "attnserve_running_jobs") < 1 &&
-           absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(10));
+  // Waits until the big call is on the worker (it is tens of megabytes: on
+  // a loaded machine it can take a while to arrive), or has ended.
+  void AwaitRunning(const absl::Notification& done) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    double running = 0;
+    while ((running = MetricValue(Metrics(), "attnserve_running_jobs")) < 1 &&
+           !done.HasBeenNotified() && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(5));
     }
-    ASSERT_EQ(MetricValue(Metrics(), "attnserve_running_jobs"), 1);
+    ASSERT_EQ(running, 1) << "the big call never ran\n" << server_->log();
+  }
+
+  // How soon after its cancellation or deadline the worker must be free:
+  // within a few work items (a 64-row query tile against all keys, checked
+  // for cancellation before it starts). An item of the five-second request
+  // takes 20-30 ms on an idle machine and several times that on a loaded
+  // one, where the request is also slower (its size comes from a probe timed
+  // under the same load). So the bound is a share of the request's own time
+  // rather than a fixed time: a tenth of it (0.5 s for five seconds), which
+  // is at least six items since a request has at least 64 (S >= 4096).
+  double FreeBoundSeconds() const {
+    return std::max(0.5, expected_seconds_ / 10);
   }
 
   // Seconds until a tiny call queued now has its answer: the rest of the
@@ -133,7 +148,8 @@ class CancelE2eTest : public ::testing::Test {
     EXPECT_EQ(MetricValue(metrics,
                           absl::StrCat("attnserve_requests_total{code=\"", code,
                                        "\",operator=\"FlashAttentionScore\"}")),
-              1);
+              1)
+        << metrics << server_->log();
     return MetricValue(metrics, "attnserve_cancel_to_free_seconds_sum");
   }
 
@@ -156,7 +172,8 @@ TEST_F(CancelE2eTest, ClientCancellationFreesTheWorkerWithinAFewTiles) {
                                         status = std::move(s);
                                         done.Notify();
                                       });
-  AwaitRunning();
+  AwaitRunning(done);
+  // The scenario: the client gives up after it has run for a second.
   absl::SleepFor(absl::Seconds(1));
   context.TryCancel();
   const double tiny_seconds = TinyCallSeconds();
@@ -165,8 +182,9 @@ TEST_F(CancelE2eTest, ClientCancellationFreesTheWorkerWithinAFewTiles) {
 
   const double server_seconds = ServerCancelToFree("CANCELLED");
   EXPECT_GE(server_seconds, 0);
-  EXPECT_LT(server_seconds, 0.5);
-  EXPECT_LT(tiny_seconds, 1.0);
+  EXPECT_LT(server_seconds, FreeBoundSeconds());
+  // Plus the tiny call's own round trip.
+  EXPECT_LT(tiny_seconds, FreeBoundSeconds() + 0.5);
   const std::string summary = absl::StrFormat(
       "cancel of a %.1f s request (S=%d, one thread) after 1 s: worker free "
       "%.1f ms after the cancel (server), next call answered after %.1f ms",
@@ -188,14 +206,14 @@ TEST_F(CancelE2eTest, DeadlineFreesTheWorkerWithinAFewTiles) {
                                         status = std::move(s);
                                         done.Notify();
                                       });
-  AwaitRunning();
+  AwaitRunning(done);
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   const double tiny_seconds = TinyCallSeconds();
   const double server_seconds = ServerCancelToFree("DEADLINE_EXCEEDED");
   EXPECT_GE(server_seconds, 0);
-  EXPECT_LT(server_seconds, 0.5);
-  EXPECT_LT(tiny_seconds, 1.0);
+  EXPECT_LT(server_seconds, FreeBoundSeconds());
+  EXPECT_LT(tiny_seconds, FreeBoundSeconds() + 0.5);
   const std::string summary = absl::StrFormat(
       "deadline of 1.5 s on a %.1f s request: worker free %.1f ms after the "
       "deadline (server)",
