@@ -18,6 +18,12 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   return absl::FromChrono(deadline);
 }
 
+bool EndedByDeadline(absl::Time deadline, absl::Time cancelled_at,
+                     absl::Time now) {
+  if (deadline == absl::InfiniteFuture()) return false;
+  return now >= deadline || cancelled_at >= deadline - kDeadlineSlack;
+}
+
 ComputeCall* ComputeCall::Create(grpc::CallbackServerContext* context,
                                  RequestRecord record) {
   record.request_id = RequestIdOf(*context);
@@ -69,9 +75,16 @@ void ComputeCall::Submit(
     record_.queue_seconds = stats->queue_seconds();
     record_.compute_seconds = stats->compute_seconds();
     record_.flops = stats->flops();
-    // gRPC reports an expired deadline as a cancellation; log it as what it
-    // is (the client sees DEADLINE_EXCEEDED either way).
-    if (absl::IsCancelled(status) && absl::Now() >= token_->deadline()) {
+    // gRPC reports an expired deadline as a cancellation, by the server's
+    // timer or by the client's (which fires first when the call's headers
+    // were slow to arrive); log it as what it is (the client sees
+    // DEADLINE_EXCEEDED either way).
+    const int64_t cancelled_ns = cancelled_at_ns_.load();
+    if (absl::IsCancelled(status) &&
+        EndedByDeadline(token_->deadline(),
+                        cancelled_ns == 0 ? absl::InfinitePast()
+                                          : absl::FromUnixNanos(cancelled_ns),
+                        absl::Now())) {
       status =
           absl::DeadlineExceededError("deadline passed during computation");
     }

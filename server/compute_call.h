@@ -33,6 +33,20 @@ namespace attnserve::server {
 // The call's deadline as an absl::Time (InfiniteFuture when none was set).
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context);
 
+// How much earlier than the server's deadline a client whose own deadline
+// expired may cancel its call. The deadline travels as a timeout, so the
+// server's deadline trails the client's by the time the call's headers took
+// to arrive: a millisecond on an idle loopback, tens on a loaded machine.
+inline constexpr absl::Duration kDeadlineSlack = absl::Milliseconds(250);
+
+// Whether a call stopped at `now` ended because of its `deadline` rather
+// than because its client gave up: the deadline had passed, or the client's
+// cancellation (at `cancelled_at`; InfinitePast when there was none) came
+// within kDeadlineSlack of it, which is the client's own deadline expiring.
+// A call without a deadline (InfiniteFuture) never did.
+bool EndedByDeadline(absl::Time deadline, absl::Time cancelled_at,
+                     absl::Time now);
+
 // What admitting a job costs: its FLOPs (lane and threads) and the bytes it
 // holds while admitted (memory budget).
 struct JobCost {

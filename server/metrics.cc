@@ -53,6 +53,10 @@ class SampledGauges final : public prometheus::Collectable {
     Add("attnserve_memory_budget_bytes",
         "Cap on admitted memory (--memory_budget_bytes); 0 = unlimited.",
         sources_.memory_budget_bytes, &families);
+    Add("attnserve_heap_bytes_in_use",
+        "Bytes malloc has handed out and not got back (unlike RSS, without "
+        "what the allocator keeps after a free).",
+        sources_.heap_bytes_in_use, &families);
     return families;
   }
 

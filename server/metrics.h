@@ -7,17 +7,20 @@
 //   // curl http://host:9464/metrics
 //
 // Metrics (all prefixed attnserve_):
-//   requests_total{operator,code}          counter, every finished call
-//   queue_seconds{operator}                histogram, time waiting for a worker
-//   compute_seconds{operator}              histogram, planning + running
-//   cancel_to_free_seconds                 histogram, cancel/deadline -> worker
-//   free flops_total{operator}                  counter, FLOPs of successful
-//   calls in_flight_requests                     gauge, calls admitted and not
-//   done queue_depth / queue_capacity           gauge, jobs waiting /
-//   --queue_depth running_jobs                           gauge, jobs on a
-//   worker workspace_bytes_in_use / _reserved     gauge, the engine's workspace
-//   pool admitted_memory_bytes / memory_budget_bytes
-//                                          gauge, memory held by admitted jobs
+//   requests_total{operator,code}    counter, every finished call
+//   queue_seconds{operator}          histogram, time waiting for a worker
+//   compute_seconds{operator}        histogram, planning + running
+//   cancel_to_free_seconds           histogram, cancel/deadline -> worker free
+//   flops_total{operator}            counter, FLOPs of successful calls
+//   in_flight_requests               gauge, calls admitted and not done
+//   queue_depth / queue_capacity     gauge, jobs waiting / --queue_depth
+//   running_jobs                     gauge, jobs on a worker
+//   workspace_bytes_in_use / _reserved
+//                                    gauge, the engine's workspace pool
+//   admitted_memory_bytes / memory_budget_bytes
+//                                    gauge, memory held by admitted jobs
+//   heap_bytes_in_use                gauge, what malloc has handed out and
+//                                    not got back (see heap_stats.h)
 // Gauges are read from `sources` at scrape time. Thread-safe.
 #ifndef ATTNSERVE_SERVER_METRICS_H_
 #define ATTNSERVE_SERVER_METRICS_H_
@@ -51,6 +54,7 @@ struct MetricsSources {
   std::function<double()> workspace_bytes_reserved;
   std::function<double()> admitted_memory_bytes;
   std::function<double()> memory_budget_bytes;
+  std::function<double()> heap_bytes_in_use;
 };
 
 class ServerMetrics final : public RequestObserver {

@@ -14,6 +14,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
+#include "server/heap_stats.h"
 #include "spdlog/spdlog.h"
 
 namespace attnserve::server {
@@ -136,6 +137,12 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
         "large_request_workers",
         absl::StrCat("must be >= 0, got ", options.large_request_workers));
   }
+  if (options.drain_linger < absl::ZeroDuration()) {
+    return core::InvalidField(
+        "drain_linger",
+        absl::StrCat("must be >= 0, got ",
+                     absl::FormatDuration(options.drain_linger)));
+  }
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return core::InvalidField(
         options.tls_cert_file.empty() ? "tls_cert" : "tls_key",
@@ -217,6 +224,9 @@ absl::Status Server::Start() {
     sources.memory_budget_bytes = [scheduler] {
       return static_cast<double>(scheduler->memory_budget_bytes());
     };
+    sources.heap_bytes_in_use = [] {
+      return static_cast<double>(HeapBytesInUse());
+    };
     metrics_ = std::make_unique<ServerMetrics>(std::move(sources));
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
         MetricsEndpoint::Start(options_.metrics_listen, metrics_.get());
@@ -292,8 +302,20 @@ void Server::Shutdown(absl::Duration drain_timeout) {
     // Their jobs stop within a few tiles and the calls end CANCELLED.
     scheduler_->CancelAll();
     tracker_.WaitUntilIdle(absl::Now() + absl::Seconds(5));
+  } else {
+    // 3. Linger before closing. gRPC hands a unary call to the server (and
+    //    the tracker counts it) only once its whole request has arrived, and
+    //    closing the port cuts the calls still arriving: their callers would
+    //    see CANCELLED instead of UNAVAILABLE. A caller that sends its next
+    //    call as soon as an answer arrives does exactly that when the last
+    //    call of the drain ends; this gives such calls time to arrive and be
+    //    refused, and the refusals time to reach their callers.
+    const absl::Duration linger =
+        std::min(options_.drain_linger, drain_deadline - absl::Now());
+    if (linger > absl::ZeroDuration()) absl::SleepFor(linger);
+    tracker_.WaitUntilIdle(drain_deadline);
   }
-  // 3. Close the port; anything still open is cancelled by gRPC. Blocks
+  // 4. Close the port; anything still open is cancelled by gRPC. Blocks
   //    until every call has finished.
   grpc_server_->Shutdown(absl::ToChronoTime(absl::Now()));
   scheduler_->Shutdown();

@@ -68,6 +68,9 @@ struct ServerOptions {
   std::string auth_token_file;
   // host:port of the Prometheus endpoint (GET /metrics); empty = none.
   std::string metrics_listen;
+  // How long a drain that ended in time keeps refusing new calls before the
+  // port closes (see Shutdown()); at most what is left of the drain timeout.
+  absl::Duration drain_linger = absl::Milliseconds(250);
   // Clock for the scheduler; null = the wall clock. Must outlive the server.
   Clock* clock = nullptr;
 };
@@ -116,7 +119,11 @@ class Server {
   // call gets UNAVAILABLE at once, while health checks are still answered.
   // Calls in flight (queued or running) get `drain_timeout` to finish; those
   // still there then are cancelled (their jobs stop between tiles and the
-  // calls end CANCELLED). Then the listener closes and the workers join.
+  // calls end CANCELLED). When they all finished in time, new calls are
+  // still refused for ServerOptions::drain_linger (within `drain_timeout`),
+  // so that calls whose request was still arriving get UNAVAILABLE rather
+  // than being cut by the close. Then the listener closes and the workers
+  // join.
   // Idempotent; thread-safe (a second caller waits for the first to complete).
   // Must not be called from a handler or a worker thread.
   void Shutdown(absl::Duration drain_timeout = absl::Seconds(30));

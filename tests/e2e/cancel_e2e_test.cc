@@ -1,10 +1,12 @@
 // Cancellation and deadlines reach the kernel: on the real process (one
-// worker, one thread per request) a request sized to run about five seconds
-// is cancelled, or runs out of time, after one second; the worker must be
-// free again within a few tiles, the workspace back in the pool, and the
-// call must end CANCELLED / DEADLINE_EXCEEDED. The server measures the time
-// from cancellation to free worker itself (attnserve_cancel_to_free_seconds);
-// the test also measures it from outside, with a small call queued behind.
+// worker, one thread per request) a request sized to run about ten seconds
+// is cancelled after one second, or runs out of time after two; the worker
+// must be free again within a few tiles, the workspace back in the pool, and
+// the call must end CANCELLED / DEADLINE_EXCEEDED. The server measures the
+// time from cancellation to free worker itself
+// (attnserve_cancel_to_free_seconds); the test also measures it from
+// outside, with a small call queued behind.
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <string>
@@ -57,7 +59,7 @@ class CancelE2eTest : public ::testing::Test {
     ASSERT_TRUE(client.ok());
     client_ = std::make_unique<Client>(*client);
     stub_ = v1::AttentionService::NewStub(client_->channel());
-    big_ = FiveSecondRequest();
+    big_ = TenSecondRequest();
   }
 
   void TearDown() override {
@@ -66,16 +68,23 @@ class CancelE2eTest : public ::testing::Test {
     }
   }
 
-  // A request that takes about five seconds on one core, sized from a
-  // timed smaller one (work grows with S^2).
-  v1::FlashAttentionScoreRequest FiveSecondRequest() {
+  // A request that takes about ten seconds on one core, sized from timed
+  // smaller ones (work grows with S^2). The faster of two probes counts, and
+  // the request is twice as long as the test needs: the load of a busy
+  // machine comes and goes, and a request sized while it was heavy could
+  // otherwise end before its cancellation or deadline once it eased.
+  v1::FlashAttentionScoreRequest TenSecondRequest() {
     constexpr int64_t kProbe = 2048;
-    absl::StatusOr<v1::FlashAttentionScoreResponse> probe =
-        client_->FlashAttentionScore(Request(kProbe, 128), absl::Seconds(60));
-    EXPECT_TRUE(probe.ok()) << probe.status();
-    const double seconds =
-        probe.ok() ? std::max(probe->stats().compute_seconds(), 1e-3) : 0.1;
-    int64_t s = static_cast<int64_t>(kProbe * std::sqrt(5.0 / seconds));
+    double seconds = 0;
+    for (int i = 0; i < 2; ++i) {
+      absl::StatusOr<v1::FlashAttentionScoreResponse> probe =
+          client_->FlashAttentionScore(Request(kProbe, 128), absl::Seconds(60));
+      EXPECT_TRUE(probe.ok()) << probe.status();
+      const double probe_seconds =
+          probe.ok() ? std::max(probe->stats().compute_seconds(), 1e-3) : 0.1;
+      seconds = i == 0 ? probe_seconds : std::min(seconds, probe_seconds);
+    }
+    int64_t s = static_cast<int64_t>(kProbe * std::sqrt(10.0 / seconds));
     s = std::clamp<int64_t>((s + 255) / 256 * 256, 4096, 65536);
     expected_seconds_ = seconds * (s / double{kProbe}) * (s / double{kProbe});
     return Request(s, 128);
@@ -87,14 +96,29 @@ class CancelE2eTest : public ::testing::Test {
     return r.ok() ? r->body : "";
   }
 
-  // Waits until the big call is on the worker.
-  void AwaitRunning() {
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (MetricValue(Metrics(), "attnserve_running_jobs") < 1 &&
-           absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(10));
+  // Waits until the big call is on the worker (it is tens of megabytes: on
+  // a loaded machine it can take a while to arrive), or has ended.
+  void AwaitRunning(const absl::Notification& done) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    double running = 0;
+    while ((running = MetricValue(Metrics(), "attnserve_running_jobs")) < 1 &&
+           !done.HasBeenNotified() && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(5));
     }
-    ASSERT_EQ(MetricValue(Metrics(), "attnserve_running_jobs"), 1);
+    ASSERT_EQ(running, 1) << "the big call never ran\n" << server_->log();
+  }
+
+  // How soon after its cancellation or deadline the worker must be free:
+  // within a few work items (a 64-row query tile against all keys, checked
+  // for cancellation before it starts). 0.5 s is a dozen or more items of
+  // the ten-second request on an idle machine (an item takes 30-40 ms) and
+  // still several on a busy one: items grow only with the square root of
+  // the slowdown, since a slower probe makes a shorter request. Only a
+  // request held at its smallest size (S = 4096, 64 items) by a very slow
+  // probe has items that grow with the slowdown itself; a twentieth of its
+  // expected time keeps the bound at three items or more then.
+  double FreeBoundSeconds() const {
+    return std::max(0.5, expected_seconds_ / 20);
   }
 
   // Seconds until a tiny call queued now has its answer: the rest of the
@@ -133,7 +157,8 @@ class CancelE2eTest : public ::testing::Test {
     EXPECT_EQ(MetricValue(metrics,
                           absl::StrCat("attnserve_requests_total{code=\"", code,
                                        "\",operator=\"FlashAttentionScore\"}")),
-              1);
+              1)
+        << metrics << server_->log();
     return MetricValue(metrics, "attnserve_cancel_to_free_seconds_sum");
   }
 
@@ -156,7 +181,8 @@ TEST_F(CancelE2eTest, ClientCancellationFreesTheWorkerWithinAFewTiles) {
                                         status = std::move(s);
                                         done.Notify();
                                       });
-  AwaitRunning();
+  AwaitRunning(done);
+  // The scenario: the client gives up after it has run for a second.
   absl::SleepFor(absl::Seconds(1));
   context.TryCancel();
   const double tiny_seconds = TinyCallSeconds();
@@ -165,8 +191,9 @@ TEST_F(CancelE2eTest, ClientCancellationFreesTheWorkerWithinAFewTiles) {
 
   const double server_seconds = ServerCancelToFree("CANCELLED");
   EXPECT_GE(server_seconds, 0);
-  EXPECT_LT(server_seconds, 0.5);
-  EXPECT_LT(tiny_seconds, 1.0);
+  EXPECT_LT(server_seconds, FreeBoundSeconds());
+  // Plus the tiny call's own round trip.
+  EXPECT_LT(tiny_seconds, FreeBoundSeconds() + 0.5);
   const std::string summary = absl::StrFormat(
       "cancel of a %.1f s request (S=%d, one thread) after 1 s: worker free "
       "%.1f ms after the cancel (server), next call answered after %.1f ms",
@@ -178,7 +205,9 @@ TEST_F(CancelE2eTest, ClientCancellationFreesTheWorkerWithinAFewTiles) {
 
 TEST_F(CancelE2eTest, DeadlineFreesTheWorkerWithinAFewTiles) {
   grpc::ClientContext context;
-  const absl::Time deadline = absl::Now() + absl::Milliseconds(1500);
+  // Two seconds: time for the request (tens of megabytes) to arrive and
+  // run a while, on a loaded machine too.
+  const absl::Time deadline = absl::Now() + absl::Seconds(2);
   context.set_deadline(absl::ToChronoTime(deadline));
   v1::FlashAttentionScoreResponse response;
   grpc::Status status;
@@ -188,16 +217,16 @@ TEST_F(CancelE2eTest, DeadlineFreesTheWorkerWithinAFewTiles) {
                                         status = std::move(s);
                                         done.Notify();
                                       });
-  AwaitRunning();
+  AwaitRunning(done);
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   const double tiny_seconds = TinyCallSeconds();
   const double server_seconds = ServerCancelToFree("DEADLINE_EXCEEDED");
   EXPECT_GE(server_seconds, 0);
-  EXPECT_LT(server_seconds, 0.5);
-  EXPECT_LT(tiny_seconds, 1.0);
+  EXPECT_LT(server_seconds, FreeBoundSeconds());
+  EXPECT_LT(tiny_seconds, FreeBoundSeconds() + 0.5);
   const std::string summary = absl::StrFormat(
-      "deadline of 1.5 s on a %.1f s request: worker free %.1f ms after the "
+      "deadline of 2 s on a %.1f s request: worker free %.1f ms after the "
       "deadline (server)",
       expected_seconds_, server_seconds * 1e3);
   std::cout << summary << "\n";

@@ -16,10 +16,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/server_process.h"
 #include "tests/e2e/subprocess.h"
+#include "tests/testing/http_get.h"
 
 namespace attnserve::e2e {
 
@@ -90,6 +92,24 @@ inline double ReportValue(const std::string& text, absl::string_view key) {
     return -1;
   }
   return value;
+}
+
+// Polls the Prometheus endpoint on `metrics_port` until the sample `series`
+// (see test::MetricValue) is at least `minimum` or `timeout` passes; returns
+// the last value read (-1 when it could not be read). For waiting on server
+// state (a job on a worker, a call in flight) instead of sleeping for a
+// guessed time: on a loaded machine a large request can take seconds to
+// arrive.
+inline double AwaitMetricAtLeast(int metrics_port, const std::string& series,
+                                 double minimum, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    absl::StatusOr<test::HttpResponse> r =
+        test::HttpGet(metrics_port, "/metrics");
+    const double value = r.ok() ? test::MetricValue(r->body, series) : -1;
+    if (value >= minimum || absl::Now() >= deadline) return value;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
 }
 
 // The first line of `text` that starts with `prefix`, or "" if none does.

@@ -2,8 +2,9 @@
 // for a bounded time while this test checks sampled answers against the
 // float64 reference. Expected: no error but RESOURCE_EXHAUSTED (the queue is
 // kept short on purpose), identical answers to identical requests, correct
-// sampled answers, a stable RSS, and metrics that agree with what the
-// callers saw.
+// sampled answers, no leak (the heap in use comes back to where it was after
+// the warm-up), a bounded RSS, and metrics that agree with what the callers
+// saw.
 //
 // ATTNSERVE_LOAD_SECONDS sets the load time (default 8); the soak run of
 // docs/operations.md sets it to e.g. 600.
@@ -46,6 +47,20 @@ std::string Metrics(int port) {
   absl::StatusOr<test::HttpResponse> r = HttpGet(port, "/metrics");
   EXPECT_TRUE(r.ok()) << r.status();
   return r.ok() ? r->body : "";
+}
+
+// The metrics once the server holds nothing (a worker updates its gauges
+// just after answering, so the callers can be a moment ahead).
+std::string IdleMetrics(int port) {
+  std::string metrics = Metrics(port);
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30);
+       absl::Now() < deadline &&
+       (MetricValue(metrics, "attnserve_in_flight_requests") != 0 ||
+        MetricValue(metrics, "attnserve_admitted_memory_bytes") != 0);) {
+    absl::SleepFor(absl::Milliseconds(10));
+    metrics = Metrics(port);
+  }
+  return metrics;
 }
 
 // Checks random small problems against the float64 reference until `stop`.
@@ -140,16 +155,20 @@ TEST(LoadE2eTest, ConcurrentCallersGetCorrectAnswersOrResourceExhausted) {
     return result;
   };
 
-  // Warm up with the same traffic, so that the RSS baseline includes the
-  // pools, arenas and buffers a steady load keeps.
+  // Warm up with the same traffic, so that the baselines include the pools,
+  // caches and buffers a steady load keeps.
   std::vector<int64_t> warm_rss;
   absl::StatusOr<ProcessResult> warm = phase(2, &warm_rss);
   ASSERT_TRUE(warm.ok()) << warm.status();
   ASSERT_EQ(warm->exit_code, 0) << Describe(*warm);
+  const double heap_before =
+      MetricValue(IdleMetrics(*metrics_port), "attnserve_heap_bytes_in_use");
   const int64_t rss_before = (*server)->RssBytes();
 
   std::vector<int64_t> rss;
   absl::StatusOr<ProcessResult> result = phase(LoadSeconds(), &rss);
+  const std::string metrics = IdleMetrics(*metrics_port);
+  const double heap_after = MetricValue(metrics, "attnserve_heap_bytes_in_use");
   const int64_t rss_after = (*server)->RssBytes();
 
   ASSERT_TRUE(result.ok()) << result.status();
@@ -164,30 +183,29 @@ TEST(LoadE2eTest, ConcurrentCallersGetCorrectAnswersOrResourceExhausted) {
   EXPECT_GE(samples.checked, 3);
   EXPECT_LT(samples.worst_error, 1e-5);
 
-  // RSS: no gross growth over the run, and none in its second half (a
-  // leak grows steadily; caches and arenas settle early).
+  // Leaks: what the allocator has handed out is back where it was after
+  // the warm-up, once nothing is held (about 1.7 MiB then, growing by
+  // 0.1-0.2 MiB as caches settle). A leak of 2 KiB per call shows in one
+  // 8 s run (1000-1500 calls); a soak shows far smaller ones. RSS is no
+  // measure of this: the allocator keeps freed memory in its per-thread
+  // arenas, and how much depends on how many requests happened to be held
+  // at once, which varies with the load on the machine (on a busy one, runs
+  // went from 40-110 MiB to 60-140 MiB while the heap in use stayed the
+  // same).
+  ASSERT_GT(heap_before, 0) << metrics;
+  EXPECT_LT(heap_after - heap_before, 2.0 * 1048576)
+      << "heap in use grew from " << heap_before << " to " << heap_after
+      << " bytes";
+  // RSS stays bounded: a dozen requests of 1.5 MiB in flight plus what the
+  // allocator keeps; at most 140-170 MiB were seen on a busy machine, and
+  // memory growing with the calls would pass 512 MiB within a run.
   ASSERT_GT(rss_before, 0);
   ASSERT_GE(rss.size(), 4u);
-  const int64_t first_half_peak =
-      *std::max_element(rss.begin(), rss.begin() + rss.size() / 2);
   const int64_t peak = *std::max_element(rss.begin(), rss.end());
-  EXPECT_LT(rss_after - rss_before, int64_t{64} << 20)
-      << "RSS grew from " << rss_before << " to " << rss_after;
-  EXPECT_LT(peak - first_half_peak, int64_t{16} << 20)
-      << "RSS still growing in the second half: " << first_half_peak << " then "
-      << peak;
+  EXPECT_LT(peak, int64_t{512} << 20) << "RSS reached " << peak << " bytes";
 
   // The server's own counts agree with what the callers saw (both phases;
-  // the sample checker's counts span both). (A worker
-  // updates its gauges just after answering: wait until it holds nothing.)
-  std::string metrics = Metrics(*metrics_port);
-  for (const absl::Time deadline = absl::Now() + absl::Seconds(5);
-       absl::Now() < deadline &&
-       (MetricValue(metrics, "attnserve_in_flight_requests") != 0 ||
-        MetricValue(metrics, "attnserve_admitted_memory_bytes") != 0);) {
-    absl::SleepFor(absl::Milliseconds(10));
-    metrics = Metrics(*metrics_port);
-  }
+  // the sample checker's counts span both).
   const double warm_ok = ReportValue(warm->out, "ok");
   const double warm_refused =
       std::max(0.0, ReportValue(warm->out, "code.RESOURCE_EXHAUSTED"));
@@ -206,13 +224,14 @@ TEST(LoadE2eTest, ConcurrentCallersGetCorrectAnswersOrResourceExhausted) {
 
   const std::string summary = absl::StrFormat(
       "load: %d s, 12 callers, S=128 N=8 D=128 fp32: %.0f ok, %.0f "
-      "RESOURCE_EXHAUSTED, %.1f calls/s, p50 %.2f ms, p99 %.2f ms; RSS "
-      "%.1f MiB before, %.1f MiB after (peak %.1f MiB); %d sampled answers "
-      "checked",
+      "RESOURCE_EXHAUSTED, %.1f calls/s, p50 %.2f ms, p99 %.2f ms; heap in "
+      "use %.2f MiB before, %.2f MiB after; RSS %.1f MiB before, %.1f MiB "
+      "after (peak %.1f MiB); %d sampled answers checked",
       LoadSeconds(), ok, refused, ReportValue(report, "throughput_rps"),
       ReportValue(report, "latency_p50_ms"),
-      ReportValue(report, "latency_p99_ms"), rss_before / 1048576.0,
-      rss_after / 1048576.0, peak / 1048576.0, samples.checked);
+      ReportValue(report, "latency_p99_ms"), heap_before / 1048576.0,
+      heap_after / 1048576.0, rss_before / 1048576.0, rss_after / 1048576.0,
+      peak / 1048576.0, samples.checked);
   std::cout << summary << "\n";
   ::testing::Test::RecordProperty("summary", summary);
   EXPECT_EQ((*server)->Stop(), 0) << (*server)->log();

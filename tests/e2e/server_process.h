@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "attnserve/client/client.h"
 
@@ -67,6 +68,11 @@ class ServerProcess {
   std::string target() const;
   // Everything the server wrote to stdout and stderr so far.
   std::string log() const;
+
+  // Polls the log until it contains `text` or `timeout` passes; true when it
+  // does. For waiting on something the server reports (e.g. that it took a
+  // signal) instead of sleeping for a guessed time.
+  bool AwaitLog(absl::string_view text, absl::Duration timeout) const;
 
  private:
   ServerProcess(pid_t pid, int port, std::string log_path, TlsOptions probe)

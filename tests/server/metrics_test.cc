@@ -84,6 +84,7 @@ TEST(MetricsTest, GaugesAreReadAtScrapeTime) {
   depth = 7;
   EXPECT_EQ(MetricValue(metrics.Render(), "attnserve_queue_depth"), 7);
   EXPECT_EQ(MetricValue(metrics.Render(), "attnserve_running_jobs"), 0);
+  EXPECT_EQ(MetricValue(metrics.Render(), "attnserve_heap_bytes_in_use"), 0);
 }
 
 TEST(MetricsTest, CancelToFreeIsObservedWhenMeasured) {

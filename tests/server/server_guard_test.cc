@@ -202,12 +202,20 @@ TEST(ServerGuardTest, DrainRefusesNewCallsAndFinishesThoseInFlight) {
     server.server().Shutdown(absl::Seconds(60));
     stopped.Notify();
   });
-  absl::SleepFor(absl::Milliseconds(100));
+  // The drain has begun once health says so (the stopper thread may take a
+  // while to run on a loaded machine).
+  absl::StatusOr<ServingStatus> health = Health(server);
+  for (const absl::Time give_up = absl::Now() + absl::Seconds(30);
+       health.ok() && *health == ServingStatus::kServing &&
+       absl::Now() < give_up;
+       health = Health(server)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_TRUE(health.ok()) << health.status();
   if (!slow_done.HasBeenNotified()) {
     // While the slow call runs: NOT_SERVING, and new calls are refused.
-    absl::StatusOr<ServingStatus> health = Health(server);
-    ASSERT_TRUE(health.ok()) << health.status();
-    EXPECT_EQ(*health, ServingStatus::kNotServing);
+    EXPECT_EQ(health.value_or(ServingStatus::kServing),
+              ServingStatus::kNotServing);
     const grpc::Status refused = GetInfo(server, "");
     EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
     EXPECT_THAT(refused.error_message(), HasSubstr("draining"));
@@ -219,6 +227,49 @@ TEST(ServerGuardTest, DrainRefusesNewCallsAndFinishesThoseInFlight) {
   EXPECT_TRUE(slow_status.ok()) << slow_status.error_message();
   EXPECT_EQ(slow_response.attention_out().data().size(), 6144u * 64 * 4);
   stopper.join();
+}
+
+// A caller that sends its next call as soon as an answer arrives: when that
+// answer ends the drain, the next call is refused by the drain (UNAVAILABLE)
+// rather than cut by the closing port (CANCELLED) or turned away by a closed
+// one. (The linger is long here so that the test does not depend on how fast
+// the next call arrives.)
+TEST(ServerGuardTest, DrainRefusesTheNextCallOfACallerWhoseCallEndedIt) {
+  ServerOptions options = TestServer::DefaultOptions();
+  options.workers = 1;
+  options.threads_per_request = 1;
+  options.drain_linger = absl::Seconds(2);
+  TestServer server(options);
+  ASSERT_TRUE(server.started());
+
+  const v1::FlashAttentionScoreRequest request = Request(2048, 64);
+  grpc::ClientContext first_context;
+  SetTestDeadline(&first_context, absl::Seconds(120));
+  v1::FlashAttentionScoreResponse first_response;
+  grpc::Status first_status;
+  absl::Notification first_done;
+  server.stub().async()->FlashAttentionScore(
+      &first_context, &request, &first_response, [&](grpc::Status status) {
+        first_status = std::move(status);
+        first_done.Notify();
+      });
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (server.server().running_jobs() == 0 && !first_done.HasBeenNotified() &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  std::thread stopper([&] { server.server().Shutdown(absl::Seconds(60)); });
+  EXPECT_TRUE(first_done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  grpc::ClientContext next_context;
+  SetTestDeadline(&next_context, absl::Seconds(30));
+  v1::FlashAttentionScoreResponse next_response;
+  const grpc::Status next =
+      server.stub().FlashAttentionScore(&next_context, request, &next_response);
+  stopper.join();
+  EXPECT_TRUE(first_status.ok()) << first_status.error_message();
+  EXPECT_EQ(next.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << next.error_message();
+  EXPECT_THAT(next.error_message(), HasSubstr("draining"));
 }
 
 TEST(ServerGuardTest, DrainTimeoutCancelsCallsStillRunning) {
