@@ -1,6 +1,8 @@
 #include "bench_reference.h"
 
 #include <cblas.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
 #include <atomic>
@@ -36,22 +38,37 @@ void Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
               static_cast<int>(trans_b ? k : n), beta, c, static_cast<int>(n));
 }
 
+// C = A·Bᵀ with the given library on the calling thread alone.
+void TileProduct(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
+                 const float* a, const float* b, float* c) {
+  if (library == SgemmLibrary::kOneDnn) {
+    dnnl_sgemm('N', 'T', m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+  } else {
+    Sgemm(false, true, m, n, k, a, b, c, 0.0f);
+  }
+}
+
 }  // namespace
 
-double TileSgemmGflops(int64_t m, int64_t n, int64_t k, int threads,
-                       double seconds) {
+const char* SgemmLibraryName(SgemmLibrary library) {
+  return library == SgemmLibrary::kOneDnn ? "onednn" : "openblas";
+}
+
+double TileSgemmGflops(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
+                       int threads, double seconds) {
   openblas_set_num_threads(1);
   std::atomic<int64_t> calls{0};
   std::vector<std::thread> workers;
   const Clock::time_point t0 = Clock::now();
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
+      omp_set_num_threads(1);  // oneDNN: a team of one per caller.
       const std::vector<float> a = Random(m * k, 1 + t), b = Random(k * n, 2);
       std::vector<float> c(static_cast<size_t>(m * n));
       int64_t mine = 0;
       while (Since(t0) < seconds) {
         for (int i = 0; i < 16; ++i) {
-          Sgemm(false, true, m, n, k, a.data(), b.data(), c.data(), 0.0f);
+          TileProduct(library, m, n, k, a.data(), b.data(), c.data());
         }
         mine += 16;
       }

@@ -1,7 +1,8 @@
 // References attnbench compares the kernels with, measured in the same run
 // on the same number of threads:
 //  - tile GEMM throughput: `threads` workers each running single-threaded
-//    sgemm on the kernels' tile shapes (the ceiling of a tiled kernel);
+//    sgemm (OpenBLAS, and oneDNN's) on the kernels' tile shapes (the
+//    ceiling of a tiled kernel);
 //  - eager attention: matmul -> softmax -> matmul over the whole [S, S]
 //    score matrix with multithreaded OpenBLAS (what a framework's eager
 //    mode does, in O(S^2) memory).
@@ -12,10 +13,13 @@
 
 namespace attnserve::bench {
 
-// GFLOP/s of `threads` concurrent single-threaded sgemm calls of shape
-// [m, k] x [k, n], run for about `seconds`.
-double TileSgemmGflops(int64_t m, int64_t n, int64_t k, int threads,
-                       double seconds);
+enum class SgemmLibrary { kOpenBlas, kOneDnn };
+const char* SgemmLibraryName(SgemmLibrary library);
+
+// GFLOP/s of `threads` concurrent single-threaded sgemm calls C = A·Bᵀ with
+// A [m, k] and B [n, k], run for about `seconds`.
+double TileSgemmGflops(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
+                       int threads, double seconds);
 
 // Seconds of one eager fp32 attention forward (or forward + backward when
 // `backward`) for B=1, `heads` heads of [s, d], with OpenBLAS on `threads`
