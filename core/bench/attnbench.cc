@@ -33,7 +33,9 @@
 
 ABSL_FLAG(int, threads, 2, "Threads per request (and for the references).");
 ABSL_FLAG(int64_t, b, 1, "Batch.");
-ABSL_FLAG(int64_t, n, 8, "Heads (N1 = N2).");
+ABSL_FLAG(int64_t, n, 8, "Query heads (N1).");
+ABSL_FLAG(int64_t, kv_heads, 0,
+          "Key/value heads (N2, dividing N1; 0: N2 = N1). 1 is MQA.");
 ABSL_FLAG(std::string, dtypes, "fp32,fp16,bf16", "Comma-separated dtypes.");
 ABSL_FLAG(std::string, seqs, "512,1024,2048,4096,8192", "Sequence lengths.");
 ABSL_FLAG(std::string, dims, "64,128", "Head dims.");
@@ -93,8 +95,10 @@ Problem MakeProblem(DType dtype, int64_t b, int64_t n, int64_t s, int64_t d,
                     bool causal) {
   Problem p;
   p.q = RandomTensor(dtype, {b, n, s, d}, 1);
-  p.k = RandomTensor(dtype, {b, n, s, d}, 2);
-  p.v = RandomTensor(dtype, {b, n, s, d}, 3);
+  const int64_t kv = absl::GetFlag(FLAGS_kv_heads);
+  const int64_t n2 = kv > 0 ? kv : n;
+  p.k = RandomTensor(dtype, {b, n2, s, d}, 2);
+  p.v = RandomTensor(dtype, {b, n2, s, d}, 3);
   p.dy = RandomTensor(dtype, {b, n, s, d}, 4);
   p.options.head_num = n;
   p.options.input_layout = "BNSD";
@@ -175,14 +179,18 @@ void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
   }
   std::printf(
       "{\"kind\":\"attention\",\"direction\":\"%s\",\"dtype\":\"%s\","
-      "\"b\":%lld,\"n\":%lld,\"s\":%lld,\"d\":%lld,\"causal\":%s,"
+      "\"b\":%lld,\"n\":%lld,\"kv_heads\":%lld,\"s\":%lld,\"d\":%lld,"
+      "\"causal\":%s,"
       "\"threads\":%d,\"seconds\":%.6f,\"gflops_dense\":%.2f,"
       "\"ratio_to_tile_sgemm\":%.3f,\"workspace_bytes\":%llu%s}\n",
       direction.c_str(), core::DTypeName(dtype), static_cast<long long>(b),
-      static_cast<long long>(n), static_cast<long long>(s),
-      static_cast<long long>(d), causal ? "true" : "false", threads, seconds,
-      gflops, gflops / ref_gflops, static_cast<unsigned long long>(workspace),
-      eager.c_str());
+      static_cast<long long>(n),
+      static_cast<long long>(absl::GetFlag(FLAGS_kv_heads) > 0
+                                 ? absl::GetFlag(FLAGS_kv_heads)
+                                 : n),
+      static_cast<long long>(s), static_cast<long long>(d),
+      causal ? "true" : "false", threads, seconds, gflops, gflops / ref_gflops,
+      static_cast<unsigned long long>(workspace), eager.c_str());
   std::fflush(stdout);
 }
 

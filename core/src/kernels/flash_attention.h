@@ -31,6 +31,10 @@ absl::Status FlashBackward(const FlashBackwardArgs& args, float* scratch,
                            size_t scratch_floats, ComputePool& pool,
                            const CancelToken& cancel, RunStats* stats);
 
+// Whether FlashBackward splits dK/dV and dQ into separate parallel phases
+// (fewer kv heads than workers, no pse); the bits are the same either way.
+bool UseSplitBackward(const AttentionGeometry& geo);
+
 }  // namespace attnserve::core
 
 #endif  // ATTNSERVE_CORE_SRC_KERNELS_FLASH_ATTENTION_H_

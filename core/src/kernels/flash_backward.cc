@@ -7,6 +7,7 @@
 #include "kernels/pse_bias.h"
 #include "kernels/tile_dropout.h"
 #include "kernels/tile_mask.h"
+#include "kernels/work_items.h"
 #include "runtime/gemm.h"
 #include "runtime/scratch.h"
 #include "runtime/vector_math.h"
@@ -81,6 +82,94 @@ PseGrad PseGradOf(const FlashBackwardArgs& a, const PseBias& pse, int64_t b,
   return grad;
 }
 
+// Loads the query side of tile (b, n, i0): Q, dY, O, max, sum and
+// D_i = rowsum(dY * O).
+void LoadQueryTile(const FlashBackwardArgs& a, const BackwardScratch& w,
+                   int64_t b, int64_t n, int64_t i0, int64_t rows) {
+  const AttentionGeometry& g = a.geo;
+  const AttentionDims& d = g.dims;
+  const BatchSpan& span = g.batches[static_cast<size_t>(b)];
+  LoadRows(a.q.data, a.q.Slice(b, n, span.q_start), i0, rows, w.q);
+  LoadRows(a.dy.data, a.dy.Slice(b, n, span.q_start), i0, rows, w.dy);
+  LoadRows(a.out.data, a.out.Slice(b, n, span.q_start), i0, rows, w.o);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t idx = g.SoftmaxIndex(b, n, i0 + r);
+    w.m[r] = a.softmax_max[idx];
+    w.l[r] = a.softmax_sum[idx];
+    w.rd[r] = Dot(w.dy + r * d.dv, w.o + r * d.dv, d.dv);
+  }
+}
+
+// Tile (i0, j0) of head (b, n) with its query side loaded: P' (dropped
+// probabilities) into w.p and dS into w.ds. False when the mask excludes the
+// whole tile. Every decomposition of the backward calls this in the same
+// way, so P' and dS are the same bits whichever runs.
+bool ScoreGradTile(const FlashBackwardArgs& a, const Modifiers& mods,
+                   const BackwardScratch& w, int64_t b, int64_t n, int64_t i0,
+                   int64_t rows, int64_t j0, int64_t cols, RunStats* stats) {
+  const AttentionGeometry& g = a.geo;
+  const AttentionDims& d = g.dims;
+  const BatchSpan& span = g.batches[static_cast<size_t>(b)];
+  const TileCoverage cover = mods.mask.Classify(b, i0, rows, j0, cols);
+  if (cover == TileCoverage::kEmpty) {
+    ++stats->tiles_skipped;
+    return false;
+  }
+  ++stats->tiles_computed;
+  // P = exp(s - M) / L with s = scale Q Kᵀ + bias, masked cells 0.
+  GemmNT(rows, cols, d.d, g.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.p,
+         cols);
+  if (mods.pse.active()) {
+    mods.pse.Add(b, n, span.s1, i0, rows, j0, cols, w.p, cols, w.row);
+  }
+  if (cover == TileCoverage::kPartial) {
+    mods.mask.Apply(b, n, i0, rows, j0, cols, w.p, cols);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = w.p + r * cols;
+    ExpShiftSum(row, cols, w.m[r]);
+    Scale(row, cols, 1.0f / w.l[r]);
+  }
+  const bool drop = mods.dropout.active();
+  const float inv_kp = mods.dropout.inv_keep_prob();
+  if (drop) mods.dropout.Fill(b, n, span, i0, rows, j0, cols, w.keep);
+  // dP = dY V_jᵀ (· keep / keep_prob); dS = P (dP - D).
+  GemmNT(rows, cols, d.dv, 1.0f, w.dy, d.dv, w.v + j0 * d.dv, d.dv, 0.0f, w.ds,
+         cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* p = w.p + r * cols;
+    float* ds = w.ds + r * cols;
+    if (drop) TileDropout::Apply(ds, w.keep + r * cols, cols, inv_kp);
+    const float rd = w.rd[r];
+    for (int64_t c = 0; c < cols; ++c) ds[c] = p[c] * (ds[c] - rd);
+  }
+  // dV takes the dropped probabilities P' = P · keep / kp.
+  if (drop) {
+    for (int64_t r = 0; r < rows; ++r) {
+      TileDropout::Apply(w.p + r * cols, w.keep + r * cols, cols, inv_kp);
+    }
+  }
+  return true;
+}
+
+// dV_j += P'ᵀ dY;  dK_j += scale dSᵀ Q.
+void AccumulateKvTile(const AttentionGeometry& g, const BackwardScratch& w,
+                      int64_t rows, int64_t j0, int64_t cols) {
+  const AttentionDims& d = g.dims;
+  GemmTN(cols, d.dv, rows, 1.0f, w.p, cols, w.dy, d.dv, 1.0f, w.dv + j0 * d.dv,
+         d.dv);
+  GemmTN(cols, d.d, rows, g.scale, w.ds, cols, w.q, d.d, 1.0f, w.dk + j0 * d.d,
+         d.d);
+}
+
+// dQ += scale dS K_j.
+void AccumulateQueryTile(const AttentionGeometry& g, const BackwardScratch& w,
+                         int64_t rows, int64_t j0, int64_t cols) {
+  const AttentionDims& d = g.dims;
+  GemmNN(rows, d.d, cols, g.scale, w.ds, cols, w.k + j0 * d.d, d.d, 1.0f, w.dq,
+         d.d);
+}
+
 // One Sq tile of one query head: dQ for the tile, dK/dV (and dpse)
 // accumulated.
 void BackwardTile(const FlashBackwardArgs& a, const Modifiers& mods,
@@ -95,65 +184,13 @@ void BackwardTile(const FlashBackwardArgs& a, const Modifiers& mods,
               a.dq.mutable_data);
     return;
   }
-  LoadRows(a.q.data, a.q.Slice(b, n, span.q_start), i0, rows, w.q);
-  LoadRows(a.dy.data, a.dy.Slice(b, n, span.q_start), i0, rows, w.dy);
-  LoadRows(a.out.data, a.out.Slice(b, n, span.q_start), i0, rows, w.o);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t idx = g.SoftmaxIndex(b, n, i0 + r);
-    w.m[r] = a.softmax_max[idx];
-    w.l[r] = a.softmax_sum[idx];
-    w.rd[r] = Dot(w.dy + r * d.dv, w.o + r * d.dv, d.dv);
-  }
+  LoadQueryTile(a, w, b, n, i0, rows);
   const PseGrad pse_grad = PseGradOf(a, mods.pse, b, n);
-  const bool drop = mods.dropout.active();
-  const float inv_kp = mods.dropout.inv_keep_prob();
-
   for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
     const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
-    const TileCoverage cover = mods.mask.Classify(b, i0, rows, j0, cols);
-    if (cover == TileCoverage::kEmpty) {
-      ++stats->tiles_skipped;
-      continue;
-    }
-    ++stats->tiles_computed;
-    // P = exp(s - M) / L with s = scale Q Kᵀ + bias, masked cells 0.
-    GemmNT(rows, cols, d.d, g.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.p,
-           cols);
-    if (mods.pse.active()) {
-      mods.pse.Add(b, n, span.s1, i0, rows, j0, cols, w.p, cols, w.row);
-    }
-    if (cover == TileCoverage::kPartial) {
-      mods.mask.Apply(b, n, i0, rows, j0, cols, w.p, cols);
-    }
-    for (int64_t r = 0; r < rows; ++r) {
-      float* row = w.p + r * cols;
-      ExpShiftSum(row, cols, w.m[r]);
-      Scale(row, cols, 1.0f / w.l[r]);
-    }
-    if (drop) mods.dropout.Fill(b, n, span, i0, rows, j0, cols, w.keep);
-    // dP = dY V_jᵀ (· keep / keep_prob); dS = P (dP - D).
-    GemmNT(rows, cols, d.dv, 1.0f, w.dy, d.dv, w.v + j0 * d.dv, d.dv, 0.0f,
-           w.ds, cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* p = w.p + r * cols;
-      float* ds = w.ds + r * cols;
-      if (drop) TileDropout::Apply(ds, w.keep + r * cols, cols, inv_kp);
-      const float rd = w.rd[r];
-      for (int64_t c = 0; c < cols; ++c) ds[c] = p[c] * (ds[c] - rd);
-    }
-    // dV_j += P'ᵀ dY with the dropped probabilities P' = P · keep / kp.
-    if (drop) {
-      for (int64_t r = 0; r < rows; ++r) {
-        TileDropout::Apply(w.p + r * cols, w.keep + r * cols, cols, inv_kp);
-      }
-    }
-    GemmTN(cols, d.dv, rows, 1.0f, w.p, cols, w.dy, d.dv, 1.0f,
-           w.dv + j0 * d.dv, d.dv);
-    // dQ += scale dS K_j;  dK_j += scale dSᵀ Q.
-    GemmNN(rows, d.d, cols, g.scale, w.ds, cols, w.k + j0 * d.d, d.d, 1.0f,
-           w.dq, d.d);
-    GemmTN(cols, d.d, rows, g.scale, w.ds, cols, w.q, d.d, 1.0f,
-           w.dk + j0 * d.d, d.d);
+    if (!ScoreGradTile(a, mods, w, b, n, i0, rows, j0, cols, stats)) continue;
+    AccumulateKvTile(g, w, rows, j0, cols);
+    AccumulateQueryTile(g, w, rows, j0, cols);
     if (mods.pse.active()) {
       mods.pse.AccumulateGrad(b, n, span.s1, i0, rows, j0, cols, w.ds, cols,
                               pse_grad.plane, pse_grad.slope);
@@ -188,13 +225,74 @@ absl::Status BackwardKvHead(const FlashBackwardArgs& a, const Modifiers& mods,
   return absl::OkStatus();
 }
 
+// Split decomposition, phase 1: dK/dV of kv tile j0 of kv head (b, n2),
+// summed over the group's query heads and tiles in the fused order.
+absl::Status KvTileItem(const FlashBackwardArgs& a, const Modifiers& mods,
+                        const BackwardScratch& w, int64_t b, int64_t n2,
+                        int64_t j0, const CancelToken& cancel,
+                        RunStats* stats) {
+  const AttentionGeometry& g = a.geo;
+  const AttentionDims& d = g.dims;
+  const BatchSpan& span = g.batches[static_cast<size_t>(b)];
+  const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
+  LoadRows(a.k.data, a.k.Slice(b, n2, span.kv_start), j0, cols, w.k + j0 * d.d);
+  LoadRows(a.v.data, a.v.Slice(b, n2, span.kv_start), j0, cols,
+           w.v + j0 * d.dv);
+  std::fill(w.dk + j0 * d.d, w.dk + (j0 + cols) * d.d, 0.0f);
+  std::fill(w.dv + j0 * d.dv, w.dv + (j0 + cols) * d.dv, 0.0f);
+  for (int64_t n = n2 * d.g; n < (n2 + 1) * d.g; ++n) {
+    for (int64_t i0 = 0; i0 < span.s1; i0 += g.tiling.tile_q) {
+      ATTN_RETURN_IF_ERROR(cancel.Check());
+      const int64_t rows = std::min(g.tiling.tile_q, span.s1 - i0);
+      LoadQueryTile(a, w, b, n, i0, rows);
+      if (ScoreGradTile(a, mods, w, b, n, i0, rows, j0, cols, stats)) {
+        AccumulateKvTile(g, w, rows, j0, cols);
+      }
+    }
+  }
+  StoreRows(w.dk + j0 * d.d, a.dk.Slice(b, n2, span.kv_start), j0, cols,
+            a.dk.mutable_data);
+  StoreRows(w.dv + j0 * d.dv, a.dv.Slice(b, n2, span.kv_start), j0, cols,
+            a.dv.mutable_data);
+  return absl::OkStatus();
+}
+
+// Split decomposition, phase 2: dQ of query tile (b, n, i0), summed over the
+// kv tiles in the fused order.
+void QueryTileItem(const FlashBackwardArgs& a, const Modifiers& mods,
+                   const BackwardScratch& w, int64_t b, int64_t n, int64_t i0) {
+  const AttentionGeometry& g = a.geo;
+  const AttentionDims& d = g.dims;
+  const BatchSpan& span = g.batches[static_cast<size_t>(b)];
+  const int64_t rows = std::min(g.tiling.tile_q, span.s1 - i0);
+  std::fill(w.dq, w.dq + rows * d.d, 0.0f);
+  if (span.s2 > 0) LoadQueryTile(a, w, b, n, i0, rows);
+  RunStats counted_in_phase_1;
+  for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
+    const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
+    if (ScoreGradTile(a, mods, w, b, n, i0, rows, j0, cols,
+                      &counted_in_phase_1)) {
+      AccumulateQueryTile(g, w, rows, j0, cols);
+    }
+  }
+  StoreRows(w.dq, a.dq.Slice(b, n, span.q_start), i0, rows, a.dq.mutable_data);
+}
+
 }  // namespace
 
-// Work items are (b, n2): one worker owns a kv head's dK/dV and walks the
-// group's query heads and tiles in a fixed order, so the sums are the same
-// whatever the number of workers. An external pse shared by the batches
-// makes the items n2 alone (batches in order inside), so that its dpse
-// plane is also summed by one worker in a fixed order.
+// Two decompositions that give the same bits:
+//  - fused: work items are (b, n2); one worker owns a kv head's dK/dV and
+//    walks the group's query heads and tiles in a fixed order, computing dQ
+//    on the way. An external pse shared by the batches makes the items n2
+//    alone (batches in order inside), so that its dpse plane is also summed
+//    by one worker in a fixed order.
+//  - split, when there are fewer kv heads than workers and no dpse to sum:
+//    items (b, n2, kv tile) compute dK/dV, then items (b, n1, query tile)
+//    compute dQ. Each output sum runs in the fused order, and the tile
+//    products are the same calls on the same data, so the result does not
+//    depend on the decomposition or on the number of workers. The score and
+//    dP products run twice (7 tile products per tile instead of 5), which
+//    pays once two or more workers share what one would do alone.
 absl::Status FlashBackward(const FlashBackwardArgs& a, float* scratch,
                            size_t scratch_floats, ComputePool& pool,
                            const CancelToken& cancel, RunStats* stats) {
@@ -211,27 +309,68 @@ absl::Status FlashBackward(const FlashBackwardArgs& a, float* scratch,
   const Modifiers mods{TileMask(g.mask, g.mask_data),
                        PseBias(g.pse, g.pse_data),
                        TileDropout(g.dropout, g.drop_mask_data)};
-  const bool shared_pse =
-      g.pse.kind == PseSpec::Kind::kExternal && g.pse.stride_b == 0;
-  const int64_t items = shared_pse ? d.n2 : d.b * d.n2;
-  const absl::Status status =
-      pool.ParallelFor(items, slots, [&](int64_t item, int slot) {
-        const BackwardScratch& w = scratch_of[static_cast<size_t>(slot)];
-        RunStats* st = &stats_of[static_cast<size_t>(slot)];
-        if (shared_pse) {
-          for (int64_t b = 0; b < d.b; ++b) {
-            ATTN_RETURN_IF_ERROR(
-                BackwardKvHead(a, mods, w, b, item, cancel, st));
-          }
-          return absl::OkStatus();
+  absl::Status status;
+  if (UseSplitBackward(g)) {
+    const QueryTileItems kv_items(g.batches, d.n2, g.tiling.tile_kv,
+                                  TileSide::kKv);
+    status =
+        pool.ParallelFor(kv_items.size(), slots, [&](int64_t item, int slot) {
+          const QueryTileItems::Item it = kv_items.at(item);
+          return KvTileItem(a, mods, scratch_of[static_cast<size_t>(slot)],
+                            it.b, it.n, it.i0, cancel,
+                            &stats_of[static_cast<size_t>(slot)]);
+        });
+    if (status.ok()) {
+      struct Held {
+        int64_t b = -1, n2 = -1;  // kv head held in the slot's k / v.
+      };
+      std::vector<Held> held(static_cast<size_t>(slots));
+      const QueryTileItems q_items(g.batches, d.n1, g.tiling.tile_q);
+      status =
+          pool.ParallelFor(q_items.size(), slots, [&](int64_t item, int slot) {
+            ATTN_RETURN_IF_ERROR(cancel.Check());
+            const QueryTileItems::Item it = q_items.at(item);
+            const BackwardScratch& w = scratch_of[static_cast<size_t>(slot)];
+            Held& h = held[static_cast<size_t>(slot)];
+            const BatchSpan& span = g.batches[static_cast<size_t>(it.b)];
+            const int64_t n2 = it.n / d.g;
+            if ((h.b != it.b || h.n2 != n2) && span.s2 > 0) {
+              LoadRows(a.k.data, a.k.Slice(it.b, n2, span.kv_start), 0, span.s2,
+                       w.k);
+              LoadRows(a.v.data, a.v.Slice(it.b, n2, span.kv_start), 0, span.s2,
+                       w.v);
+              h = Held{it.b, n2};
+            }
+            QueryTileItem(a, mods, w, it.b, it.n, it.i0);
+            return absl::OkStatus();
+          });
+    }
+  } else {
+    const bool shared_pse =
+        g.pse.kind == PseSpec::Kind::kExternal && g.pse.stride_b == 0;
+    const int64_t items = shared_pse ? d.n2 : d.b * d.n2;
+    status = pool.ParallelFor(items, slots, [&](int64_t item, int slot) {
+      const BackwardScratch& w = scratch_of[static_cast<size_t>(slot)];
+      RunStats* st = &stats_of[static_cast<size_t>(slot)];
+      if (shared_pse) {
+        for (int64_t b = 0; b < d.b; ++b) {
+          ATTN_RETURN_IF_ERROR(BackwardKvHead(a, mods, w, b, item, cancel, st));
         }
-        return BackwardKvHead(a, mods, w, item / d.n2, item % d.n2, cancel, st);
-      });
+        return absl::OkStatus();
+      }
+      return BackwardKvHead(a, mods, w, item / d.n2, item % d.n2, cancel, st);
+    });
+  }
   for (const RunStats& s : stats_of) {
     stats->tiles_computed += s.tiles_computed;
     stats->tiles_skipped += s.tiles_skipped;
   }
   return status;
+}
+
+bool UseSplitBackward(const AttentionGeometry& g) {
+  return g.pse.kind == PseSpec::Kind::kNone &&
+         g.dims.b * g.dims.n2 < g.tiling.threads;
 }
 
 }  // namespace attnserve::core

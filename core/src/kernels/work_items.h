@@ -1,5 +1,7 @@
-// Numbering of the forward's work items (batch, query head, query tile)
-// when batches have different lengths (TND): item -> (b, n, first row).
+// Numbering of tile work items (batch, head, tile) when batches have
+// different lengths (TND): item -> (b, n, first row). Query tiles are the
+// forward's and the backward's dQ items (n a query head), kv tiles the
+// backward's dK/dV items (n a kv head).
 //
 //   QueryTileItems items(plan.batches, n1, tile_q);
 //   for (int64_t i = 0; i < items.size(); ++i) { auto it = items.at(i); }
@@ -16,21 +18,24 @@
 
 namespace attnserve::core {
 
+enum class TileSide { kQuery, kKv };
+
 class QueryTileItems {
  public:
   struct Item {
     int64_t b, n, i0;
   };
 
-  QueryTileItems(const std::vector<BatchSpan>& batches, int64_t n1,
-                 int64_t tile_q)
-      : tile_q_(tile_q) {
+  QueryTileItems(const std::vector<BatchSpan>& batches, int64_t heads,
+                 int64_t tile, TileSide side = TileSide::kQuery)
+      : tile_q_(tile) {
     int64_t total = 0;
     for (const BatchSpan& s : batches) {
       first_.push_back(total);
-      const int64_t tiles = (s.s1 + tile_q - 1) / tile_q;
+      const int64_t rows = side == TileSide::kQuery ? s.s1 : s.s2;
+      const int64_t tiles = (rows + tile - 1) / tile;
       tiles_.push_back(tiles);
-      total += tiles * n1;
+      total += tiles * heads;
     }
     first_.push_back(total);
   }
@@ -50,7 +55,7 @@ class QueryTileItems {
  private:
   int64_t tile_q_;
   std::vector<int64_t> first_;  // First item of each batch, then the total.
-  std::vector<int64_t> tiles_;  // Query tiles of each batch.
+  std::vector<int64_t> tiles_;  // Tiles of each batch.
 };
 
 }  // namespace attnserve::core
