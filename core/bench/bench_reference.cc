@@ -54,9 +54,11 @@ const char* SgemmLibraryName(SgemmLibrary library) {
   return library == SgemmLibrary::kOneDnn ? "onednn" : "openblas";
 }
 
-double TileSgemmGflops(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
+namespace {
+
+// One window of `seconds`: every worker repeats the product until it ends.
+double TileSgemmWindow(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
                        int threads, double seconds) {
-  openblas_set_num_threads(1);
   std::atomic<int64_t> calls{0};
   std::vector<std::thread> workers;
   const Clock::time_point t0 = Clock::now();
@@ -78,6 +80,19 @@ double TileSgemmGflops(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
   for (std::thread& w : workers) w.join();
   return 2.0 * static_cast<double>(m * n * k) *
          static_cast<double>(calls.load()) / Since(t0) / 1e9;
+}
+
+}  // namespace
+
+double TileSgemmGflops(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
+                       int threads, double window_seconds, int windows) {
+  openblas_set_num_threads(1);
+  double best = 0.0;
+  for (int window = 0; window < windows; ++window) {
+    best = std::max(best,
+                    TileSgemmWindow(library, m, n, k, threads, window_seconds));
+  }
+  return best;
 }
 
 double EagerAttentionSeconds(int64_t heads, int64_t s, int64_t d, bool causal,

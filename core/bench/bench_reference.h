@@ -17,9 +17,11 @@ enum class SgemmLibrary { kOpenBlas, kOneDnn };
 const char* SgemmLibraryName(SgemmLibrary library);
 
 // GFLOP/s of `threads` concurrent single-threaded sgemm calls C = A·Bᵀ with
-// A [m, k] and B [n, k], run for about `seconds`.
+// A [m, k] and B [n, k]: the best of `windows` windows of `window_seconds`
+// (best-of, like the kernels' figures; windows about as long as a kernel
+// run, since the best of many short windows flatters a noisy machine).
 double TileSgemmGflops(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
-                       int threads, double seconds);
+                       int threads, double window_seconds, int windows);
 
 // Seconds of one eager fp32 attention forward (or forward + backward when
 // `backward`) for B=1, `heads` heads of [s, d], with OpenBLAS on `threads`

@@ -9,6 +9,7 @@
 #include "plan/layout.h"
 #include "runtime/gemm.h"
 #include "runtime/parallel_for.h"
+#include "runtime/vector_math.h"
 
 namespace attnserve::core {
 namespace {
@@ -104,7 +105,10 @@ Engine::Engine(const EngineOptions& options)
 Engine::~Engine() = default;
 
 std::vector<std::string> Engine::backends() const {
-  return {InitGemmBackend()};
+  // The tile-product library, OpenBLAS's kernel for this CPU (logged even
+  // when oneDNN runs the tiles) and the vector level of the softmax.
+  return {InitGemmBackend(), GemmCpuDescription(),
+          std::string("softmax-simd:") + SimdLevelName(BestSimdLevel())};
 }
 
 absl::StatusOr<ForwardResult> Engine::RunForward(const ForwardArgs& args,

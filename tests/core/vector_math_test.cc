@@ -2,6 +2,7 @@
 // against std::exp in double precision.
 #include "runtime/vector_math.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>

@@ -85,4 +85,8 @@ std::string InitGemmBackend() {
   return std::string("openblas:") + openblas_get_corename();
 }
 
+std::string GemmCpuDescription() {
+  return std::string("openblas-core:") + openblas_get_corename();
+}
+
 }  // namespace attnserve::core

@@ -27,6 +27,9 @@ void GemmTN(int64_t m, int64_t n, int64_t k, float alpha, const float* a,
 // returns a description such as "openblas:Haswell".
 std::string InitGemmBackend();
 
+// OpenBLAS's kernel family for this CPU, e.g. "openblas-core:Zen".
+std::string GemmCpuDescription();
+
 }  // namespace attnserve::core
 
 #endif  // ATTNSERVE_CORE_SRC_RUNTIME_GEMM_H_

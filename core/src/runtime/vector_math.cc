@@ -6,6 +6,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define ATTNSERVE_VECTOR_MATH_X86 1
+// GCC 12 warns that its own AVX-512 intrinsics' undefined-vector operands
+// "may be used uninitialized" (a false positive inside the header).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #else
 #define ATTNSERVE_VECTOR_MATH_X86 0
 #endif
@@ -110,12 +114,6 @@ __attribute__((target("avx2,fma"))) float ExpShiftSumAvx2(float* x, int64_t n,
   return sum;
 }
 
-// GCC 12 warns that its own intrinsics' undefined-vector operands "may be
-// used uninitialized" (a false positive of the header's implementation).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-
 __attribute__((target("avx512f"))) inline __m512 Exp16(__m512 x) {
   // Lanes at or above -87.3 or NaN are computed; NaN stays NaN.
   const __mmask16 kept =
@@ -160,9 +158,54 @@ __attribute__((target("avx512f"))) float ExpShiftSumAvx512(float* x, int64_t n,
   return _mm512_reduce_add_ps(acc);
 }
 
-#pragma GCC diagnostic pop
+#endif  // ATTNSERVE_VECTOR_MATH_X86
+
+float MaxScalar(const float* x, int64_t n) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+#if ATTNSERVE_VECTOR_MATH_X86
+
+// max_ps(x, acc) returns acc when x is NaN: NaNs are skipped, as in
+// MaxScalar.
+__attribute__((target("avx2"))) float MaxAvx2(const float* x, int64_t n) {
+  __m256 acc = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_max_ps(_mm256_loadu_ps(x + i), acc);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float m = MaxScalar(x + i, n - i);
+  for (float l : lanes) m = l > m ? l : m;
+  return m;
+}
+
+__attribute__((target("avx512f"))) float MaxAvx512(const float* x, int64_t n) {
+  __m512 acc = _mm512_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc = _mm512_max_ps(_mm512_loadu_ps(x + i), acc);
+  }
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, acc);
+  float m = MaxScalar(x + i, n - i);
+  for (float l : lanes) m = l > m ? l : m;
+  return m;
+}
 
 #endif  // ATTNSERVE_VECTOR_MATH_X86
+
+using MaxFn = float (*)(const float*, int64_t);
+
+MaxFn MaxOf(SimdLevel level) {
+#if ATTNSERVE_VECTOR_MATH_X86
+  if (level == SimdLevel::kAvx512) return MaxAvx512;
+  if (level == SimdLevel::kAvx2) return MaxAvx2;
+#endif
+  (void)level;
+  return MaxScalar;
+}
 
 using ExpShiftSumFn = float (*)(float*, int64_t, float);
 
@@ -212,6 +255,10 @@ float ExpShiftSumAt(SimdLevel level, float* x, int64_t n, float shift) {
   return ExpShiftSumOf(level)(x, n, shift);
 }
 
+float MaxAt(SimdLevel level, const float* x, int64_t n) {
+  return MaxOf(level)(x, n);
+}
+
 __attribute__((target_clones("avx512f", "avx2", "default"))) void Scale(
     float* x, int64_t n, float s) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
@@ -230,18 +277,9 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float Dot(
   return sum;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) float Max(
-    const float* x, int64_t n) {
-  float acc[8];
-  for (float& a : acc) a = -INFINITY;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int l = 0; l < 8; ++l) acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
-  }
-  float m = -INFINITY;
-  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
-  for (int l = 0; l < 8; ++l) m = acc[l] > m ? acc[l] : m;
-  return m;
+float Max(const float* x, int64_t n) {
+  static const MaxFn fn = MaxOf(BestSimdLevel());
+  return fn(x, n);
 }
 
 }  // namespace attnserve::core

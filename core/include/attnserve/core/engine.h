@@ -93,7 +93,8 @@ class Engine {
 
   WorkspacePool& workspace_pool() { return pool_; }
   int intra_op_threads() const { return intra_op_threads_; }
-  // Names of the compute backends, e.g. {"openblas:Haswell"}.
+  // What computes: the tile-product library (e.g. "onednn-sgemm:2.6.3"),
+  // OpenBLAS's kernel for this CPU and the softmax's vector level.
   std::vector<std::string> backends() const;
 
  private:
