@@ -1,13 +1,29 @@
 #include "server/heap_stats.h"
 
-#if defined(__GLIBC__)
+#if defined(__SANITIZE_ADDRESS__)
+#define ATTNSERVE_ASAN_ALLOCATOR 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ATTNSERVE_ASAN_ALLOCATOR 1
+#endif
+#endif
+
+#if defined(ATTNSERVE_ASAN_ALLOCATOR)
+#include <cstddef>
+// Public sanitizer interface (sanitizer/allocator_interface.h, which not
+// every compiler package installs).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
+#elif defined(__GLIBC__)
 #include <malloc.h>
 #endif
 
 namespace attnserve::server {
 
 int64_t HeapBytesInUse() {
-#if defined(__GLIBC__) && \
+#if defined(ATTNSERVE_ASAN_ALLOCATOR)
+  // AddressSanitizer replaces malloc; glibc's counters would stay still.
+  return static_cast<int64_t>(__sanitizer_get_current_allocated_bytes());
+#elif defined(__GLIBC__) && \
     (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
   const struct mallinfo2 info = mallinfo2();
   return static_cast<int64_t>(info.uordblks + info.hblkhd);

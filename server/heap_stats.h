@@ -15,7 +15,8 @@
 namespace attnserve::server {
 
 // Bytes malloc has handed out and not yet got back (glibc: chunks in use in
-// every arena plus mmap'ed ones); -1 where the C library cannot tell.
+// every arena plus mmap'ed ones; under AddressSanitizer, its allocator's
+// count); -1 where the C library cannot tell.
 // Thread-safe. It walks every arena under its lock, so it is meant for
 // metrics scrapes, not hot paths.
 int64_t HeapBytesInUse();

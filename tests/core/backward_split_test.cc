@@ -11,6 +11,7 @@
 #include "attnserve/core/plan.h"
 #include "gtest/gtest.h"
 #include "tests/testing/feature_case.h"
+#include "tests/testing/param_names.h"
 #include "tests/testing/status_matchers.h"
 
 namespace attnserve::test {
@@ -123,12 +124,8 @@ TEST_P(BackwardSplitTest, VarlenWithEmptyBatches) {
   CheckSplitMatchesFused(config);
 }
 
-INSTANTIATE_TEST_SUITE_P(ComputeDTypes, BackwardSplitTest,
-                         ::testing::Values(DType::kFloat32, DType::kFloat16,
-                                           DType::kBFloat16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(core::DTypeName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(ComputeDTypes, BackwardSplitTest, ComputeDTypes(),
+                         DTypeParamName);
 
 }  // namespace
 }  // namespace attnserve::test

@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "tests/core/attention_grid.h"
 #include "tests/testing/attention_case.h"
+#include "tests/testing/param_names.h"
 #include "tests/testing/status_matchers.h"
 
 namespace attnserve::test {
@@ -114,12 +115,8 @@ TEST_P(BackwardDtypeTest, IsBitwiseDeterministicAcrossThreadCounts) {
   EXPECT_TRUE(again.dk.bytes == again2.dk.bytes);
 }
 
-INSTANTIATE_TEST_SUITE_P(ComputeDTypes, BackwardDtypeTest,
-                         ::testing::Values(DType::kFloat32, DType::kFloat16,
-                                           DType::kBFloat16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(core::DTypeName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(ComputeDTypes, BackwardDtypeTest, ComputeDTypes(),
+                         DTypeParamName);
 
 }  // namespace
 }  // namespace attnserve::test

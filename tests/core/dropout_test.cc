@@ -13,6 +13,7 @@
 #include "tests/core/feature_checks.h"
 #include "tests/testing/compare.h"
 #include "tests/testing/feature_case.h"
+#include "tests/testing/param_names.h"
 #include "tests/testing/philox.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/tensors.h"
@@ -177,12 +178,8 @@ TEST_P(DropoutDtypeTest, GradientIsConsistentWithTheForward) {
   CheckBackward(config, Residuals::kReference);
 }
 
-INSTANTIATE_TEST_SUITE_P(ComputeDTypes, DropoutDtypeTest,
-                         ::testing::Values(DType::kFloat32, DType::kFloat16,
-                                           DType::kBFloat16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(core::DTypeName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(ComputeDTypes, DropoutDtypeTest, ComputeDTypes(),
+                         DTypeParamName);
 
 // A request with seed gives the same outputs as the request with the test's
 // own Philox bits sent as drop_mask.

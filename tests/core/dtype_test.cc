@@ -16,6 +16,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/param_names.h"
 
 namespace attnserve::core {
 namespace {
@@ -300,11 +301,7 @@ TEST_P(BulkConversionTest, ZeroElementsTouchNothing) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ComputeDTypes, BulkConversionTest,
-                         ::testing::Values(DType::kFloat32, DType::kFloat16,
-                                           DType::kBFloat16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(DTypeName(info.param));
-                         });
+                         test::ComputeDTypes(), test::DTypeParamName);
 
 // A FLOAT8 format as the tests see it: field widths and which codes are
 // special, with the functions under test.

@@ -7,6 +7,7 @@
 #include "gtest/gtest.h"
 #include "tests/core/attention_grid.h"
 #include "tests/testing/attention_case.h"
+#include "tests/testing/param_names.h"
 #include "tests/testing/status_matchers.h"
 
 namespace attnserve::test {
@@ -89,12 +90,8 @@ TEST_P(ForwardDtypeTest, ManyThreadsGiveTheSameResult) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(ComputeDTypes, ForwardDtypeTest,
-                         ::testing::Values(DType::kFloat32, DType::kFloat16,
-                                           DType::kBFloat16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(core::DTypeName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(ComputeDTypes, ForwardDtypeTest, ComputeDTypes(),
+                         DTypeParamName);
 
 TEST(ForwardTest, LargeScoresStayFinite) {
   // scale 1 and |q|, |k| < 4 give scores up to ~640: exp() of an

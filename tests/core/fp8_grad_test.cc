@@ -14,6 +14,7 @@
 #include "tests/core/feature_checks.h"
 #include "tests/testing/feature_case.h"
 #include "tests/testing/float8.h"
+#include "tests/testing/param_names.h"
 #include "tests/testing/status_matchers.h"
 
 namespace attnserve::test {
@@ -162,9 +163,7 @@ TEST_P(Fp8GradTest, Varlen) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Float8, Fp8GradTest, ::testing::Values(kE4M3, kE5M2),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(core::DTypeName(info.param));
-                         });
+                         DTypeParamName);
 
 // ---------------------------------------------------------------------------
 // Refusals.

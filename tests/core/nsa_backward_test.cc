@@ -13,6 +13,7 @@
 #include "attnserve/core/nsa.h"
 #include "gtest/gtest.h"
 #include "tests/testing/nsa_case.h"
+#include "tests/testing/param_names.h"
 #include "tests/testing/status_matchers.h"
 
 namespace attnserve::test {
@@ -189,12 +190,8 @@ TEST_P(NsaBackwardDtypeTest, SameBitsForAnyThreadCount) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(ComputeDTypes, NsaBackwardDtypeTest,
-                         ::testing::Values(DType::kFloat32, DType::kFloat16,
-                                           DType::kBFloat16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(core::DTypeName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(ComputeDTypes, NsaBackwardDtypeTest, ComputeDTypes(),
+                         DTypeParamName);
 
 TEST(NsaBackwardTest, ReportsPlanFiguresAndStopsWhenCancelled) {
   NsaCaseConfig config;

@@ -16,6 +16,7 @@
 #include "attnserve/core/nsa.h"
 #include "gtest/gtest.h"
 #include "tests/testing/nsa_case.h"
+#include "tests/testing/param_names.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/tensors.h"
 
@@ -112,12 +113,8 @@ TEST_P(NsaForwardDtypeTest, HeadDim192ForKeysAndValues) {
   ExpectNsaForwardMatches(c, got, TolerancesFor(config.dtype));
 }
 
-INSTANTIATE_TEST_SUITE_P(ComputeDTypes, NsaForwardDtypeTest,
-                         ::testing::Values(DType::kFloat32, DType::kFloat16,
-                                           DType::kBFloat16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(core::DTypeName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(ComputeDTypes, NsaForwardDtypeTest, ComputeDTypes(),
+                         DTypeParamName);
 
 // A token whose K indices all name the same block attends that block K
 // times: the probabilities are those of the block alone (the copies cancel

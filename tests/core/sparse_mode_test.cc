@@ -14,6 +14,7 @@
 #include "tests/core/sparse_mode_cases.h"
 #include "tests/testing/compare.h"
 #include "tests/testing/feature_case.h"
+#include "tests/testing/param_names.h"
 #include "tests/testing/sparse_predicate.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/tensors.h"
@@ -294,12 +295,8 @@ TEST_P(SparseEquivalenceTest, VarlenModesEqualPackedExplicitMask) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(ComputeDTypes, SparseEquivalenceTest,
-                         ::testing::Values(DType::kFloat32, DType::kFloat16,
-                                           DType::kBFloat16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(core::DTypeName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(ComputeDTypes, SparseEquivalenceTest, ComputeDTypes(),
+                         DTypeParamName);
 
 // ---------------------------------------------------------------------------
 // Refusals, matched by field prefix.

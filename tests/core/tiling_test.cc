@@ -10,6 +10,7 @@
 #include "attnserve/core/plan.h"
 #include "gtest/gtest.h"
 #include "tests/testing/attention_case.h"
+#include "tests/testing/param_names.h"
 #include "tests/testing/status_matchers.h"
 
 namespace attnserve::test {
@@ -158,12 +159,8 @@ TEST_P(TilingTest, EverythingMasked) {
   CheckCase(config);
 }
 
-INSTANTIATE_TEST_SUITE_P(ComputeDTypes, TilingTest,
-                         ::testing::Values(DType::kFloat32, DType::kFloat16,
-                                           DType::kBFloat16),
-                         [](const ::testing::TestParamInfo<DType>& info) {
-                           return std::string(core::DTypeName(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(ComputeDTypes, TilingTest, ComputeDTypes(),
+                         DTypeParamName);
 
 }  // namespace
 }  // namespace attnserve::test

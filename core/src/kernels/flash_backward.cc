@@ -4,9 +4,7 @@
 
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
-#include "kernels/pse_bias.h"
-#include "kernels/tile_dropout.h"
-#include "kernels/tile_mask.h"
+#include "kernels/score_tile.h"
 #include "kernels/work_items.h"
 #include "runtime/gemm.h"
 #include "runtime/scratch.h"
@@ -56,12 +54,6 @@ BackwardScratch Carve(const AttentionGeometry& g, Scratch& arena) {
   return s;
 }
 
-struct Modifiers {
-  TileMask mask;
-  PseBias pse;
-  TileDropout dropout;
-};
-
 // Where a (b, n) head's dpse contributions go.
 struct PseGrad {
   float* plane = nullptr;   // External pse: the (b or 0, n) plane.
@@ -104,26 +96,16 @@ void LoadQueryTile(const FlashBackwardArgs& a, const BackwardScratch& w,
 // probabilities) into w.p and dS into w.ds. False when the mask excludes the
 // whole tile. Every decomposition of the backward calls this in the same
 // way, so P' and dS are the same bits whichever runs.
-bool ScoreGradTile(const FlashBackwardArgs& a, const Modifiers& mods,
+bool ScoreGradTile(const FlashBackwardArgs& a, const ScoreModifiers& mods,
                    const BackwardScratch& w, int64_t b, int64_t n, int64_t i0,
                    int64_t rows, int64_t j0, int64_t cols, RunStats* stats) {
   const AttentionGeometry& g = a.geo;
   const AttentionDims& d = g.dims;
   const BatchSpan& span = g.batches[static_cast<size_t>(b)];
-  const TileCoverage cover = mods.mask.Classify(b, i0, rows, j0, cols);
-  if (cover == TileCoverage::kEmpty) {
-    ++stats->tiles_skipped;
-    return false;
-  }
-  ++stats->tiles_computed;
   // P = exp(s - M) / L with s = scale Q Kᵀ + bias, masked cells 0.
-  GemmNT(rows, cols, d.d, g.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.p,
-         cols);
-  if (mods.pse.active()) {
-    mods.pse.Add(b, n, span.s1, i0, rows, j0, cols, w.p, cols, w.row);
-  }
-  if (cover == TileCoverage::kPartial) {
-    mods.mask.Apply(b, n, i0, rows, j0, cols, w.p, cols);
+  if (ScoreTile(g, mods, b, n, i0, rows, j0, cols, w.q, w.k, w.p, w.row,
+                stats) == TileCoverage::kEmpty) {
+    return false;
   }
   for (int64_t r = 0; r < rows; ++r) {
     float* row = w.p + r * cols;
@@ -172,7 +154,7 @@ void AccumulateQueryTile(const AttentionGeometry& g, const BackwardScratch& w,
 
 // One Sq tile of one query head: dQ for the tile, dK/dV (and dpse)
 // accumulated.
-void BackwardTile(const FlashBackwardArgs& a, const Modifiers& mods,
+void BackwardTile(const FlashBackwardArgs& a, const ScoreModifiers& mods,
                   const BackwardScratch& w, int64_t b, int64_t n, int64_t i0,
                   int64_t rows, RunStats* stats) {
   const AttentionGeometry& g = a.geo;
@@ -201,7 +183,8 @@ void BackwardTile(const FlashBackwardArgs& a, const Modifiers& mods,
 
 // All of batch b's work for kv head n2: the group's query heads and tiles in
 // a fixed order, then dK/dV written once.
-absl::Status BackwardKvHead(const FlashBackwardArgs& a, const Modifiers& mods,
+absl::Status BackwardKvHead(const FlashBackwardArgs& a,
+                            const ScoreModifiers& mods,
                             const BackwardScratch& w, int64_t b, int64_t n2,
                             const CancelToken& cancel, RunStats* stats) {
   const AttentionGeometry& g = a.geo;
@@ -227,7 +210,7 @@ absl::Status BackwardKvHead(const FlashBackwardArgs& a, const Modifiers& mods,
 
 // Split decomposition, phase 1: dK/dV of kv tile j0 of kv head (b, n2),
 // summed over the group's query heads and tiles in the fused order.
-absl::Status KvTileItem(const FlashBackwardArgs& a, const Modifiers& mods,
+absl::Status KvTileItem(const FlashBackwardArgs& a, const ScoreModifiers& mods,
                         const BackwardScratch& w, int64_t b, int64_t n2,
                         int64_t j0, const CancelToken& cancel,
                         RunStats* stats) {
@@ -259,7 +242,7 @@ absl::Status KvTileItem(const FlashBackwardArgs& a, const Modifiers& mods,
 
 // Split decomposition, phase 2: dQ of query tile (b, n, i0), summed over the
 // kv tiles in the fused order.
-void QueryTileItem(const FlashBackwardArgs& a, const Modifiers& mods,
+void QueryTileItem(const FlashBackwardArgs& a, const ScoreModifiers& mods,
                    const BackwardScratch& w, int64_t b, int64_t n, int64_t i0) {
   const AttentionGeometry& g = a.geo;
   const AttentionDims& d = g.dims;
@@ -306,9 +289,7 @@ absl::Status FlashBackward(const FlashBackwardArgs& a, float* scratch,
     Scratch arena(scratch + per_slot * static_cast<size_t>(i), per_slot);
     scratch_of[static_cast<size_t>(i)] = Carve(g, arena);
   }
-  const Modifiers mods{TileMask(g.mask, g.mask_data),
-                       PseBias(g.pse, g.pse_data),
-                       TileDropout(g.dropout, g.drop_mask_data)};
+  const ScoreModifiers mods(g);
   absl::Status status;
   if (UseSplitBackward(g)) {
     const QueryTileItems kv_items(g.batches, d.n2, g.tiling.tile_kv,

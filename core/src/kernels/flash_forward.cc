@@ -5,9 +5,7 @@
 
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
-#include "kernels/pse_bias.h"
-#include "kernels/tile_dropout.h"
-#include "kernels/tile_mask.h"
+#include "kernels/score_tile.h"
 #include "kernels/work_items.h"
 #include "runtime/gemm.h"
 #include "runtime/scratch.h"
@@ -45,13 +43,6 @@ ForwardScratch Carve(const AttentionGeometry& g, Scratch& arena) {
   return s;
 }
 
-// The score modifiers of one request.
-struct Modifiers {
-  TileMask mask;
-  PseBias pse;
-  TileDropout dropout;
-};
-
 // A batch with keys but no queries contributes nothing; one with queries but
 // no keys gives out = 0, max = 0, sum = 0 (SEMANTICS.md §1).
 void EmptyKeysTile(const FlashForwardArgs& a, const ForwardScratch& w,
@@ -68,7 +59,7 @@ void EmptyKeysTile(const FlashForwardArgs& a, const ForwardScratch& w,
 }
 
 // One Sq tile of one query head: online softmax over the Skv tiles.
-void ForwardTile(const FlashForwardArgs& a, const Modifiers& mods,
+void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
                  const ForwardScratch& w, int64_t b, int64_t n, int64_t i0,
                  int64_t rows, RunStats* stats) {
   const AttentionGeometry& g = a.geo;
@@ -85,19 +76,9 @@ void ForwardTile(const FlashForwardArgs& a, const Modifiers& mods,
 
   for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
     const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
-    const TileCoverage cover = mods.mask.Classify(b, i0, rows, j0, cols);
-    if (cover == TileCoverage::kEmpty) {
-      ++stats->tiles_skipped;
+    if (ScoreTile(g, mods, b, n, i0, rows, j0, cols, w.q, w.k, w.s, w.row,
+                  stats) == TileCoverage::kEmpty) {
       continue;
-    }
-    ++stats->tiles_computed;
-    GemmNT(rows, cols, d.d, g.scale, w.q, d.d, w.k + j0 * d.d, d.d, 0.0f, w.s,
-           cols);
-    if (mods.pse.active()) {
-      mods.pse.Add(b, n, span.s1, i0, rows, j0, cols, w.s, cols, w.row);
-    }
-    if (cover == TileCoverage::kPartial) {
-      mods.mask.Apply(b, n, i0, rows, j0, cols, w.s, cols);
     }
     if (mods.dropout.active()) {
       mods.dropout.Fill(b, n, span, i0, rows, j0, cols, w.keep);
@@ -161,9 +142,7 @@ absl::Status FlashForward(const FlashForwardArgs& a, float* scratch,
     Scratch arena(scratch + per_slot * static_cast<size_t>(i), per_slot);
     slot_state[static_cast<size_t>(i)].w = Carve(g, arena);
   }
-  const Modifiers mods{TileMask(g.mask, g.mask_data),
-                       PseBias(g.pse, g.pse_data),
-                       TileDropout(g.dropout, g.drop_mask_data)};
+  const ScoreModifiers mods(g);
   const QueryTileItems items(g.batches, d.n1, g.tiling.tile_q);
   const absl::Status status =
       pool.ParallelFor(items.size(), slots, [&](int64_t item, int slot) {
