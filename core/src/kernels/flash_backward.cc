@@ -302,26 +302,17 @@ absl::Status FlashBackward(const FlashBackwardArgs& a, float* scratch,
                             &stats_of[static_cast<size_t>(slot)]);
         });
     if (status.ok()) {
-      struct Held {
-        int64_t b = -1, n2 = -1;  // kv head held in the slot's k / v.
-      };
-      std::vector<Held> held(static_cast<size_t>(slots));
+      // Phase 1 left kv tiles in the slots' k / v: every slot starts empty.
+      std::vector<HeldKvHead> held(static_cast<size_t>(slots));
       const QueryTileItems q_items(g.batches, d.n1, g.tiling.tile_q);
       status =
           pool.ParallelFor(q_items.size(), slots, [&](int64_t item, int slot) {
             ATTN_RETURN_IF_ERROR(cancel.Check());
             const QueryTileItems::Item it = q_items.at(item);
             const BackwardScratch& w = scratch_of[static_cast<size_t>(slot)];
-            Held& h = held[static_cast<size_t>(slot)];
             const BatchSpan& span = g.batches[static_cast<size_t>(it.b)];
-            const int64_t n2 = it.n / d.g;
-            if ((h.b != it.b || h.n2 != n2) && span.s2 > 0) {
-              LoadRows(a.k.data, a.k.Slice(it.b, n2, span.kv_start), 0, span.s2,
-                       w.k);
-              LoadRows(a.v.data, a.v.Slice(it.b, n2, span.kv_start), 0, span.s2,
-                       w.v);
-              h = Held{it.b, n2};
-            }
+            held[static_cast<size_t>(slot)].Hold(a.k, a.v, it.b, it.n / d.g,
+                                                 span, w.k, w.v);
             QueryTileItem(a, mods, w, it.b, it.n, it.i0);
             return absl::OkStatus();
           });

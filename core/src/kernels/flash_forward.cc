@@ -134,7 +134,7 @@ absl::Status FlashForward(const FlashForwardArgs& a, float* scratch,
   const size_t per_slot = scratch_floats / static_cast<size_t>(slots);
   struct Slot {
     ForwardScratch w;
-    int64_t b = -1, n2 = -1;  // kv head held in w.k / w.v.
+    HeldKvHead held;  // In w.k / w.v.
     RunStats stats;
   };
   std::vector<Slot> slot_state(static_cast<size_t>(slots));
@@ -150,15 +150,7 @@ absl::Status FlashForward(const FlashForwardArgs& a, float* scratch,
         Slot& s = slot_state[static_cast<size_t>(slot)];
         const QueryTileItems::Item it = items.at(item);
         const BatchSpan& span = g.batches[static_cast<size_t>(it.b)];
-        const int64_t n2 = it.n / d.g;
-        if ((s.b != it.b || s.n2 != n2) && span.s2 > 0) {
-          LoadRows(a.k.data, a.k.Slice(it.b, n2, span.kv_start), 0, span.s2,
-                   s.w.k);
-          LoadRows(a.v.data, a.v.Slice(it.b, n2, span.kv_start), 0, span.s2,
-                   s.w.v);
-          s.b = it.b;
-          s.n2 = n2;
-        }
+        s.held.Hold(a.k, a.v, it.b, it.n / d.g, span, s.w.k, s.w.v);
         const int64_t rows = std::min(g.tiling.tile_q, span.s1 - it.i0);
         ForwardTile(a, mods, s.w, it.b, it.n, it.i0, rows, &s.stats);
         return absl::OkStatus();

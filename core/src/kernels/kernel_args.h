@@ -27,6 +27,22 @@ struct HeadTensor {
   }
 };
 
+// The kv head whose keys and values a worker holds widened to fp32 in its
+// scratch ([Skv_b, D] and [Skv_b, Dv]); Hold() loads them only when an item
+// needs another head, so consecutive items of one head share one load.
+struct HeldKvHead {
+  int64_t b = -1, n2 = -1;
+
+  void Hold(const HeadTensor& k, const HeadTensor& v, int64_t b_, int64_t n2_,
+            const BatchSpan& span, float* k_buf, float* v_buf) {
+    if ((b == b_ && n2 == n2_) || span.s2 == 0) return;
+    LoadRows(k.data, k.Slice(b_, n2_, span.kv_start), 0, span.s2, k_buf);
+    LoadRows(v.data, v.Slice(b_, n2_, span.kv_start), 0, span.s2, v_buf);
+    b = b_;
+    n2 = n2_;
+  }
+};
+
 // What both directions share: geometry and the score modifiers.
 struct AttentionGeometry {
   AttentionDims dims;
