@@ -10,6 +10,9 @@ packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libopenblas-dev libdnnl-dev libspdlog-dev libgtest-dev libgmock-dev
+  # oneDNN's CMake package looks for OpenCL; libdnnl-dev only recommends it,
+  # and recommendations are not installed (--no-install-recommends).
+  ocl-icd-opencl-dev
   golang-github-gogo-googleapis-dev
   prometheus-cpp-dev libssl-dev
   clang-format
