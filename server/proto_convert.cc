@@ -147,6 +147,12 @@ v1::DataType ToProtoDType(core::DType dtype) {
 
 absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
                                               const std::string& field) {
+  if (!tensor.handle().empty()) {
+    // No tensor is kept on the server yet, so every handle is unknown.
+    return absl::NotFoundError(absl::StrCat(
+        field, ".handle: this server holds no tensor with that handle; send "
+               "the data instead"));
+  }
   core::TensorView view;
   ATTN_ASSIGN_OR_RETURN(view.dtype,
                         FromProtoDType(tensor.dtype(), field + ".dtype"));

@@ -59,6 +59,14 @@ TEST(ProtoConvertTest, WrongByteLengthNamesTheDataField) {
   EXPECT_EQ(FieldOf(view.status()), "query.data");
 }
 
+TEST(ProtoConvertTest, AHandleThisServerDoesNotHoldIsNotFoundNamingTheField) {
+  v1::FlashAttentionScoreRequest request = ValidForward();
+  request.mutable_key()->clear_data();
+  request.mutable_key()->set_handle("0123456789abcdef0123456789abcdef");
+  EXPECT_THAT(ToForwardArgs(request).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("key.handle")));
+}
+
 TEST(ProtoConvertTest, UnspecifiedDtypeIsRejected) {
   v1::Tensor t = MakeTensor(v1::DATA_TYPE_UNSPECIFIED, {1}, 4);
   absl::StatusOr<core::TensorView> view = ToTensorView(t, "key");
