@@ -150,8 +150,9 @@ absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
   if (!tensor.handle().empty()) {
     // No tensor is kept on the server yet, so every handle is unknown.
     return absl::NotFoundError(absl::StrCat(
-        field, ".handle: this server holds no tensor with that handle; send "
-               "the data instead"));
+        field,
+        ".handle: this server holds no tensor with that handle; send "
+        "the data instead"));
   }
   core::TensorView view;
   ATTN_ASSIGN_OR_RETURN(view.dtype,
