@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import pytest
 
@@ -42,8 +43,10 @@ class ServerProcess:
     restart a server where its clients expect it.
     """
 
-    def __init__(self, args=(), port: int = 0):
+    def __init__(self, args=(), port: int = 0, probe: Optional[dict] = None):
+        """`probe`: connect() arguments for the readiness check (TLS servers)."""
         self.args = list(args)
+        self.probe = probe or {}
         self.log_file = tempfile.NamedTemporaryFile(prefix="attnserve-", suffix=".log",
                                                     delete=False)
         self.log_path = self.log_file.name
@@ -71,7 +74,7 @@ class ServerProcess:
         raise RuntimeError(f"attnserve did not report its port:\n{self.log()}")
 
     def _wait_serving(self, timeout: float) -> None:
-        client = attnserve.connect(self.target, timeout=2)
+        client = attnserve.connect(self.target, timeout=2, **self.probe)
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -157,3 +160,33 @@ def require_resident(client) -> None:
     if reason:
         print(f"SKIPPED (resident tensors): {reason}")
         pytest.skip(f"resident tensors unavailable: {reason}")
+
+
+def make_pki(directory) -> dict:
+    """A CA, a server certificate for 127.0.0.1 and the name attn.test, and a client
+    certificate, made with openssl (PEM files in `directory`)."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {name: str(directory / name) for name in (
+        "ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")}
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", files["ca.key"], "-out", files["ca.pem"], "-days",
+            "2", "-subj", "/CN=attnserve test CA", "-addext",
+            "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    for who, extensions, serial in (
+            ("server", "subjectAltName=IP:127.0.0.1,DNS:attn.test\n"
+                       "extendedKeyUsage=serverAuth\n", 2),
+            ("client", "extendedKeyUsage=clientAuth\n", 3)):
+        ext = directory / f"{who}.ext"
+        ext.write_text(extensions)
+        csr = str(directory / f"{who}.csr")
+        openssl("req", *ec, "-keyout", files[f"{who}.key"], "-out", csr, "-subj",
+                f"/CN={who}")
+        openssl("x509", "-req", "-in", csr, "-CA", files["ca.pem"], "-CAkey", files["ca.key"],
+                "-set_serial", str(serial), "-days", "2", "-extfile", str(ext), "-out",
+                files[f"{who}.pem"])
+    return files

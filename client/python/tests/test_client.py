@@ -194,3 +194,92 @@ def test_set_default_client_is_used_by_npu_calls(client):
     finally:
         attnserve.set_default_client(client)
         other.close()
+
+
+def _metric(port: int, name: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+def test_tensor_sized_requests_are_retried_when_the_queue_is_full():
+    """RESOURCE_EXHAUSTED (queue full) is retried, also for requests far beyond gRPC's default
+    256 KiB retry buffer, which would otherwise go unretried without a word. The server's log
+    counts the attempts."""
+    import re
+    import time
+
+    import grpc
+
+    from attnserve.client import service_config
+    from conftest import ServerProcess
+
+    # Every request here is "large" (one lane with one waiting slot).
+    server = ServerProcess(["--workers=1", "--queue_depth=1", "--threads_per_request=1",
+                            "--small_request_flops=1000", "--metrics_listen=127.0.0.1:0"])
+    try:
+        metrics_port = int(re.search(r"metrics on \S+ \(port (\d+)", server.log()).group(1))
+        client = attnserve.connect(server.target, timeout=600)
+        g = torch.Generator().manual_seed(0)
+        # A backward that recomputes its forward keeps the only worker busy for seconds.
+        big = torch.randn(1, 8, 4096, 128, generator=g)
+        blocker = client._callable(client._channel, "uu",
+                                   "/attnserve.v1.AttentionService/FlashAttentionScoreGrad")
+        request = b"".join(client._encode(
+            attnserve.client._GRAD,
+            {n: _wire.to_wire(big) for n in ("query", "key", "value", "dy")},
+            {"head_num": 8, "input_layout": "BNSD"}))
+        running = blocker.future(request, timeout=600)
+        deadline = time.monotonic() + 60
+        while _metric(metrics_port, "attnserve_running_jobs") != 1:
+            assert time.monotonic() < deadline, "the blocking request never started"
+            time.sleep(0.02)
+        filler = torch.ones(1, 1, 64, 64)
+        waiting = client._callable(client._channel, "uu",
+                                   "/attnserve.v1.AttentionService/FlashAttentionScore").future(
+            b"".join(client._encode(attnserve.client._FORWARD,
+                                    {n: _wire.to_wire(filler) for n in ("query", "key", "value")},
+                                    {"head_num": 1, "input_layout": "BNSD"})), timeout=600)
+        while _metric(metrics_port, "attnserve_queue_depth") != 1:
+            assert time.monotonic() < deadline, "the queue never filled"
+            time.sleep(0.02)
+
+        def refusals(shape):
+            return len(re.findall(rf"q=\[{shape}\][^\n]*status=RESOURCE_EXHAUSTED",
+                                  server.log()))
+
+        # 2 MiB per tensor: through the client, all 5 attempts of the retry policy are made.
+        probe = torch.randn(1, 4, 1024, 128, generator=g)
+        with pytest.raises(attnserve.ResourceExhaustedError) as raised:
+            client.flash_attention_score(probe, probe, probe, head_num=4, input_layout="BNSD")
+        assert "queue full" in raised.value.message
+        # The same service config with gRPC's default retry buffer: one attempt only for the
+        # large request, all five for a small one.
+        plain = grpc.insecure_channel(server.target, options=[
+            ("grpc.service_config", service_config()),
+            ("grpc.max_send_message_length", 1 << 30)])
+        call = plain.unary_unary("/attnserve.v1.AttentionService/FlashAttentionScore")
+        for shape in ((1, 2, 1024, 128), (1, 2, 8, 128)):
+            x = torch.randn(shape, generator=g)
+            with pytest.raises(grpc.RpcError):
+                call(b"".join(client._encode(attnserve.client._FORWARD,
+                                             {n: _wire.to_wire(x) for n in ("query", "key", "value")},
+                                             {"head_num": 2, "input_layout": "BNSD"})))
+        assert _metric(metrics_port, "attnserve_running_jobs") == 1, \
+            "the blocking request ended before the probes: the test measured nothing"
+        deadline = time.monotonic() + 10
+        while refusals("1,2,8,128") < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert refusals("1,4,1024,128") == 5
+        assert refusals("1,2,1024,128") == 1
+        assert refusals("1,2,8,128") == 5
+        running.result()
+        waiting.result()
+        plain.close()
+        client.close()
+    finally:
+        server.close()
