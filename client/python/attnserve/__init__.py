@@ -15,6 +15,7 @@ import importlib
 from attnserve._wire import DataType, RawTensor
 from attnserve.client import (Client, ResidentTensor, connect, default_client,
                               set_default_client)
+from attnserve.memory import tune_malloc
 from attnserve.errors import (AttnServeError, CancelledError, DeadlineExceededError,
                               FailedPreconditionError, InternalError, InvalidArgumentError,
                               NotFoundError, PermissionDeniedError, ResourceExhaustedError,
@@ -34,6 +35,7 @@ __all__ = [
     "RawTensor", "ResidentTensor", "ResourceExhaustedError", "TensorRetention", "TensorSpec",
     "Totals", "UnauthenticatedError", "UnavailableError", "UnimplementedError",
     "WorkspaceSize", "connect", "default_client", "functional", "npu", "set_default_client",
+    "tune_malloc",
 ]
 
 

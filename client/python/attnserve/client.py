@@ -118,7 +118,8 @@ class ResidentTensor:
 
     def __repr__(self):
         dtype = _wire.datatype_name(self.dtype) if self.dtype else "?"
-        return f"ResidentTensor({self.handle!r}, {dtype}, {list(self.shape)}, server={self.server!r})"
+        return (f"ResidentTensor({self.handle!r}, {dtype}, {list(self.shape)}, "
+                f"server={self.server!r})")
 
 
 def _split_host_port(address: str):
@@ -525,8 +526,8 @@ class Client:
         result = rpc.result(stats=stats, parts=len(parts))
         for name, items in pieces.items():
             if name in rpc.outputs and len(items) == len(parts):
-                setattr(result, name, _wire.from_wire(_split.assemble(name, items, g, parts, tensors),
-                                                      as_torch))
+                whole = _split.assemble(name, items, g, parts, tensors)
+                setattr(result, name, _wire.from_wire(whole, as_torch))
         self._count(sum(requests), sum(len(r) for r in responses), time.perf_counter() - start,
                     stats, calls=len(parts))
         return result
@@ -701,9 +702,9 @@ class Client:
         except grpc.RpcError as error:
             raise errors.from_rpc_error(error, "GetTensor", server) from None
         if header is None or filled != len(buffer):
-            raise errors.AttnServeError(
-                f"GetTensor returned {filled} bytes, expected {0 if buffer is None else len(buffer)}",
-                method="GetTensor")
+            expected = 0 if buffer is None else len(buffer)
+            raise errors.AttnServeError(f"GetTensor returned {filled} bytes, expected {expected}",
+                                        method="GetTensor")
         self._count(len(request), received, time.perf_counter() - start, ExecutionStats())
         array = buffer.view(_wire._CARRIER[header.dtype]).reshape(tuple(header.shape))
         return _wire.from_wire(_wire.WireTensor(header.dtype, tuple(header.shape), array),

@@ -266,8 +266,8 @@ def test_tensor_sized_requests_are_retried_when_the_queue_is_full():
         for shape in ((1, 2, 1024, 128), (1, 2, 8, 128)):
             x = torch.randn(shape, generator=g)
             with pytest.raises(grpc.RpcError):
-                call(b"".join(client._encode(attnserve.client._FORWARD,
-                                             {n: _wire.to_wire(x) for n in ("query", "key", "value")},
+                tensors = {n: _wire.to_wire(x) for n in ("query", "key", "value")}
+                call(b"".join(client._encode(attnserve.client._FORWARD, tensors,
                                              {"head_num": 2, "input_layout": "BNSD"})))
         assert _metric(metrics_port, "attnserve_running_jobs") == 1, \
             "the blocking request ended before the probes: the test measured nothing"

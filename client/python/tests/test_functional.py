@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-import attnserve
 from attnserve.functional import scaled_dot_product_attention as sdpa
 import reference as ref
 

@@ -8,9 +8,8 @@ import subprocess
 import sys
 import venv
 
-import pytest
 
-from conftest import PACKAGE_ROOT, REPO
+from conftest import PACKAGE_ROOT
 
 sys.path.insert(0, str(PACKAGE_ROOT))
 import generate_protos  # noqa: E402

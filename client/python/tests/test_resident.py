@@ -93,6 +93,15 @@ def test_backward_resends_data_after_a_server_restart():
         port = server.port
         server.close()
         server = ServerProcess(port=port)  # same address, empty store
+        deadline = time.monotonic() + 30
+        while True:  # until the client's channel has reconnected
+            try:
+                if client.health(timeout=2) == "SERVING":
+                    break
+            except attnserve.AttnServeError:
+                pass
+            assert time.monotonic() < deadline, "the client never reconnected"
+            time.sleep(0.05)
         before = client.totals()
         out.backward(dy)
         spent = client.totals() - before
