@@ -363,6 +363,8 @@ def _parse_tensor(buf, pos: int, end: int) -> WireTensor:
         elif number == 2 and wire_type == _LEN:
             length, pos = _read_varint(buf, pos)
             stop = pos + length
+            if stop > end:
+                raise ValueError("tensor shape runs past its message")
             while pos < stop:
                 dim, pos = _read_varint(buf, pos)
                 shape.append(dim - (1 << 64) if dim >= 1 << 63 else dim)
@@ -373,12 +375,18 @@ def _parse_tensor(buf, pos: int, end: int) -> WireTensor:
             data_len, pos = _read_varint(buf, pos)
             data_at = pos
             pos += data_len
+            if pos > end:
+                raise ValueError("tensor data runs past its message")
         elif number == 4 and wire_type == _LEN:
             length, pos = _read_varint(buf, pos)
             handle = bytes(buf[pos:pos + length]).decode("utf-8")
             pos += length
         else:
             pos = _skip(buf, pos, wire_type)
+    if pos != end:
+        raise ValueError("a tensor field runs past its message")
+    if any(dim < 0 for dim in shape):
+        raise ValueError(f"negative dimension in {shape}")
     shape_t = tuple(shape)
     array = None
     if data_at >= 0 or not handle:
@@ -393,8 +401,24 @@ def _parse_tensor(buf, pos: int, end: int) -> WireTensor:
     return WireTensor(dtype, shape_t, array, handle)
 
 
+class MalformedResponse(ValueError):
+    """Response bytes that are not a valid message of the expected type."""
+
+
 def parse_response(message_class, data: bytes):
-    """(message without its tensor fields, {field name: WireTensor}) from response bytes."""
+    """(message without its tensor fields, {field name: WireTensor}) from response bytes.
+    MalformedResponse when the bytes do not parse (truncated, lengths past the end, a tensor
+    whose data does not match its shape)."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        return _parse_response(message_class, data)
+    except (IndexError, ValueError, DecodeError) as error:
+        raise MalformedResponse(f"attnserve: malformed {message_class.DESCRIPTOR.name}: "
+                                f"{error}") from None
+
+
+def _parse_response(message_class, data: bytes):
     tensor_numbers = tensor_fields(message_class)
     rest = []
     tensors: Dict[str, WireTensor] = {}
@@ -406,10 +430,14 @@ def parse_response(message_class, data: bytes):
         number, wire_type = tag >> 3, tag & 7
         if number in tensor_numbers and wire_type == _LEN:
             length, pos = _read_varint(buf, pos)
+            if pos + length > end:
+                raise ValueError(f"field {tensor_numbers[number]} runs past the end")
             tensors[tensor_numbers[number]] = _parse_tensor(buf, pos, pos + length)
             pos += length
         else:
             pos = _skip(buf, pos, wire_type)
+            if pos > end:
+                raise ValueError(f"field {number} runs past the end")
             rest.append(buf[start:pos])
     message = message_class.FromString(b"".join(rest))
     return message, tensors

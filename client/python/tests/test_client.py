@@ -283,3 +283,31 @@ def test_tensor_sized_requests_are_retried_when_the_queue_is_full():
         client.close()
     finally:
         server.close()
+
+
+def test_malformed_responses_raise_instead_of_giving_wrong_tensors():
+    """Every truncation, and corrupted lengths, of a real response are refused."""
+    from attnserve.v1 import attention_pb2 as pb
+
+    response = pb.FlashAttentionScoreGradResponse()
+    for name, n in (("dq", 12), ("dk", 8), ("dv", 8)):
+        getattr(response, name).CopyFrom(pb.Tensor(
+            dtype=pb.DATA_TYPE_FLOAT32, shape=[1, n], data=np.arange(n, dtype=np.float32)
+            .tobytes()))
+    response.stats.compute_seconds = 0.5
+    data = response.SerializeToString()
+    message, outputs = _wire.parse_response(pb.FlashAttentionScoreGradResponse, data)
+    assert message.stats.compute_seconds == 0.5
+    assert np.array_equal(outputs["dq"].array, np.arange(12, dtype=np.float32).reshape(1, 12))
+    for cut in range(1, len(data)):
+        try:
+            _, parsed = _wire.parse_response(pb.FlashAttentionScoreGradResponse, data[:cut])
+        except _wire.MalformedResponse:
+            continue
+        # A cut exactly between fields leaves a shorter, valid message: never a wrong tensor.
+        for name, tensor in parsed.items():
+            assert np.array_equal(tensor.array, outputs[name].array), (cut, name)
+    corrupted = bytearray(data)
+    corrupted[1] += 4  # dq's length now runs into dk
+    with pytest.raises(_wire.MalformedResponse):
+        _wire.parse_response(pb.FlashAttentionScoreGradResponse, bytes(corrupted))
