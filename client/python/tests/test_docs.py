@@ -60,3 +60,20 @@ def test_example_runs(servers, ca, tmp_path, path, index, kind, code):
         assert run.stdout.startswith("True"), run.stdout
     if "e.violations" in code:  # the error example
         assert "('head_num'," in run.stdout, run.stdout
+
+
+def test_the_benchmark_commands_run(servers, tmp_path):
+    """The benchmark commands of the performance notes, on small shapes."""
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
+    codec = subprocess.run([sys.executable, str(PACKAGE_ROOT / "bench" / "codec.py"),
+                            "--shape", "1,2,64,32", "--repeats", "2", "--tune_malloc"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert codec.returncode == 0, codec.stderr
+    assert codec.stdout.count('"case"') == 4
+    step = subprocess.run([sys.executable, str(PACKAGE_ROOT / "bench" / "attention_step.py"),
+                           "--target", servers[0].target, "--s", "128", "--d", "64",
+                           "--steps", "2", "--stubs_steps", "2", "--eager_steps", "1",
+                           "--dtypes", "fp32,bf16"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert step.returncode == 0, step.stderr
+    assert step.stdout.count('"kind": "summary"') == 2, step.stdout
