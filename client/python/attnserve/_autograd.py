@@ -7,7 +7,9 @@ handle, so only dy travels. Backward: one FlashAttentionScoreGrad call with the 
 residuals (softmax_max, softmax_sum, attention_in), by handle where the forward returned one and
 by data otherwise; a NOT_FOUND / UNIMPLEMENTED / UNAVAILABLE answer to the call by handle (a
 restarted server, an expired handle, a server without resident tensors) resends everything by
-data. The handles are freed when autograd frees the graph.
+data. The handles are freed when autograd frees the graph. A forward whose pinned server is
+unavailable goes to the pool without keeping anything; after a forward that asked for handles
+got none, forwards do not ask for a minute.
 """
 
 import dataclasses
