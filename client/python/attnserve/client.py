@@ -11,6 +11,7 @@ retried with backoff by gRPC's retry policy, with a retry buffer as large as the
 (gRPC's default of 256 KiB would silently exclude every tensor-sized request from retries).
 """
 
+import collections
 import ipaddress
 import itertools
 import json
@@ -18,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Deque, Dict, Iterable, List, Optional, Sequence, Union
 
 import grpc
 import numpy as np
@@ -258,6 +259,9 @@ class Client:
         self._turn = itertools.count()
         # Servers that answered UNAVAILABLE to a pinned call: address -> until when to avoid.
         self._avoid: Dict[str, float] = {}
+        # Calls made without waiting (DeleteTensor when autograd frees a graph).
+        self._pending: set = set()
+        self.async_delete_codes: Deque[grpc.StatusCode] = collections.deque(maxlen=64)
 
     # --- channels ------------------------------------------------------------------------
 
@@ -719,14 +723,24 @@ class Client:
         self._unary(f"/{SERVICE}/DeleteTensor", request, timeout, server, "DeleteTensor")
 
     def delete_tensors_async(self, handles: Iterable[str], server: str = "") -> None:
-        """Frees handles without waiting (errors ignored): used when autograd drops a graph."""
+        """Frees handles without waiting (errors ignored): used when autograd drops a graph.
+        The calls are held until they finish (gRPC cancels a call whose future is collected);
+        their status codes are kept in `async_delete_codes` (the last 64)."""
         try:
             multi = self._callable(self._channel_for(server), "uu", f"/{SERVICE}/DeleteTensor")
             for name in set(handles):
-                multi.future(pb.DeleteTensorRequest(handle=name).SerializeToString(),
-                             timeout=30, metadata=self._metadata)
+                future = multi.future(pb.DeleteTensorRequest(handle=name).SerializeToString(),
+                                      timeout=30, metadata=self._metadata)
+                with self._lock:
+                    self._pending.add(future)
+                future.add_done_callback(self._async_done)
         except Exception:  # noqa: BLE001 - best effort; the server's TTL frees them anyway
             pass
+
+    def _async_done(self, future) -> None:
+        with self._lock:
+            self._pending.discard(future)
+            self.async_delete_codes.append(future.code())
 
 
 def _read(value) -> Optional[bytes]:

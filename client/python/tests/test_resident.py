@@ -178,6 +178,25 @@ def test_unknown_handles_are_resent_by_data(client):
     bogus.handles = {}
 
 
+def test_handles_freed_without_waiting_are_not_cancelled_by_garbage_collection(client):
+    """The DeleteTensor calls autograd makes when it drops a graph run to completion (gRPC
+    cancels a call whose future is collected)."""
+    client.async_delete_codes.clear()
+    client.delete_tensors_async(["no-such-handle-1", "no-such-handle-2"])
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while len(client.async_delete_codes) < 2:
+        assert time.monotonic() < deadline, "the deletes never finished"
+        time.sleep(0.02)
+    import grpc
+
+    # OK (an unknown handle is not an error), or UNIMPLEMENTED from a server without resident
+    # tensors; never CANCELLED.
+    assert set(client.async_delete_codes) <= {grpc.StatusCode.OK,
+                                              grpc.StatusCode.UNIMPLEMENTED}, \
+        client.async_delete_codes
+
+
 def test_a_handle_the_server_does_not_hold_is_not_found(client):
     x = np.ones((1, 1, 2, 2), np.float32)
     with pytest.raises(attnserve.NotFoundError) as raised:
