@@ -117,8 +117,11 @@ class FlashAttention(torch.autograd.Function):
             result = client.flash_attention_score(
                 query, key, value, pse=pse, atten_mask=atten_mask, as_torch=True,
                 **options.fields())
-        out, softmax_max, softmax_sum = (result.attention_out, result.softmax_max,
-                                         result.softmax_sum)
+        # Tensors on another device travel through host memory and come back to it.
+        device = query.device
+        out, softmax_max, softmax_sum = (result.attention_out.to(device),
+                                         result.softmax_max.to(device),
+                                         result.softmax_sum.to(device))
         ctx.mark_non_differentiable(softmax_max, softmax_sum)
         ctx.save_for_backward(query, key, value, pse, atten_mask, out, softmax_max, softmax_sum)
         ctx.client = client
@@ -143,7 +146,9 @@ class FlashAttention(torch.autograd.Function):
         grads = backward_call(ctx.client, ctx.options, ctx.handles, d_out, query=query, key=key,
                               value=value, pse=pse, atten_mask=atten_mask, attention_out=out,
                               softmax_max=softmax_max, softmax_sum=softmax_sum)
-        dq, dk, dv, dpse = grads.dq, grads.dk, grads.dv, grads.dpse
+        dq, dk, dv = (g.to(t.device) for g, t in ((grads.dq, query), (grads.dk, key),
+                                                   (grads.dv, value)))
+        dpse = grads.dpse.to(pse.device) if grads.dpse is not None else None
         need = ctx.needs_input_grad
         return (None, None, None, dq if need[3] else None, dk if need[4] else None,
                 dv if need[5] else None, dpse if pse is not None and need[6] else None, None)
