@@ -199,7 +199,8 @@ class _Targets:
                 addresses.extend(a for a in _resolve(host, port) if a not in addresses)
             if any(a.startswith("[") for a in addresses) and \
                     not all(a.startswith("[") for a in addresses):
-                raise ValueError("attnserve.connect: a pool mixes IPv4 and IPv6 addresses")
+                # One gRPC target lists one address family (e.g. a name resolving to both).
+                addresses = [a for a in addresses if not a.startswith("[")]
             scheme = "ipv6:" if addresses[0].startswith("[") else "ipv4:"
             self.channel_target = scheme + ",".join(addresses)
             self._fixed = addresses

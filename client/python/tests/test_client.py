@@ -311,3 +311,26 @@ def test_malformed_responses_raise_instead_of_giving_wrong_tensors():
     corrupted[1] += 4  # dq's length now runs into dk
     with pytest.raises(_wire.MalformedResponse):
         _wire.parse_response(pb.FlashAttentionScoreGradResponse, bytes(corrupted))
+
+
+def test_targets_name_the_servers_behind_them():
+    from attnserve.client import _Targets
+
+    one = _Targets("127.0.0.1:50051")
+    assert one.single and one.servers() == ["127.0.0.1:50051"]
+    pool = _Targets(["127.0.0.1:1", "127.0.0.2:2", "[::1]:3"])
+    assert not pool.single
+    assert pool.channel_target == "ipv4:127.0.0.1:1,127.0.0.2:2"
+    v6 = _Targets(["[::1]:1", "[::1]:2"])
+    assert v6.channel_target == "ipv6:[::1]:1,[::1]:2"
+    named = _Targets("dns:///localhost:50051")
+    assert not named.single and named.channel_target == "dns:///localhost:50051"
+    assert "127.0.0.1:50051" in named.servers()
+    assert named.tls_name == "localhost"
+    assert _Targets("unix:/tmp/attnserve.sock").single
+    listed = _Targets(["localhost:7", "127.0.0.1:8"])
+    assert listed.channel_target.startswith("ipv4:") and "127.0.0.1:7" in listed.servers()
+    with pytest.raises(ValueError):
+        _Targets([])
+    with pytest.raises(ValueError):
+        _Targets(["127.0.0.1", "127.0.0.2:1"])  # a pool entry without its port
