@@ -45,7 +45,7 @@ def test_pip_install_into_a_venv(tmp_path):
         subprocess.run(["rm", "-rf", str(source / leftover)], check=True)
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", str(source)],
+         "--no-cache-dir", "--disable-pip-version-check", "--quiet", str(source)],
         capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stdout + install.stderr
     check = subprocess.run(
