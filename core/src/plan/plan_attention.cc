@@ -152,9 +152,10 @@ absl::Status CheckScalarOptions(const AttentionOptions& o) {
     return InvalidField("sparse_mode",
                         absl::StrCat("must be in [0, 8], got ", o.sparse_mode));
   }
-  if (o.inner_precise != 0 && o.inner_precise != 2) {
-    return InvalidField("inner_precise",
-                        absl::StrCat("must be 0 or 2, got ", o.inner_precise));
+  // Reserved by the documents; torch_npu on CANN 7.0 defaulted to 1.
+  if (o.inner_precise < 0 || o.inner_precise > 2) {
+    return InvalidField("inner_precise", absl::StrCat("must be 0, 1 or 2, got ",
+                                                      o.inner_precise));
   }
   for (const auto& [idx, name] : {std::pair{&o.q_start_idx, "q_start_idx"},
                                   std::pair{&o.kv_start_idx, "kv_start_idx"}}) {
