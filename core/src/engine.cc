@@ -6,8 +6,9 @@
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
 #include "kernels/nsa_attention.h"
-#include "plan/layout.h"
+#include "runtime/bf16_gemm.h"
 #include "runtime/gemm.h"
+#include "runtime/head_io.h"
 #include "runtime/parallel_for.h"
 #include "runtime/vector_math.h"
 
@@ -98,6 +99,7 @@ HostTensor ReduceDpse(const PseSpec& pse, const AttentionDims& d,
 Engine::Engine(const EngineOptions& options)
     : pool_(options.workspace_budget_bytes),
       intra_op_threads_(std::max(1, options.intra_op_threads)),
+      bf16_tile_products_(options.bf16_tile_products),
       compute_(std::make_unique<ComputePool>(intra_op_threads_ - 1)) {
   InitGemmBackend();
 }
@@ -106,15 +108,35 @@ Engine::~Engine() = default;
 
 std::vector<std::string> Engine::backends() const {
   // The tile-product library, OpenBLAS's kernel for this CPU (logged even
-  // when oneDNN runs the tiles) and the vector level of the softmax.
+  // when oneDNN runs the tiles), the vector level of the softmax and the
+  // bf16 tile products.
   return {InitGemmBackend(), GemmCpuDescription(),
-          std::string("softmax-simd:") + SimdLevelName(BestSimdLevel())};
+          std::string("softmax-simd:") + SimdLevelName(BestSimdLevel()),
+          bf16_tile_products_
+              ? Bf16ProductsDescription()
+              : std::string("onednn-bf16-matmul:off (disabled by option)")};
+}
+
+absl::Status Engine::CheckProducts(TileProducts products) const {
+  if (products != TileProducts::kBFloat16) return absl::OkStatus();
+  if (!bf16_tile_products_) {
+    return absl::FailedPreconditionError(
+        "the plan runs bf16 tile products, which this engine has turned "
+        "off: plan with allow_bf16 = engine.bf16_tile_products()");
+  }
+  if (!Bf16Products().available) {
+    return absl::FailedPreconditionError(
+        "the plan runs bf16 tile products, which this host lacks: " +
+        Bf16Products().detail);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ForwardResult> Engine::RunForward(const ForwardArgs& args,
                                                  const ForwardPlan& plan,
                                                  const CancelToken& cancel) {
   ATTN_RETURN_IF_ERROR(cancel.Check());
+  ATTN_RETURN_IF_ERROR(CheckProducts(plan.tiling.products));
   ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
                         pool_.Acquire(plan.workspace_bytes));
   const AttentionDims& d = plan.dims;
@@ -133,8 +155,7 @@ absl::StatusOr<ForwardResult> Engine::RunForward(const ForwardArgs& args,
   k.softmax_max = Floats(result.softmax_max);
   k.softmax_sum = Floats(result.softmax_sum);
   result.stats.workspace_bytes = lease.size();
-  ATTN_RETURN_IF_ERROR(FlashForward(k, lease.floats(),
-                                    lease.size() / sizeof(float), *compute_,
+  ATTN_RETURN_IF_ERROR(FlashForward(k, lease.floats(), lease.size(), *compute_,
                                     cancel, &result.stats));
   result.stats.flops = plan.flops;
   return result;
@@ -144,6 +165,7 @@ absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
                                                    const BackwardPlan& plan,
                                                    const CancelToken& cancel) {
   ATTN_RETURN_IF_ERROR(cancel.Check());
+  ATTN_RETURN_IF_ERROR(CheckProducts(plan.tiling.products));
   // Without residuals, recompute them with a forward pass first.
   ForwardResult recomputed;
   const TensorView* softmax_max =
@@ -156,8 +178,10 @@ absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
   double extra_flops = 0;
   if (!plan.has_residuals) {
     const ForwardArgs fwd{args.query, args.key, args.value, args.options};
-    ATTN_ASSIGN_OR_RETURN(ForwardPlan fwd_plan,
-                          PlanRecomputeForward(fwd, plan.tiling.threads));
+    ATTN_ASSIGN_OR_RETURN(
+        ForwardPlan fwd_plan,
+        PlanRecomputeForward(fwd, plan.tiling.threads,
+                             plan.tiling.products == TileProducts::kBFloat16));
     ATTN_ASSIGN_OR_RETURN(recomputed, RunForward(fwd, fwd_plan, cancel));
     rec_max = recomputed.softmax_max.view();
     rec_sum = recomputed.softmax_sum.view();
@@ -203,8 +227,7 @@ absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
   result.stats = recomputed.stats;
   result.stats.workspace_bytes =
       std::max<uint64_t>(lease.size(), recomputed.stats.workspace_bytes);
-  ATTN_RETURN_IF_ERROR(FlashBackward(k, lease.floats(),
-                                     lease.size() / sizeof(float), *compute_,
+  ATTN_RETURN_IF_ERROR(FlashBackward(k, lease.floats(), lease.size(), *compute_,
                                      cancel, &result.stats));
   if (plan.pse.kind != PseSpec::Kind::kNone) {
     result.dpse = ReduceDpse(plan.pse, d, dpse_partial, dslope_partial);
@@ -244,6 +267,7 @@ absl::StatusOr<ForwardResult> Engine::RunNsaForward(const NsaForwardArgs& args,
                                                     const NsaForwardPlan& plan,
                                                     const CancelToken& cancel) {
   ATTN_RETURN_IF_ERROR(cancel.Check());
+  ATTN_RETURN_IF_ERROR(CheckProducts(plan.products));
   ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
                         pool_.Acquire(plan.workspace_bytes));
   ForwardResult result;
@@ -255,12 +279,12 @@ absl::StatusOr<ForwardResult> Engine::RunNsaForward(const NsaForwardArgs& args,
       NsaArgs(plan.dims, args.options, plan.scale, plan.threads, args.query,
               args.key, args.value, args.topk_indices);
   k.token_tile = plan.token_tile;
+  k.products = plan.products;
   k.out = result.attention_out.bytes.data();
   k.softmax_max = reinterpret_cast<float*>(result.softmax_max.bytes.data());
   k.softmax_sum = reinterpret_cast<float*>(result.softmax_sum.bytes.data());
   result.stats.workspace_bytes = lease.size();
-  ATTN_RETURN_IF_ERROR(NsaForward(k, lease.floats(),
-                                  lease.size() / sizeof(float), *compute_,
+  ATTN_RETURN_IF_ERROR(NsaForward(k, lease.floats(), lease.size(), *compute_,
                                   cancel, &result.stats));
   result.stats.flops = plan.flops;
   return result;
@@ -270,6 +294,7 @@ absl::StatusOr<BackwardResult> Engine::RunNsaBackward(
     const NsaBackwardArgs& args, const NsaBackwardPlan& plan,
     const CancelToken& cancel) {
   ATTN_RETURN_IF_ERROR(cancel.Check());
+  ATTN_RETURN_IF_ERROR(CheckProducts(plan.products));
   ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
                         pool_.Acquire(plan.workspace_bytes));
   BackwardResult result;
@@ -281,6 +306,7 @@ absl::StatusOr<BackwardResult> Engine::RunNsaBackward(
               args.key, args.value, args.topk_indices);
   k.chunk_tokens = plan.chunk_tokens;
   k.token_tile = plan.token_tile;
+  k.products = plan.products;
   k.out_in = args.attention_out.data;
   k.dy = args.attention_out_grad.data;
   k.max_in = static_cast<const float*>(args.softmax_max.data);
@@ -289,8 +315,7 @@ absl::StatusOr<BackwardResult> Engine::RunNsaBackward(
   k.dk = result.dk.bytes.data();
   k.dv = result.dv.bytes.data();
   result.stats.workspace_bytes = lease.size();
-  ATTN_RETURN_IF_ERROR(NsaBackward(k, lease.floats(),
-                                   lease.size() / sizeof(float), *compute_,
+  ATTN_RETURN_IF_ERROR(NsaBackward(k, lease.floats(), lease.size(), *compute_,
                                    cancel, &result.stats));
   result.stats.flops = plan.flops;
   return result;

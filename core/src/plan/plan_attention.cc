@@ -1,6 +1,7 @@
 // PlanForward / PlanBackward: every constraint of the FlashAttentionScore
 // family, checked in one place (the resolve_*.cc steps), then the tiling,
-// the workspace size and the output specs.
+// the workspace size (the kernels' own layout, counted) and the output
+// specs.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "attnserve/core/plan.h"
 #include "attnserve/core/status_macros.h"
+#include "kernels/flash_attention.h"
 #include "plan/checks.h"
 #include "plan/layout.h"
 #include "plan/resolve.h"
@@ -34,14 +36,9 @@ double ForwardFlops(const AttentionDims& d,
          static_cast<double>(d.d + d.dv);
 }
 
-Tiling MakeTiling(int threads) {
-  return Tiling{kTileQ, kTileKv, threads < 1 ? 1 : threads};
-}
-
-uint64_t FloatBytes(int64_t floats) {
-  // Whole cache lines, plus one line of slack for each aligned region.
-  const int64_t lines = (floats + 15) / 16 + 16;
-  return static_cast<uint64_t>(lines) * 64;
+Tiling MakeTiling(const AttentionDims& d, int threads, bool allow_bf16) {
+  return Tiling{kTileQ, kTileKv, threads < 1 ? 1 : threads,
+                ChooseTileProducts(d.dtype, allow_bf16)};
 }
 
 // Everything but the tensors specific to one direction.
@@ -80,20 +77,18 @@ void CopyCommon(CommonPlan&& c, Plan* plan) {
 }
 
 absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
-                                            int threads, InputDTypes accepted) {
+                                            int threads, bool allow_bf16,
+                                            InputDTypes accepted) {
   ForwardPlan plan;
   ATTN_ASSIGN_OR_RETURN(
       CommonPlan common,
       PlanCommon(args.query, args.key, args.value, args.options, accepted));
   CopyCommon(std::move(common), &plan);
   const AttentionDims& d = plan.dims;
-  plan.tiling = MakeTiling(threads);
-  const int64_t tq = plan.tiling.tile_q, tk = plan.tiling.tile_kv;
-  // K and V of one head, a Q tile, the score tile, the output tile, the
-  // running max/sum and the tile's keep bytes.
-  const int64_t per_thread = d.s2 * (d.d + d.dv) + tq * d.d + tq * tk +
-                             tq * d.dv + 4 * tq + (tq * tk + 3) / 4;
-  plan.workspace_bytes = FloatBytes(per_thread) * plan.tiling.threads;
+  plan.tiling = MakeTiling(d, threads, allow_bf16);
+  // The kernel's own layout: K and V of one head, the query, score and
+  // output tiles, the running max/sum and the tile's keep bytes, per thread.
+  plan.workspace_bytes = FlashForwardWorkspaceBytes(d, plan.tiling);
   plan.flops = ForwardFlops(d, plan.batches);
   const DType out_dtype =
       IsFloatingCompute(d.dtype) ? d.dtype : DType::kFloat32;
@@ -173,17 +168,18 @@ absl::Status CheckScalarOptions(const AttentionOptions& o) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ForwardPlan> PlanForward(const ForwardArgs& args, int threads) {
-  return PlanForwardImpl(args, threads, InputDTypes::kForward);
+absl::StatusOr<ForwardPlan> PlanForward(const ForwardArgs& args, int threads,
+                                        bool allow_bf16) {
+  return PlanForwardImpl(args, threads, allow_bf16, InputDTypes::kForward);
 }
 
 absl::StatusOr<ForwardPlan> PlanRecomputeForward(const ForwardArgs& args,
-                                                 int threads) {
-  return PlanForwardImpl(args, threads, InputDTypes::kGradient);
+                                                 int threads, bool allow_bf16) {
+  return PlanForwardImpl(args, threads, allow_bf16, InputDTypes::kGradient);
 }
 
-absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
-                                          int threads) {
+absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args, int threads,
+                                          bool allow_bf16) {
   BackwardPlan plan;
   const AttentionOptions& o = args.options;
   ATTN_ASSIGN_OR_RETURN(
@@ -197,11 +193,9 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
   ATTN_RETURN_IF_ERROR(CheckByteSize(args.dy, "dy"));
   ATTN_RETURN_IF_ERROR(CheckResiduals(args, d, &plan.has_residuals));
 
-  plan.tiling = MakeTiling(threads);
-  const int64_t tq = plan.tiling.tile_q, tk = plan.tiling.tile_kv;
-  const int64_t per_thread = 2 * d.s2 * (d.d + d.dv) + 2 * tq * (d.d + d.dv) +
-                             3 * tq * tk + 4 * tq + (tq * tk + 3) / 4;
-  plan.workspace_bytes = FloatBytes(per_thread) * plan.tiling.threads;
+  plan.tiling = MakeTiling(d, threads, allow_bf16);
+  // K, V, dK, dV of one head and the query-side and score tiles, per thread.
+  plan.workspace_bytes = FlashBackwardWorkspaceBytes(d, plan.tiling);
   plan.flops = 2.5 * ForwardFlops(d, plan.batches);
   const DType grad_dtype =
       IsFloatingCompute(d.dtype) ? d.dtype : DType::kFloat32;

@@ -6,7 +6,9 @@
 //   ATTN_ASSIGN_OR_RETURN(ForwardResult out,
 //                         engine.RunForward(args, plan, token));
 //
-// Run* must be given the plan made from the same args. They lease their
+// Run* must be given the plan made from the same args (and this engine's
+// bf16_tile_products(); a bf16 plan on an engine without them is
+// FAILED_PRECONDITION). They lease their
 // workspace from the engine's pool for the duration of the call, check the
 // cancel token between tiles, and return CANCELLED / DEADLINE_EXCEEDED /
 // RESOURCE_EXHAUSTED as fit. Thread-safe: many runs may proceed at once.
@@ -39,6 +41,11 @@ struct EngineOptions {
   // Threads one request may use (the caller's plus helpers the engine owns).
   // Plan with the same number: PlanForward(args, engine.intra_op_threads()).
   int intra_op_threads = 1;
+  // Whether BFLOAT16 requests may run bf16 tile products where the host has
+  // them (plan.h, TileProducts); false keeps every request on fp32 products.
+  // Plan with the same choice: PlanForward(args, threads,
+  // engine.bf16_tile_products()).
+  bool bf16_tile_products = true;
 };
 
 struct RunStats {
@@ -93,13 +100,21 @@ class Engine {
 
   WorkspacePool& workspace_pool() { return pool_; }
   int intra_op_threads() const { return intra_op_threads_; }
+  bool bf16_tile_products() const { return bf16_tile_products_; }
   // What computes: the tile-product library (e.g. "onednn-sgemm:2.6.3"),
-  // OpenBLAS's kernel for this CPU and the softmax's vector level.
+  // OpenBLAS's kernel for this CPU, the softmax's vector level and the bf16
+  // tile products ("onednn-bf16-matmul:brg:avx512_core_amx_bf16", or
+  // "onednn-bf16-matmul:off (<why>)" when the host has none or the engine
+  // was configured without them).
   std::vector<std::string> backends() const;
 
  private:
+  // OK unless `products` are bf16 and this engine or host cannot run them.
+  absl::Status CheckProducts(TileProducts products) const;
+
   WorkspacePool pool_;
   const int intra_op_threads_;
+  const bool bf16_tile_products_;
   std::unique_ptr<ComputePool> compute_;
 };
 
