@@ -152,10 +152,13 @@ grpc::ServerUnaryReactor* AttentionService::FlashAttentionScore(
   absl::Status status = [&]() -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(work->args, ToForwardArgs(*request));
     ATTN_ASSIGN_OR_RETURN(
-        work->plan, core::PlanForward(work->args, config_.threads_per_request));
+        work->plan, core::PlanForward(work->args, config_.threads_per_request,
+                                      engine_->bf16_tile_products()));
     if (const int threads = ThreadsFor(work->plan.flops);
         threads < work->plan.tiling.threads) {
-      ATTN_ASSIGN_OR_RETURN(work->plan, core::PlanForward(work->args, threads));
+      ATTN_ASSIGN_OR_RETURN(work->plan,
+                            core::PlanForward(work->args, threads,
+                                              engine_->bf16_tile_products()));
     }
     return CheckResponseSize(work->plan.outputs);
   }();
@@ -192,12 +195,13 @@ grpc::ServerUnaryReactor* AttentionService::FlashAttentionScoreGrad(
   absl::Status status = [&]() -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(work->args, ToBackwardArgs(*request));
     ATTN_ASSIGN_OR_RETURN(
-        work->plan,
-        core::PlanBackward(work->args, config_.threads_per_request));
+        work->plan, core::PlanBackward(work->args, config_.threads_per_request,
+                                       engine_->bf16_tile_products()));
     if (const int threads = ThreadsFor(work->plan.flops);
         threads < work->plan.tiling.threads) {
       ATTN_ASSIGN_OR_RETURN(work->plan,
-                            core::PlanBackward(work->args, threads));
+                            core::PlanBackward(work->args, threads,
+                                               engine_->bf16_tile_products()));
     }
     return CheckResponseSize(work->plan.outputs);
   }();
@@ -237,7 +241,8 @@ grpc::ServerUnaryReactor* AttentionService::NsaSelectedAttention(
     ATTN_ASSIGN_OR_RETURN(work->args, ToNsaForwardArgs(*request));
     ATTN_ASSIGN_OR_RETURN(
         work->plan,
-        core::PlanNsaForward(work->args, config_.threads_per_request));
+        core::PlanNsaForward(work->args, config_.threads_per_request,
+                             engine_->bf16_tile_products()));
     return CheckResponseSize(work->plan.outputs);
   }();
   if (!status.ok()) {
@@ -273,7 +278,8 @@ grpc::ServerUnaryReactor* AttentionService::NsaSelectedAttentionGrad(
     ATTN_ASSIGN_OR_RETURN(work->args, ToNsaBackwardArgs(*request));
     ATTN_ASSIGN_OR_RETURN(
         work->plan,
-        core::PlanNsaBackward(work->args, config_.threads_per_request));
+        core::PlanNsaBackward(work->args, config_.threads_per_request,
+                              engine_->bf16_tile_products()));
     return CheckResponseSize(work->plan.outputs);
   }();
   if (!status.ok()) {
@@ -310,8 +316,9 @@ grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
       record = RecordOf("GetWorkspaceSize/FlashAttentionScore", op);
       status = [&]() -> absl::Status {
         ATTN_ASSIGN_OR_RETURN(core::ForwardArgs args, ToForwardArgs(op));
-        ATTN_ASSIGN_OR_RETURN(core::ForwardPlan plan,
-                              core::PlanForward(args, threads));
+        ATTN_ASSIGN_OR_RETURN(
+            core::ForwardPlan plan,
+            core::PlanForward(args, threads, engine_->bf16_tile_products()));
         FillWorkspaceResponse(plan.workspace_bytes, plan.flops, plan.outputs,
                               response);
         return absl::OkStatus();
@@ -324,8 +331,9 @@ grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
       record = RecordOf("GetWorkspaceSize/FlashAttentionScoreGrad", op);
       status = [&]() -> absl::Status {
         ATTN_ASSIGN_OR_RETURN(core::BackwardArgs args, ToBackwardArgs(op));
-        ATTN_ASSIGN_OR_RETURN(core::BackwardPlan plan,
-                              core::PlanBackward(args, threads));
+        ATTN_ASSIGN_OR_RETURN(
+            core::BackwardPlan plan,
+            core::PlanBackward(args, threads, engine_->bf16_tile_products()));
         FillWorkspaceResponse(plan.workspace_bytes, plan.flops, plan.outputs,
                               response);
         return absl::OkStatus();
@@ -338,8 +346,9 @@ grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
       record = RecordOf("GetWorkspaceSize/NsaSelectedAttention", op);
       status = [&]() -> absl::Status {
         ATTN_ASSIGN_OR_RETURN(core::NsaForwardArgs args, ToNsaForwardArgs(op));
-        ATTN_ASSIGN_OR_RETURN(core::NsaForwardPlan plan,
-                              core::PlanNsaForward(args, threads));
+        ATTN_ASSIGN_OR_RETURN(
+            core::NsaForwardPlan plan,
+            core::PlanNsaForward(args, threads, engine_->bf16_tile_products()));
         FillWorkspaceResponse(plan.workspace_bytes, plan.flops, plan.outputs,
                               response);
         return absl::OkStatus();
@@ -353,8 +362,10 @@ grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
       status = [&]() -> absl::Status {
         ATTN_ASSIGN_OR_RETURN(core::NsaBackwardArgs args,
                               ToNsaBackwardArgs(op));
-        ATTN_ASSIGN_OR_RETURN(core::NsaBackwardPlan plan,
-                              core::PlanNsaBackward(args, threads));
+        ATTN_ASSIGN_OR_RETURN(
+            core::NsaBackwardPlan plan,
+            core::PlanNsaBackward(args, threads,
+                                  engine_->bf16_tile_products()));
         FillWorkspaceResponse(plan.workspace_bytes, plan.flops, plan.outputs,
                               response);
         return absl::OkStatus();

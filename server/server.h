@@ -48,6 +48,9 @@ struct ServerOptions {
   int64_t max_tensor_elements = int64_t{1} << 28;
   // Intra-request parallelism (most threads per running request).
   int threads_per_request = 1;
+  // BFLOAT16 requests run bf16 tile products where the CPU has them
+  // (core::EngineOptions::bf16_tile_products); false: fp32 products only.
+  bool bf16_tile_products = true;
   // One thread per this many FLOPs of a request, up to threads_per_request;
   // 0 = always threads_per_request.
   double flops_per_thread = 0;
