@@ -148,6 +148,24 @@ TEST(Bf16TilesTest, ToBf16PaddedRoundsToNearestEvenAndPadsWithZeros) {
   }
 }
 
+TEST(Bf16TilesTest, TransposeBf16MovesEveryValueOfWholeAndPartialBlocks) {
+  for (const int64_t rows : {16, 37, 128}) {
+    for (const int64_t cols : {16, 40, 128}) {
+      const int64_t lds = cols + 8, ldd = 136;
+      const std::vector<uint16_t> src = RandomBf16(rows * lds, 10);
+      std::vector<uint16_t> t(static_cast<size_t>(cols * ldd), 0xffff);
+      core::TransposeBf16(src.data(), lds, rows, cols, t.data(), ldd, rows);
+      for (int64_t c = 0; c < cols; ++c) {
+        for (int64_t r = 0; r < ldd; ++r) {
+          ASSERT_EQ(t[static_cast<size_t>(c * ldd + r)],
+                    r < rows ? src[static_cast<size_t>(r * lds + c)] : 0xffff)
+              << rows << "x" << cols << " at " << r << "," << c;
+        }
+      }
+    }
+  }
+}
+
 TEST(Bf16TilesTest, TransposesMoveEveryValueAndPadTheColumns) {
   const int64_t rows = 37, cols = 40, rows_p = 48;
   const std::vector<uint16_t> src = RandomBf16(rows * cols, 9);
@@ -360,6 +378,27 @@ TEST(TileProductsTest, BothProductsMatchTheReferenceWithDifferentRoundings) {
   // P rounded to bf16 before P·V: the two paths round differently.
   EXPECT_NE(fwd[0].attention_out.bytes, fwd[1].attention_out.bytes);
   EXPECT_NE(grad[0].dq.bytes, grad[1].dq.bytes);
+}
+
+// Long enough for the fused backward to walk the kv head in several passes
+// and the query tiles in two chunks (flash_backward.cc, KvPassRows): its
+// bits must still be those of the split decomposition (2 threads on one kv
+// head), whose items see one kv tile or one query tile each.
+TEST(TileProductsTest, BackwardInKvPassesGivesTheSplitDecompositionsBits) {
+  SKIP_WITHOUT_BF16_PRODUCTS();
+  CaseConfig config;
+  config.layout = core::Layout::kBNSD;
+  config.dtype = DType::kBFloat16;
+  config.dims = RefDims{1, 2, 1, 2100, 1100, 128, 128};
+  config.seed = 78;
+  AttentionCase c(config);
+  const core::BackwardArgs args = c.backward_args_with_reference_residuals();
+  ATTN_ASSERT_OK_AND_ASSIGN(core::BackwardResult fused, RunBackward(args, 1));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::BackwardResult split, RunBackward(args, 2));
+  ExpectBackwardMatches(c, fused, TolerancesFor(DType::kBFloat16));
+  EXPECT_TRUE(fused.dq.bytes == split.dq.bytes) << "dq differs";
+  EXPECT_TRUE(fused.dk.bytes == split.dk.bytes) << "dk differs";
+  EXPECT_TRUE(fused.dv.bytes == split.dv.bytes) << "dv differs";
 }
 
 TEST(TileProductsTest, EngineWithoutBf16ProductsRefusesABf16Plan) {

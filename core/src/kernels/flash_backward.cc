@@ -26,7 +26,7 @@ struct BackwardScratch {
   float* q;       // fp32: [tile_q, D]
   uint16_t* qb;   // bf16: [tile_q, D]
   uint16_t* qt;   // bf16: [D, tile_q]
-  float* dq;      // [tile_q, D]
+  float* dq;      // [tile_q, D]; bf16: [kQueryChunkTiles x tile_q, D].
   float* dy;      // [tile_q, Dv]
   uint16_t* dyb;  // bf16: [tile_q, Dv]
   uint16_t* dyt;  // bf16: [Dv, tile_q]
@@ -58,6 +58,23 @@ struct BackwardScratch {
   }
 };
 
+// With bf16 products the tile products are fast enough for the caches to
+// matter: the fused decomposition walks a kv head in passes of KvPassRows
+// keys, whose dK/dV accumulators and K/V tiles (6 bytes per key and head
+// dim) fit in about 768 KiB of L2, and the query tiles in chunks of
+// kQueryChunkTiles, whose dQ accumulators persist across the passes. Sums
+// keep their order (dK_j over query heads then query tiles, dQ_i over kv
+// tiles), so the bits are those of one pass. Chosen from the shapes alone.
+// fp32 products run one pass (their products dominate either way).
+constexpr int64_t kQueryChunkTiles = 16;
+constexpr int64_t kKvPassBytes = int64_t{768} << 10;
+
+int64_t KvPassRows(const AttentionDims& d, const Tiling& t) {
+  if (!UsesBf16(t)) return std::max<int64_t>(d.s2, 1);
+  const int64_t rows = kKvPassBytes / ((d.d + d.dv) * 6);
+  return std::max(t.tile_kv, rows / t.tile_kv * t.tile_kv);
+}
+
 // The one layout of a worker's region: sizes the workspace (counting
 // Scratch) and carves it.
 void Carve(const AttentionDims& d, const Tiling& t, Scratch& arena,
@@ -85,7 +102,7 @@ void Carve(const AttentionDims& d, const Tiling& t, Scratch& arena,
     s->dv = arena.Take<float>(d.s2 * d.dv);
     s->q = arena.Take<float>(tq * d.d);
   }
-  s->dq = arena.Take<float>(tq * d.d);
+  s->dq = arena.Take<float>((UsesBf16(t) ? kQueryChunkTiles : 1) * tq * d.d);
   s->dy = arena.Take<float>(tq * d.dv);
   s->o = arena.Take<float>(tq * d.dv);
   s->p = arena.Take<float>(tq * tk);
@@ -219,28 +236,28 @@ void AccumulateKvTile(const AttentionGeometry& g, const BackwardScratch& w,
                  w.ds, w.pb, w.dsb, w.dk, w.dv);
 }
 
-// dQ += scale dS K_j.
+// dQ += scale dS K_j into the tile's accumulator `dq`.
 void AccumulateQueryTile(const AttentionGeometry& g, const BackwardScratch& w,
-                         int64_t rows, int64_t j0, int64_t cols) {
+                         int64_t rows, int64_t j0, int64_t cols, float* dq) {
   QueryGradProduct(g.tiling, g.dims, g.scale, w.operands(), rows, j0, cols,
-                   w.ds, w.dsb, w.dq);
+                   w.ds, w.dsb, dq);
 }
 
-// Zeroes the dQ accumulator of a tile of `rows` (bf16: whole granules, which
+// Zeroes dQ accumulators of `rows` query rows (bf16: whole granules, which
 // the padded product writes).
-void ClearDq(const AttentionGeometry& g, const BackwardScratch& w,
-             int64_t rows) {
+void ClearDq(const AttentionGeometry& g, float* dq, int64_t rows) {
   const int64_t n = UsesBf16(g.tiling) ? RoundUpToGranule(rows) : rows;
-  std::fill(w.dq, w.dq + n * g.dims.d, 0.0f);
+  std::fill(dq, dq + n * g.dims.d, 0.0f);
 }
 
-// Stores dQ of tile (b, n, i0) (bf16: scaled now, see tile_products.h).
-void StoreDq(const FlashBackwardArgs& a, const BackwardScratch& w, int64_t b,
-             int64_t n, int64_t i0, int64_t rows) {
+// Stores dQ of tile (b, n, i0) from `dq` (bf16: scaled now, see
+// tile_products.h).
+void StoreDq(const FlashBackwardArgs& a, float* dq, int64_t b, int64_t n,
+             int64_t i0, int64_t rows) {
   const AttentionGeometry& g = a.geo;
   const BatchSpan& span = g.batches[static_cast<size_t>(b)];
-  if (UsesBf16(g.tiling)) Scale(w.dq, rows * g.dims.d, g.scale);
-  StoreRows(w.dq, a.dq.Slice(b, n, span.q_start), i0, rows, a.dq.mutable_data);
+  if (UsesBf16(g.tiling)) Scale(dq, rows * g.dims.d, g.scale);
+  StoreRows(dq, a.dq.Slice(b, n, span.q_start), i0, rows, a.dq.mutable_data);
 }
 
 // Zeroes the dK / dV accumulators of kv rows [j0, j0 + count), whole kv
@@ -287,39 +304,35 @@ void StoreKvGrads(const FlashBackwardArgs& a, const BackwardScratch& w,
   }
 }
 
-// One Sq tile of one query head: dQ for the tile, dK/dV (and dpse)
-// accumulated.
+// One Sq tile of one query head against kv rows [j_begin, j_end): dQ added
+// to `dq`, dK/dV (and dpse) accumulated.
 void BackwardTile(const FlashBackwardArgs& a, const ScoreModifiers& mods,
                   const BackwardScratch& w, int64_t b, int64_t n, int64_t i0,
-                  int64_t rows, RunStats* stats) {
+                  int64_t rows, int64_t j_begin, int64_t j_end, float* dq,
+                  RunStats* stats) {
   const AttentionGeometry& g = a.geo;
   const BatchSpan& span = g.batches[static_cast<size_t>(b)];
-  ClearDq(g, w, rows);
-  if (span.s2 == 0) {  // No keys: zero gradient for these queries.
-    StoreDq(a, w, b, n, i0, rows);
-    return;
-  }
   LoadQueryTile(a, w, b, n, i0, rows);
   const PseGrad pse_grad = PseGradOf(a, mods.pse, b, n);
-  for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += g.tiling.tile_kv) {
     const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
     if (!ScoreGradTile(a, mods, w, b, n, i0, rows, j0, cols,
                        GradUse::kKvAndQuery, stats)) {
       continue;
     }
     AccumulateKvTile(g, w, rows, j0, cols);
-    AccumulateQueryTile(g, w, rows, j0, cols);
+    AccumulateQueryTile(g, w, rows, j0, cols, dq);
     if (mods.pse.active()) {
       mods.pse.AccumulateGrad(b, n, span.s1, i0, rows, j0, cols, w.ds,
                               ScoreStride(g.tiling, cols), pse_grad.plane,
                               pse_grad.slope);
     }
   }
-  StoreDq(a, w, b, n, i0, rows);
 }
 
 // All of batch b's work for kv head n2: the group's query heads and tiles in
-// a fixed order, then dK/dV written once.
+// a fixed order (in kv passes and query chunks, see KvPassRows), then dK/dV
+// written once. A batch without keys gives zero dQ.
 absl::Status BackwardKvHead(const FlashBackwardArgs& a,
                             const ScoreModifiers& mods,
                             const BackwardScratch& w, int64_t b, int64_t n2,
@@ -327,13 +340,26 @@ absl::Status BackwardKvHead(const FlashBackwardArgs& a,
   const AttentionGeometry& g = a.geo;
   const AttentionDims& d = g.dims;
   const BatchSpan& span = g.batches[static_cast<size_t>(b)];
+  const int64_t tq = g.tiling.tile_q;
+  const int64_t pass = KvPassRows(d, g.tiling);
+  const int64_t chunk = (UsesBf16(g.tiling) ? kQueryChunkTiles : 1) * tq;
   w.kv.Load(a.k, a.v, b, n2, span, 0, span.s2);
   ClearKvGrads(g, w, 0, span.s2);
   for (int64_t n = n2 * d.g; n < (n2 + 1) * d.g; ++n) {
-    for (int64_t i0 = 0; i0 < span.s1; i0 += g.tiling.tile_q) {
-      ATTN_RETURN_IF_ERROR(cancel.Check());
-      const int64_t rows = std::min(g.tiling.tile_q, span.s1 - i0);
-      BackwardTile(a, mods, w, b, n, i0, rows, stats);
+    for (int64_t c0 = 0; c0 < span.s1; c0 += chunk) {
+      const int64_t c1 = std::min(span.s1, c0 + chunk);
+      ClearDq(g, w.dq, c1 - c0);
+      for (int64_t jb = 0; jb < span.s2; jb += pass) {
+        for (int64_t i0 = c0; i0 < c1; i0 += tq) {
+          ATTN_RETURN_IF_ERROR(cancel.Check());
+          BackwardTile(a, mods, w, b, n, i0, std::min(tq, c1 - i0), jb,
+                       std::min(span.s2, jb + pass), w.dq + (i0 - c0) * d.d,
+                       stats);
+        }
+      }
+      for (int64_t i0 = c0; i0 < c1; i0 += tq) {
+        StoreDq(a, w.dq + (i0 - c0) * d.d, b, n, i0, std::min(tq, c1 - i0));
+      }
     }
   }
   StoreKvGrads(a, w, b, n2, 0, span.s2);
@@ -374,17 +400,17 @@ void QueryTileItem(const FlashBackwardArgs& a, const ScoreModifiers& mods,
   const AttentionGeometry& g = a.geo;
   const BatchSpan& span = g.batches[static_cast<size_t>(b)];
   const int64_t rows = std::min(g.tiling.tile_q, span.s1 - i0);
-  ClearDq(g, w, rows);
+  ClearDq(g, w.dq, rows);
   if (span.s2 > 0) LoadQueryTile(a, w, b, n, i0, rows);
   RunStats counted_in_phase_1;
   for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
     const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
     if (ScoreGradTile(a, mods, w, b, n, i0, rows, j0, cols, GradUse::kQueryOnly,
                       &counted_in_phase_1)) {
-      AccumulateQueryTile(g, w, rows, j0, cols);
+      AccumulateQueryTile(g, w, rows, j0, cols, w.dq);
     }
   }
-  StoreDq(a, w, b, n, i0, rows);
+  StoreDq(a, w.dq, b, n, i0, rows);
 }
 
 }  // namespace

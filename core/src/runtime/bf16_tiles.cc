@@ -75,14 +75,68 @@ void ToBf16Padded(const float* src, int64_t lds, int64_t rows, int64_t cols,
   ZeroBf16Rows(dst, ldd, rows, rows_p, cols_p);
 }
 
+#if ATTNSERVE_BF16_TILES_X86
+namespace {
+
+// dst[c][r] = src[r][c] for a 16 x 16 block of 16-bit values: unpacks of
+// 16-, 32- and 64-bit pairs transpose each 128-bit lane's 8 x 8 quarters,
+// then the lanes are recombined (64 shuffles for 256 values).
+__attribute__((target("avx2"))) void Transpose16x16(const uint16_t* src,
+                                                    int64_t lds, uint16_t* dst,
+                                                    int64_t ldd) {
+  __m256i r[16], t[16];
+  for (int i = 0; i < 16; ++i) {
+    r[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i * lds));
+  }
+  for (int i = 0; i < 16; i += 2) {  // Row pairs, 16-bit interleave.
+    t[i] = _mm256_unpacklo_epi16(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_epi16(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // Row quads: columns 0-1, 2-3, 4-5, 6-7.
+    r[i] = _mm256_unpacklo_epi32(t[i], t[i + 2]);
+    r[i + 1] = _mm256_unpackhi_epi32(t[i], t[i + 2]);
+    r[i + 2] = _mm256_unpacklo_epi32(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm256_unpackhi_epi32(t[i + 1], t[i + 3]);
+  }
+  for (int h = 0; h < 16; h += 8) {  // Row octets: one column per register.
+    for (int k = 0; k < 4; ++k) {
+      t[h + 2 * k] = _mm256_unpacklo_epi64(r[h + k], r[h + 4 + k]);
+      t[h + 2 * k + 1] = _mm256_unpackhi_epi64(r[h + k], r[h + 4 + k]);
+    }
+  }
+  for (int c = 0; c < 8; ++c) {  // Rows 0-7 and 8-15 of columns c, c + 8.
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c * ldd),
+                        _mm256_permute2x128_si256(t[c], t[8 + c], 0x20));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (c + 8) * ldd),
+                        _mm256_permute2x128_si256(t[c], t[8 + c], 0x31));
+  }
+}
+
+bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+
+}  // namespace
+#endif
+
 void TransposeBf16(const uint16_t* src, int64_t lds, int64_t rows, int64_t cols,
                    uint16_t* dst, int64_t ldd, int64_t rows_p) {
   // Blocks of 16 x 16 keep both sides' lines in L1.
   constexpr int64_t kBlock = 16;
+#if ATTNSERVE_BF16_TILES_X86
+  const bool vector = HasAvx2();
+#endif
   for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
     const int64_t r1 = r0 + kBlock < rows ? r0 + kBlock : rows;
     for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
       const int64_t c1 = c0 + kBlock < cols ? c0 + kBlock : cols;
+#if ATTNSERVE_BF16_TILES_X86
+      if (vector && r1 - r0 == kBlock && c1 - c0 == kBlock) {
+        Transpose16x16(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+        continue;
+      }
+#endif
       for (int64_t c = c0; c < c1; ++c) {
         for (int64_t r = r0; r < r1; ++r) dst[c * ldd + r] = src[r * lds + c];
       }
