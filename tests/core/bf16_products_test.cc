@@ -56,8 +56,9 @@ double At(const std::vector<uint16_t>& m, int64_t ld, bool transposed,
       m[static_cast<size_t>(transposed ? j * ld + i : i * ld + j)]);
 }
 
-TEST(Bf16GemmTest, MatchesFloat64InEveryOperandLayout) {
-  SKIP_WITHOUT_BF16_PRODUCTS();
+// Bf16Gemm (oneDNN's bf16 primitives) and Bf16GemmWidened (its fallback,
+// fp32 sgemm on widened operands) against float64.
+void CheckProductsMatchFloat64(bool widened) {
   struct Case {
     int64_t m, n, k;
   };
@@ -82,7 +83,11 @@ TEST(Bf16GemmTest, MatchesFloat64InEveryOperandLayout) {
       const std::vector<uint16_t> b =
           RandomBf16((s.b_transposed ? c.n : c.k) * s.ldb, 2 + flags);
       std::vector<float> out(static_cast<size_t>(c.m * s.ldc), 0.5f);
-      core::Bf16Gemm(s, a.data(), b.data(), out.data());
+      if (widened) {
+        core::Bf16GemmWidened(s, a.data(), b.data(), out.data());
+      } else {
+        core::Bf16Gemm(s, a.data(), b.data(), out.data());
+      }
       for (int64_t i = 0; i < c.m; ++i) {
         for (int64_t j = 0; j < c.n; ++j) {
           double want = s.accumulate ? 0.5 : 0.0, magnitude = 0.5;
@@ -100,6 +105,15 @@ TEST(Bf16GemmTest, MatchesFloat64InEveryOperandLayout) {
       }
     }
   }
+}
+
+TEST(Bf16GemmTest, MatchesFloat64InEveryOperandLayout) {
+  SKIP_WITHOUT_BF16_PRODUCTS();
+  CheckProductsMatchFloat64(/*widened=*/false);
+}
+
+TEST(Bf16GemmTest, WidenedFallbackMatchesFloat64InEveryOperandLayout) {
+  CheckProductsMatchFloat64(/*widened=*/true);
 }
 
 TEST(Bf16GemmTest, EveryThreadComputesTheSameBits) {

@@ -6,6 +6,9 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <unordered_map>
+#include <vector>
+
+#include "attnserve/core/dtype.h"
 
 namespace attnserve::core {
 namespace {
@@ -71,10 +74,13 @@ Bf16ProductSupport Probe() {
 }
 
 // One cached product: the primitive and memory objects whose data handles
-// are swapped in per call.
+// are swapped in per call. `widened` marks a shape oneDNN could not make a
+// bf16 primitive for (not seen on any host so far): it runs as fp32 sgemm
+// on widened operands instead, which gives the same exact products.
 struct Entry {
   dnnl::matmul primitive;
   memory a, b, c;
+  bool widened = false;
 };
 
 struct ShapeHash {
@@ -102,6 +108,11 @@ struct ShapeEqual {
 // three per thread also keeps each call's scratchpad the thread's own.
 class ThreadCache {
  public:
+  // A bound on the primitives one thread keeps: the kernels' padded tiles
+  // need a few dozen per head dim; past this the cache starts over (the
+  // generated code stays in oneDNN's own primitive cache).
+  static constexpr size_t kMaxEntries = 1024;
+
   ThreadCache() : stream_(CpuEngine()) {
     omp_set_num_threads(1);  // Our workers parallelize; oneDNN must not.
   }
@@ -109,20 +120,52 @@ class ThreadCache {
   Entry& Get(const Bf16GemmShape& shape) {
     auto it = entries_.find(shape);
     if (it != entries_.end()) return it->second;
-    const dnnl::matmul::primitive_desc desc = MakeDesc(shape);
-    Entry entry{dnnl::matmul(desc),
-                memory(desc.src_desc(), CpuEngine(), DNNL_MEMORY_NONE),
-                memory(desc.weights_desc(), CpuEngine(), DNNL_MEMORY_NONE),
-                memory(desc.dst_desc(), CpuEngine(), DNNL_MEMORY_NONE)};
+    if (entries_.size() >= kMaxEntries) entries_.clear();
+    Entry entry;
+    try {
+      const dnnl::matmul::primitive_desc desc = MakeDesc(shape);
+      entry.primitive = dnnl::matmul(desc);
+      entry.a = memory(desc.src_desc(), CpuEngine(), DNNL_MEMORY_NONE);
+      entry.b = memory(desc.weights_desc(), CpuEngine(), DNNL_MEMORY_NONE);
+      entry.c = memory(desc.dst_desc(), CpuEngine(), DNNL_MEMORY_NONE);
+    } catch (const dnnl::error&) {
+      entry = Entry{};
+      entry.widened = true;
+    }
     return entries_.emplace(shape, std::move(entry)).first->second;
   }
 
   dnnl::stream& stream() { return stream_; }
+  std::vector<float>& a32() { return a32_; }
+  std::vector<float>& b32() { return b32_; }
 
  private:
   dnnl::stream stream_;
   std::unordered_map<Bf16GemmShape, Entry, ShapeHash, ShapeEqual> entries_;
+  std::vector<float> a32_, b32_;  // Widened operands (Entry::widened).
 };
+
+// The product on fp32 copies of the operands: bf16 x bf16 products are
+// exact in fp32, so this is the same product with fp32 sgemm's order of
+// sums. Empty shapes never reach it (the kernels skip them).
+void WidenedGemm(const Bf16GemmShape& s, const uint16_t* a, const uint16_t* b,
+                 float* c, ThreadCache& cache) {
+  // Stored rows x columns of each operand; the last row ends at its last
+  // column (the caller's buffer may end there).
+  const int64_t a_rows = s.a_transposed ? s.k : s.m;
+  const int64_t a_cols = s.a_transposed ? s.m : s.k;
+  const int64_t b_rows = s.b_transposed ? s.n : s.k;
+  const int64_t b_cols = s.b_transposed ? s.k : s.n;
+  std::vector<float>& a32 = cache.a32();
+  std::vector<float>& b32 = cache.b32();
+  a32.resize(static_cast<size_t>((a_rows - 1) * s.lda + a_cols));
+  b32.resize(static_cast<size_t>((b_rows - 1) * s.ldb + b_cols));
+  for (size_t i = 0; i < a32.size(); ++i) a32[i] = Bf16ToFloat(a[i]);
+  for (size_t i = 0; i < b32.size(); ++i) b32[i] = Bf16ToFloat(b[i]);
+  dnnl_sgemm(s.a_transposed ? 'T' : 'N', s.b_transposed ? 'T' : 'N', s.m, s.n,
+             s.k, 1.0f, a32.data(), s.lda, b32.data(), s.ldb,
+             s.accumulate ? 1.0f : 0.0f, c, s.ldc);
+}
 
 }  // namespace
 
@@ -135,6 +178,10 @@ void Bf16Gemm(const Bf16GemmShape& shape, const uint16_t* a, const uint16_t* b,
               float* c) {
   thread_local ThreadCache cache;
   Entry& e = cache.Get(shape);
+  if (e.widened) {
+    WidenedGemm(shape, a, b, c, cache);
+    return;
+  }
   // The C API: no argument map is built per call.
   dnnl_memory_set_data_handle_v2(e.a.get(), const_cast<uint16_t*>(a), nullptr);
   dnnl_memory_set_data_handle_v2(e.b.get(), const_cast<uint16_t*>(b), nullptr);
@@ -142,7 +189,16 @@ void Bf16Gemm(const Bf16GemmShape& shape, const uint16_t* a, const uint16_t* b,
   const dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e.a.get()},
                                    {DNNL_ARG_WEIGHTS, e.b.get()},
                                    {DNNL_ARG_DST, e.c.get()}};
-  dnnl_primitive_execute(e.primitive.get(), cache.stream().get(), 3, args);
+  if (dnnl_primitive_execute(e.primitive.get(), cache.stream().get(), 3,
+                             args) != dnnl_success) {
+    WidenedGemm(shape, a, b, c, cache);  // Never seen; stay correct anyway.
+  }
+}
+
+void Bf16GemmWidened(const Bf16GemmShape& shape, const uint16_t* a,
+                     const uint16_t* b, float* c) {
+  thread_local ThreadCache cache;
+  WidenedGemm(shape, a, b, c, cache);
 }
 
 std::string Bf16ProductsDescription() {

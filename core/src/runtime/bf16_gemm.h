@@ -54,8 +54,15 @@ struct Bf16GemmShape {
 };
 
 // Runs the product on the calling thread. Requires Bf16Products().available.
+// A shape oneDNN cannot make a bf16 primitive for (none known) runs as
+// Bf16GemmWidened.
 void Bf16Gemm(const Bf16GemmShape& shape, const uint16_t* a, const uint16_t* b,
               float* c);
+
+// The same product as fp32 sgemm on widened copies of the operands (exact
+// products, fp32 sums); any host. The fallback of Bf16Gemm.
+void Bf16GemmWidened(const Bf16GemmShape& shape, const uint16_t* a,
+                     const uint16_t* b, float* c);
 
 // "onednn-bf16-matmul:<implementation>" or "onednn-bf16-matmul:off (<why>)",
 // for the engine's backend list.
