@@ -62,8 +62,10 @@ void CheckProductsMatchFloat64(bool widened) {
   struct Case {
     int64_t m, n, k;
   };
-  for (const Case& c : {Case{128, 128, 128}, Case{48, 64, 40},
-                        Case{16, 32, 192}, Case{96, 16, 32}}) {
+  // Odd head dims too (a request's D and Dv are not padded).
+  for (const Case& c :
+       {Case{128, 128, 128}, Case{48, 64, 40}, Case{16, 32, 192},
+        Case{96, 16, 32}, Case{32, 37, 37}, Case{16, 128, 5}}) {
     for (int flags = 0; flags < 8; ++flags) {
       Bf16GemmShape s;
       s.m = c.m;

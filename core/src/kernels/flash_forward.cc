@@ -17,8 +17,8 @@ namespace attnserve::core {
 namespace {
 
 // Per-thread scratch of the forward kernel. The fp32 path holds K, V and
-// the query tile in fp32 (ops.k/v/q); the bf16 path in bf16, zero-padded,
-// plus the probabilities rounded to bf16 for P·V.
+// the query tile in fp32 (kv.k, kv.v, q); the bf16 path in bf16, zero-padded
+// (kv.kb, kv.vb, qb), plus the probabilities rounded to bf16 for P·V (pb).
 struct ForwardScratch {
   KvRows kv;      // K [S2, D], V [S2, Dv] of the held head.
   float* q;       // fp32: [tile_q, D]
