@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <random>
 #include <thread>
@@ -22,6 +23,8 @@ using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
+
+bool cpu_clock = false;
 
 std::vector<float> Random(int64_t n, uint32_t seed) {
   std::mt19937 gen(seed);
@@ -52,6 +55,23 @@ void TileProduct(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
 
 }  // namespace
 
+void UseCpuClock(bool use) { cpu_clock = use; }
+
+double Now() {
+  if (!cpu_clock) {
+    return std::chrono::duration<double>(Clock::now().time_since_epoch())
+        .count();
+  }
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+double SecondsSince(double start, int threads) {
+  const double elapsed = Now() - start;
+  return cpu_clock ? elapsed / threads : elapsed;
+}
+
 const char* SgemmLibraryName(SgemmLibrary library) {
   return library == SgemmLibrary::kOneDnn ? "onednn" : "openblas";
 }
@@ -64,6 +84,7 @@ double TileSgemmWindow(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
   std::atomic<int64_t> calls{0};
   std::vector<std::thread> workers;
   const Clock::time_point t0 = Clock::now();
+  const double start = Now();
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
       omp_set_num_threads(1);  // oneDNN: a team of one per caller.
@@ -81,7 +102,7 @@ double TileSgemmWindow(SgemmLibrary library, int64_t m, int64_t n, int64_t k,
   }
   for (std::thread& w : workers) w.join();
   return 2.0 * static_cast<double>(m * n * k) *
-         static_cast<double>(calls.load()) / Since(t0) / 1e9;
+         static_cast<double>(calls.load()) / SecondsSince(start, threads) / 1e9;
 }
 
 }  // namespace
@@ -145,6 +166,7 @@ double TileBf16Gflops(int64_t m, int64_t n, int64_t k, bool b_transposed,
     std::atomic<int64_t> calls{0};
     std::vector<std::thread> workers;
     const Clock::time_point t0 = Clock::now();
+    const double start = Now();
     for (int t = 0; t < threads; ++t) {
       workers.emplace_back([&, t] {
         omp_set_num_threads(1);
@@ -182,9 +204,9 @@ double TileBf16Gflops(int64_t m, int64_t n, int64_t k, bool b_transposed,
       });
     }
     for (std::thread& w : workers) w.join();
-    best =
-        std::max(best, 2.0 * static_cast<double>(m * n * k) *
-                           static_cast<double>(calls.load()) / Since(t0) / 1e9);
+    best = std::max(best, 2.0 * static_cast<double>(m * n * k) *
+                              static_cast<double>(calls.load()) /
+                              SecondsSince(start, threads) / 1e9);
   }
   return best;
 }
@@ -221,12 +243,12 @@ double MatmulGflops(bool bf16, int64_t n, int threads, double seconds,
   omp_set_num_threads(threads);
   double best = 1e30, total = 0;
   for (int run = 0; run < 3 || total < seconds; ++run) {
-    const Clock::time_point t0 = Clock::now();
+    const double start = Now();
     primitive.execute(
         stream,
         {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, xm}, {DNNL_ARG_DST, om}});
     stream.wait();
-    const double dt = Since(t0);
+    const double dt = SecondsSince(start, threads);
     best = std::min(best, dt);
     total += dt;
   }
@@ -252,7 +274,7 @@ double EagerAttentionSeconds(int64_t heads, int64_t s, int64_t d, bool causal,
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   double best = 1e30;
   for (int r = 0; r < repeats; ++r) {
-    const Clock::time_point t0 = Clock::now();
+    const double start = Now();
     for (int64_t h = 0; h < heads; ++h) {
       Sgemm(false, true, s, s, d, q.data(), k.data(), p.data(), 0.0f);
       for (int64_t i = 0; i < s; ++i) {
@@ -282,7 +304,7 @@ double EagerAttentionSeconds(int64_t heads, int64_t s, int64_t d, bool causal,
       Sgemm(false, false, s, d, s, dp.data(), k.data(), dq.data(), 0.0f);
       Sgemm(true, false, s, d, s, dp.data(), q.data(), dk.data(), 0.0f);
     }
-    best = std::min(best, Since(t0));
+    best = std::min(best, SecondsSince(start, threads));
   }
   openblas_set_num_threads(1);
   return best;

@@ -15,6 +15,15 @@
 
 namespace attnserve::bench {
 
+// How every figure is timed: wall clock (default) or the process's CPU
+// time divided by the threads at work (steadier on a shared machine, where
+// other processes take turns on the cores; exact for one thread).
+void UseCpuClock(bool cpu_clock);
+// Now() on the clock in use, and the seconds since such a value for work
+// spread over `threads` threads.
+double Now();
+double SecondsSince(double start, int threads);
+
 enum class SgemmLibrary { kOpenBlas, kOneDnn };
 const char* SgemmLibraryName(SgemmLibrary library);
 
