@@ -53,6 +53,10 @@ ABSL_FLAG(int, threads_per_request, Defaults().threads_per_request,
           "plus engine helper threads that are idle (default: the number of "
           "hardware threads, so a large request running alone uses every "
           "core)");
+ABSL_FLAG(bool, bf16_tile_products, Defaults().bf16_tile_products,
+          "run BFLOAT16 requests' tile products in bf16 (fp32 accumulation) "
+          "on CPUs with AVX-512 BF16 or AMX; false keeps the fp32 products "
+          "(and their rounding) for every dtype");
 ABSL_FLAG(double, flops_per_thread, Defaults().flops_per_thread,
           "a request gets one thread per this many FLOPs, up to "
           "--threads_per_request (0 = always --threads_per_request)");
@@ -121,6 +125,7 @@ int main(int argc, char** argv) {
   options.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
   options.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
   options.threads_per_request = absl::GetFlag(FLAGS_threads_per_request);
+  options.bf16_tile_products = absl::GetFlag(FLAGS_bf16_tile_products);
   options.flops_per_thread = absl::GetFlag(FLAGS_flops_per_thread);
   options.small_request_flops = absl::GetFlag(FLAGS_small_request_flops);
   options.large_request_workers = absl::GetFlag(FLAGS_large_request_workers);

@@ -115,7 +115,9 @@ template <typename Rpc>
 absl::StatusOr<typename Rpc::Call> RpcPipeline::Prepare(
     const typename Rpc::Request& request) const {
   ATTN_ASSIGN_OR_RETURN(typename Rpc::Args args, Rpc::ToArgs(request));
-  return Rpc::Call::Prepare(std::move(args), config_.threads);
+  // Planned for the engine's tile products, so that the run accepts it.
+  return Rpc::Call::Prepare(std::move(args), config_.threads,
+                            engine_->bf16_tile_products());
 }
 
 template <typename Rpc>

@@ -168,7 +168,8 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
 Server::Server(const ServerOptions& options)
     : options_(options),
       engine_(core::EngineOptions{options.memory_budget_bytes,
-                                  options.threads_per_request}) {}
+                                  options.threads_per_request,
+                                  options.bf16_tile_products}) {}
 
 Server::~Server() { Shutdown(absl::ZeroDuration()); }
 

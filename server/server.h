@@ -54,6 +54,9 @@ struct ServerOptions {
   // Intra-request parallelism: most threads one running request may use
   // (its worker plus idle engine helper threads).
   int threads_per_request = HardwareThreads();
+  // BFLOAT16 requests run bf16 tile products where the CPU has them
+  // (core::EngineOptions::bf16_tile_products); false: fp32 products only.
+  bool bf16_tile_products = true;
   // One thread per this many FLOPs of a request, up to threads_per_request;
   // 0 = always threads_per_request.
   double flops_per_thread = 2.5e8;

@@ -1,6 +1,7 @@
 // PlanForward / PlanBackward: every constraint of the FlashAttentionScore
 // family, checked in one place (the resolve_*.cc steps), then the tiling,
-// the workspace size and the output specs.
+// the workspace size (the kernels' own layout, counted) and the output
+// specs.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "attnserve/core/plan.h"
 #include "attnserve/core/status_macros.h"
+#include "kernels/flash_attention.h"
 #include "plan/checks.h"
 #include "plan/layout.h"
 #include "plan/resolve.h"
@@ -34,14 +36,9 @@ double ForwardFlops(const AttentionDims& d,
          static_cast<double>(d.d + d.dv);
 }
 
-Tiling MakeTiling(int threads) {
-  return Tiling{kTileQ, kTileKv, threads < 1 ? 1 : threads};
-}
-
-uint64_t FloatBytes(int64_t floats) {
-  // Whole cache lines, plus one line of slack for each aligned region.
-  const int64_t lines = (floats + 15) / 16 + 16;
-  return static_cast<uint64_t>(lines) * 64;
+Tiling MakeTiling(const AttentionDims& d, int threads, bool allow_bf16) {
+  return Tiling{kTileQ, kTileKv, threads < 1 ? 1 : threads,
+                ChooseTileProducts(d.dtype, allow_bf16)};
 }
 
 // Everything but the tensors specific to one direction.
@@ -81,6 +78,7 @@ void CopyCommon(CommonPlan&& c, Plan* plan) {
 
 absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
                                             const ThreadPolicy& threads,
+                                            bool allow_bf16,
                                             InputDTypes accepted) {
   ForwardPlan plan;
   ATTN_ASSIGN_OR_RETURN(
@@ -89,13 +87,10 @@ absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
   CopyCommon(std::move(common), &plan);
   const AttentionDims& d = plan.dims;
   plan.flops = ForwardFlops(d, plan.batches);
-  plan.tiling = MakeTiling(threads.ThreadsFor(plan.flops));
-  const int64_t tq = plan.tiling.tile_q, tk = plan.tiling.tile_kv;
-  // K and V of one head, a Q tile, the score tile, the output tile, the
-  // running max/sum and the tile's keep bytes.
-  const int64_t per_thread = d.s2 * (d.d + d.dv) + tq * d.d + tq * tk +
-                             tq * d.dv + 4 * tq + (tq * tk + 3) / 4;
-  plan.workspace_bytes = FloatBytes(per_thread) * plan.tiling.threads;
+  plan.tiling = MakeTiling(d, threads.ThreadsFor(plan.flops), allow_bf16);
+  // The kernel's own layout: K and V of one head, the query, score and
+  // output tiles, the running max/sum and the tile's keep bytes, per thread.
+  plan.workspace_bytes = FlashForwardWorkspaceBytes(d, plan.tiling);
   const DType out_dtype =
       IsFloatingCompute(d.dtype) ? d.dtype : DType::kFloat32;
   plan.outputs = {
@@ -176,17 +171,20 @@ absl::Status CheckScalarOptions(const AttentionOptions& o) {
 }
 
 absl::StatusOr<ForwardPlan> PlanForward(const ForwardArgs& args,
-                                        const ThreadPolicy& threads) {
-  return PlanForwardImpl(args, threads, InputDTypes::kForward);
+                                        const ThreadPolicy& threads,
+                                        bool allow_bf16) {
+  return PlanForwardImpl(args, threads, allow_bf16, InputDTypes::kForward);
 }
 
 absl::StatusOr<ForwardPlan> PlanRecomputeForward(const ForwardArgs& args,
-                                                 const ThreadPolicy& threads) {
-  return PlanForwardImpl(args, threads, InputDTypes::kGradient);
+                                                 const ThreadPolicy& threads,
+                                                 bool allow_bf16) {
+  return PlanForwardImpl(args, threads, allow_bf16, InputDTypes::kGradient);
 }
 
 absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
-                                          const ThreadPolicy& threads) {
+                                          const ThreadPolicy& threads,
+                                          bool allow_bf16) {
   BackwardPlan plan;
   const AttentionOptions& o = args.options;
   ATTN_ASSIGN_OR_RETURN(
@@ -202,12 +200,13 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
 
   const double forward_flops = ForwardFlops(d, plan.batches);
   plan.flops = 2.5 * forward_flops;
-  plan.tiling = MakeTiling(threads.ThreadsFor(
-      plan.has_residuals ? plan.flops : plan.flops + forward_flops));
-  const int64_t tq = plan.tiling.tile_q, tk = plan.tiling.tile_kv;
-  const int64_t per_thread = 2 * d.s2 * (d.d + d.dv) + 2 * tq * (d.d + d.dv) +
-                             3 * tq * tk + 4 * tq + (tq * tk + 3) / 4;
-  plan.workspace_bytes = FloatBytes(per_thread) * plan.tiling.threads;
+  plan.tiling = MakeTiling(
+      d,
+      threads.ThreadsFor(plan.has_residuals ? plan.flops
+                                            : plan.flops + forward_flops),
+      allow_bf16);
+  // K, V, dK, dV of one head and the query-side and score tiles, per thread.
+  plan.workspace_bytes = FlashBackwardWorkspaceBytes(d, plan.tiling);
   const DType grad_dtype =
       IsFloatingCompute(d.dtype) ? d.dtype : DType::kFloat32;
   plan.outputs = {
@@ -220,8 +219,9 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
   }
   if (!plan.has_residuals) {
     const ForwardArgs forward{args.query, args.key, args.value, o};
-    ATTN_ASSIGN_OR_RETURN(plan.recompute,
-                          PlanRecomputeForward(forward, plan.tiling.threads));
+    ATTN_ASSIGN_OR_RETURN(
+        plan.recompute,
+        PlanRecomputeForward(forward, plan.tiling.threads, allow_bf16));
   }
   return plan;
 }
