@@ -78,6 +78,7 @@ function(attnserve_add_test)
   get_filename_component(dir_label ${CMAKE_CURRENT_SOURCE_DIR} NAME)
   set(labels ${dir_label} ${T_LABELS})
   list(REMOVE_DUPLICATES labels)
+  set_property(GLOBAL APPEND PROPERTY ATTNSERVE_TESTS_${dir_label} ${T_NAME})
   # The core's tests share the core headers; the others the gRPC ones.
   if(dir_label STREQUAL "core")
     attnserve_test_code(${T_NAME} attnserve_test_pch_core)
