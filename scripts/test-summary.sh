@@ -23,7 +23,10 @@ fi
 # (or shard) that ran; every <testcase> says whether it was skipped; a
 # failed case holds <failure> elements.
 awk '
-  FNR == 1 { files++ }
+  FNR == 1 {
+    files++
+    binary = FILENAME; sub(/.*\//, "", binary); sub(/\.xml$/, "", binary)
+  }
   /<testsuites / {
     match($0, / tests="[0-9]+"/); tests += substr($0, RSTART + 8, RLENGTH - 9)
     match($0, / disabled="[0-9]+"/); disabled += substr($0, RSTART + 11, RLENGTH - 12)
@@ -31,8 +34,16 @@ awk '
   /<testcase / {
     match($0, / name="[^"]*"/); name = substr($0, RSTART + 7, RLENGTH - 8)
     match($0, / classname="[^"]*"/); suite = substr($0, RSTART + 12, RLENGTH - 13)
-    current = suite "." name
+    current = binary ": " suite "." name
     if ($0 ~ /result="skipped"/) { skipped++; skipped_names = skipped_names "\n  " current }
+  }
+  /<skipped message="/ {
+    # "file:line&#x0A;reason": the reason.
+    match($0, /message="[^"]*"/); why = substr($0, RSTART + 9, RLENGTH - 10)
+    sub(/^[^&]*&#x0A;/, "", why); gsub(/&#x0A;/, " ", why)
+    gsub(/&quot;/, "\"", why); gsub(/&apos;/, "\047", why); gsub(/&lt;/, "<", why)
+    gsub(/&gt;/, ">", why); gsub(/&amp;/, "\\&", why)
+    if (why != "") skipped_names = skipped_names " (" why ")"
   }
   /<failure / {
     if (!(current in failed)) { failed[current] = 1; nfailed++;
@@ -45,7 +56,7 @@ awk '
     if (disabled) printf ", %d disabled", disabled
     printf "\n"
     if (nfailed) printf "failed:%s\n", failed_names
-    if (skipped) printf "skipped (see the test output for why):%s\n", skipped_names
+    if (skipped) printf "skipped:%s\n", skipped_names
     exit nfailed > 0
   }' "${xmls[@]}" || status=1
 
