@@ -19,6 +19,12 @@ packages=(
   # Tests: openssl makes the TLS certificates, nginx is the gRPC load
   # balancer of the load-balancer test.
   openssl nginx
+  # The Python client (client/python) and its pytest suite: Debian's python3
+  # with gRPC, protobuf, numpy and PyTorch; pip, venv, setuptools and wheel for
+  # `pip install --no-build-isolation ./client/python`. Its stubs are made by
+  # protoc and grpc_python_plugin (protobuf-compiler, protobuf-compiler-grpc).
+  python3 python3-grpcio python3-protobuf python3-numpy python3-torch python3-pytest
+  python3-pip python3-venv python3-setuptools python3-wheel
 )
 
 sudo_cmd=()

@@ -72,6 +72,7 @@ void ComputeCall::Submit(
     stats->set_compute_seconds(
         absl::ToDoubleSeconds(plan_time + timing.run_time));
     record_.scheduled = true;
+    record_.large = timing.large;
     record_.queue_seconds = stats->queue_seconds();
     record_.compute_seconds = stats->compute_seconds();
     record_.flops = stats->flops();

@@ -2,10 +2,12 @@
 // scheduler job that serves it.
 //
 //   ComputeCall* call = ComputeCall::Create(context, RecordOf(op, *request));
-//   if (!plan.ok()) { call->FinishNow(plan.status()); return call; }
-//   call->Submit(scheduler, JobCost{plan->flops, bytes}, plan_time,
+//   if (!prepared.ok()) { call->FinishNow(prepared.status()); return call; }
+//   call->Submit(scheduler, JobCost{prepared->flops(), bytes}, prepare_time,
 //                std::move(run), response->mutable_stats());
 //   return call;
+//
+// The server's pipeline (rpc_pipeline.h) is its one user.
 //
 // The call owns the request's core::CancelToken (deadline = the RPC's
 // deadline); a client cancellation cancels it, which stops the job in the
@@ -67,7 +69,8 @@ class ComputeCall final : public grpc::ServerUnaryReactor {
 
   // Queues `run` with `cost`. When the job is done, writes queue and compute
   // seconds into `stats` (compute = `plan_time` + time in `run`; `run` itself
-  // sets workspace_bytes and flops), logs and finishes with the job's status.
+  // sets workspace_bytes and flops), logs (with the job's lane) and finishes
+  // with the job's status.
   // If the scheduler refuses the job (queue full, memory budget, draining),
   // finishes with its error at once. `stats` and everything `run` touches
   // must live until the call finishes (the request and response do).
@@ -75,12 +78,6 @@ class ComputeCall final : public grpc::ServerUnaryReactor {
               absl::Duration plan_time,
               std::function<absl::Status(const core::CancelToken&)> run,
               v1::ExecutionStats* stats);
-  // The same with a zero cost (small lane, no memory accounted).
-  void Submit(Scheduler* scheduler, absl::Duration plan_time,
-              std::function<absl::Status(const core::CancelToken&)> run,
-              v1::ExecutionStats* stats) {
-    Submit(scheduler, JobCost{}, plan_time, std::move(run), stats);
-  }
 
   void OnCancel() override;
   void OnDone() override;

@@ -26,45 +26,54 @@
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
-ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+// Every default comes from ServerOptions, so that the binary and a server
+// built in-process (tests, embedders) run with the same configuration.
+namespace {
+const attnserve::server::ServerOptions& Defaults() {
+  static const auto* defaults = new attnserve::server::ServerOptions();
+  return *defaults;
+}
+}  // namespace
+
+ABSL_FLAG(std::string, listen, Defaults().listen_address,
           "host:port to listen on (port 0 picks a free port)");
-ABSL_FLAG(int, workers, static_cast<int>(std::thread::hardware_concurrency()),
-          "compute worker threads (default: the number of hardware threads)");
-ABSL_FLAG(int, queue_depth, 64,
+ABSL_FLAG(int, workers, Defaults().workers,
+          "compute worker threads (0 = the number of hardware threads)");
+ABSL_FLAG(int, queue_depth, Defaults().queue_depth,
           "requests allowed to wait for a worker before RESOURCE_EXHAUSTED");
-ABSL_FLAG(int64_t, max_message_bytes, int64_t{1} << 30,
+ABSL_FLAG(int64_t, max_message_bytes, Defaults().max_message_bytes,
           "largest request or response message in bytes (max 2147483647)");
-ABSL_FLAG(uint64_t, memory_budget_bytes, 0,
+ABSL_FLAG(uint64_t, memory_budget_bytes, Defaults().memory_budget_bytes,
           "cap on the bytes (request, outputs, workspace) held by the "
           "requests admitted at once; 0 = unlimited");
-ABSL_FLAG(int64_t, max_tensor_elements, int64_t{1} << 28,
+ABSL_FLAG(int64_t, max_tensor_elements, Defaults().max_tensor_elements,
           "largest element count of one tensor (and of any one dimension)");
-ABSL_FLAG(int, threads_per_request,
-          static_cast<int>(std::thread::hardware_concurrency()),
+ABSL_FLAG(int, threads_per_request, Defaults().threads_per_request,
           "most threads one request may use inside the engine: its worker "
           "plus engine helper threads that are idle (default: the number of "
           "hardware threads, so a large request running alone uses every "
           "core)");
-ABSL_FLAG(double, flops_per_thread, 2.5e8,
+ABSL_FLAG(double, flops_per_thread, Defaults().flops_per_thread,
           "a request gets one thread per this many FLOPs, up to "
           "--threads_per_request (0 = always --threads_per_request)");
-ABSL_FLAG(double, small_request_flops, 1e9,
+ABSL_FLAG(double, small_request_flops, Defaults().small_request_flops,
           "requests of at most this many FLOPs are small: they are served "
           "before large ones and have a worker kept for them");
-ABSL_FLAG(int, large_request_workers, 0,
+ABSL_FLAG(int, large_request_workers, Defaults().large_request_workers,
           "workers that may run large requests at once (0 = workers - 1)");
-ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+ABSL_FLAG(absl::Duration, drain_timeout, Defaults().drain_timeout,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish "
           "before they are cancelled");
-ABSL_FLAG(std::string, tls_cert, "",
+ABSL_FLAG(std::string, tls_cert, Defaults().tls_cert_file,
           "server certificate chain (PEM); with --tls_key, serve TLS only");
-ABSL_FLAG(std::string, tls_key, "", "server private key (PEM)");
-ABSL_FLAG(std::string, tls_client_ca, "",
+ABSL_FLAG(std::string, tls_key, Defaults().tls_key_file,
+          "server private key (PEM)");
+ABSL_FLAG(std::string, tls_client_ca, Defaults().tls_client_ca_file,
           "CA bundle (PEM) for client certificates: mutual TLS");
-ABSL_FLAG(std::string, auth_token_file, "",
+ABSL_FLAG(std::string, auth_token_file, Defaults().auth_token_file,
           "bearer tokens, one per line (optionally `token Rpc,Rpc`); set = "
           "the attention RPCs need `authorization: Bearer <token>`");
-ABSL_FLAG(std::string, metrics_listen, "",
+ABSL_FLAG(std::string, metrics_listen, Defaults().metrics_listen,
           "host:port for Prometheus metrics (GET /metrics); empty = off");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error, critical or off");
@@ -120,7 +129,7 @@ int main(int argc, char** argv) {
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   options.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
-  const absl::Duration drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
 
   attnserve::server::Server server(options);
   if (absl::Status started = server.Start(); !started.ok()) {
@@ -145,10 +154,11 @@ int main(int argc, char** argv) {
   int received = 0;
   sigwait(&signals, &received);
   spdlog::info("received {}: draining (up to {}); send it again to exit now",
-               strsignal(received), absl::FormatDuration(drain_timeout));
+               strsignal(received),
+               absl::FormatDuration(options.drain_timeout));
   std::atomic<bool> stopped{false};
   std::thread stopper([&] {
-    server.Shutdown(drain_timeout);
+    server.Shutdown();
     stopped = true;
   });
   // Meanwhile a second signal forces the exit.

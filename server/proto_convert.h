@@ -11,10 +11,10 @@
 //               response.mutable_attention_out());
 //
 // This layer checks only what the wire format itself requires: required
-// tensors present, dtype a known non-UNSPECIFIED value, dims >= 0, the element
-// count not overflowing, and data.size() == prod(shape) * itemsize. Every
-// operator rule belongs to core::Plan*. Errors are INVALID_ARGUMENT with the
-// field path attached (core::FieldOf), e.g. "query.data".
+// tensors present, and each tensor's dtype, shape and data length as the
+// wire library checks them (attnserve/wire/tensor.h). Every operator rule
+// belongs to core::Plan*. Errors are INVALID_ARGUMENT with the field path
+// attached (core::FieldOf), e.g. "query.data".
 //
 // All functions are pure and thread-safe.
 #ifndef ATTNSERVE_SERVER_PROTO_CONVERT_H_
@@ -23,7 +23,6 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "attnserve/core/dtype.h"
 #include "attnserve/core/nsa.h"
 #include "attnserve/core/params.h"
 #include "attnserve/core/plan.h"
@@ -32,17 +31,11 @@
 
 namespace attnserve::server {
 
-// The core dtype for a wire dtype; INVALID_ARGUMENT naming `field` for
-// UNSPECIFIED or an unknown enum value.
-absl::StatusOr<core::DType> FromProtoDType(int proto_dtype,
-                                           const std::string& field);
-// The wire dtype for a core dtype (never UNSPECIFIED).
-v1::DataType ToProtoDType(core::DType dtype);
-
 // A view of `tensor`'s bytes after the wire checks above. `field` is the
 // tensor's name in the request ("query"); errors name "query.dtype",
 // "query.shape[2]", "query.shape" or "query.data". The view borrows
-// `tensor.data()`.
+// `tensor.data()`. A tensor sent by `handle` is NOT_FOUND ("query.handle"):
+// this server keeps no tensors yet.
 absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
                                               const std::string& field);
 
@@ -65,9 +58,6 @@ void MoveToProto(core::HostTensor tensor, v1::Tensor* out);
 
 // The wire description of one planned output.
 void ToProto(const core::OutputSpec& spec, v1::TensorSpec* out);
-
-// "[2,128,8,64]" for log lines and messages.
-std::string ShapeString(const v1::Tensor& tensor);
 
 }  // namespace attnserve::server
 

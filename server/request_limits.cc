@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "attnserve/core/status_macros.h"
 #include "attnserve/v1/attention.pb.h"
+#include "attnserve/wire/tensor.h"
 
 namespace attnserve::server {
 namespace {
@@ -16,26 +17,24 @@ using google::protobuf::Reflection;
 
 absl::Status CheckTensor(const v1::Tensor& tensor, const std::string& field,
                          int64_t max_elements) {
-  int64_t elements = 1;
-  bool overflow = false;
+  // A dimension above the limit is refused even when another is 0 (the
+  // product alone would let it through).
   for (int i = 0; i < tensor.shape_size(); ++i) {
-    const int64_t dim = tensor.shape(i);
-    if (dim < 0) {
-      return core::InvalidField(absl::StrCat(field, ".shape[", i, "]"),
-                                absl::StrCat("must be >= 0, got ", dim));
-    }
-    if (dim > max_elements) {
+    if (tensor.shape(i) > max_elements) {
       return core::InvalidField(
           absl::StrCat(field, ".shape[", i, "]"),
-          absl::StrCat(dim, " exceeds the limit of ", max_elements,
+          absl::StrCat(tensor.shape(i), " exceeds the limit of ", max_elements,
                        " elements per tensor (--max_tensor_elements)"));
     }
-    overflow = overflow || __builtin_mul_overflow(elements, dim, &elements);
   }
-  if (overflow || elements > max_elements) {
+  absl::StatusOr<int64_t> elements = wire::ElementCount(tensor, field);
+  if (!elements.ok() && core::FieldOf(elements.status()) != field + ".shape") {
+    return elements.status();  // A negative dimension.
+  }
+  if (!elements.ok() || *elements > max_elements) {
     return core::InvalidField(
         field + ".shape",
-        absl::StrCat(overflow ? "more than 2^63" : absl::StrCat(elements),
+        absl::StrCat(elements.ok() ? absl::StrCat(*elements) : "more than 2^63",
                      " elements exceed the limit of ", max_elements,
                      " elements per tensor (--max_tensor_elements)"));
   }

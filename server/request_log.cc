@@ -6,7 +6,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "server/logging.h"
 #include "spdlog/spdlog.h"
@@ -28,12 +27,6 @@ double Gflops(const RequestRecord& record) {
 }
 
 }  // namespace
-
-std::string DTypeLabel(int proto_dtype) {
-  if (!v1::DataType_IsValid(proto_dtype)) return absl::StrCat("?", proto_dtype);
-  return std::string(absl::StripPrefix(
-      v1::DataType_Name(static_cast<v1::DataType>(proto_dtype)), "DATA_TYPE_"));
-}
 
 void SetOutcome(const absl::Status& status, RequestRecord* record) {
   record->code = status.code();
@@ -66,6 +59,9 @@ std::string FormatRequestLine(const RequestRecord& record) {
           record.layout.empty() ? "-" : record.layout,
           absl::StatusCodeToString(record.code), record.queue_seconds * 1e3,
           record.compute_seconds * 1e3, Gflops(record)));
+  if (record.scheduled) {
+    absl::StrAppend(&line, record.large ? " lane=large" : " lane=small");
+  }
   if (record.cancel_to_free_seconds >= 0) {
     absl::StrAppend(&line,
                     absl::StrFormat(" cancel_to_free_ms=%.3f",
@@ -88,6 +84,10 @@ std::string FormatRequestJsonFields(const RequestRecord& record) {
       JsonEscape(record.layout), absl::StatusCodeToString(record.code),
       record.queue_seconds * 1e3, record.compute_seconds * 1e3, record.flops,
       Gflops(record));
+  if (record.scheduled) {
+    absl::StrAppend(&fields, ",\"lane\":\"", record.large ? "large" : "small",
+                    "\"");
+  }
   if (record.cancel_to_free_seconds >= 0) {
     absl::StrAppend(&fields,
                     absl::StrFormat(",\"cancel_to_free_ms\":%.3f",

@@ -11,6 +11,9 @@
 //   //   v=[2,128,8,64] dtype=FLOAT16 layout=BSND status=OK queue_ms=1.200
 //   //   compute_ms=34.000 gflops=126.47
 //
+// A request that went through the scheduler also shows its lane
+// (" lane=small" or " lane=large") after the timings.
+//
 // Written through the spdlog logger named "request" (info for OK, warn
 // otherwise); with --log_format=json the record becomes one JSON object (see
 // logging.h). Every record also goes to the registered RequestObservers (the
@@ -23,7 +26,8 @@
 
 #include "absl/status/status.h"
 #include "attnserve/v1/attention.pb.h"
-#include "server/proto_convert.h"
+#include "attnserve/wire/dtype.h"
+#include "attnserve/wire/tensor.h"
 
 namespace attnserve::server {
 
@@ -39,6 +43,8 @@ struct RequestRecord {
   // True once the request went through the scheduler (queued, then run or
   // stopped); queue_seconds and compute_seconds are meaningful only then.
   bool scheduled = false;
+  // True when it waited in the large-request lane (scheduler.h).
+  bool large = false;
   double queue_seconds = 0;
   double compute_seconds = 0;
   double flops = 0;
@@ -61,19 +67,16 @@ class RequestObserver {
 void AddRequestObserver(RequestObserver* observer);
 void RemoveRequestObserver(RequestObserver* observer);
 
-// "FLOAT16" for DATA_TYPE_FLOAT16; "?42" for an unknown value.
-std::string DTypeLabel(int proto_dtype);
-
 // The request-describing part of a record (status and timings left zero).
 // `Request` is any operator request with query/key/value/input_layout.
 template <typename Request>
 RequestRecord RecordOf(std::string_view op, const Request& request) {
   RequestRecord record;
   record.op = std::string(op);
-  record.q_shape = ShapeString(request.query());
-  record.k_shape = ShapeString(request.key());
-  record.v_shape = ShapeString(request.value());
-  record.dtype = DTypeLabel(request.query().dtype());
+  record.q_shape = wire::ShapeString(request.query());
+  record.k_shape = wire::ShapeString(request.key());
+  record.v_shape = wire::ShapeString(request.value());
+  record.dtype = wire::DataTypeName(request.query().dtype());
   record.layout = request.input_layout();
   return record;
 }

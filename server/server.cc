@@ -21,9 +21,7 @@ namespace attnserve::server {
 namespace {
 
 int ResolveWorkers(int requested) {
-  if (requested > 0) return requested;
-  const unsigned hardware = std::thread::hardware_concurrency();
-  return hardware == 0 ? 1 : static_cast<int>(hardware);
+  return requested > 0 ? requested : HardwareThreads();
 }
 
 // The contents of the file named by option `field`.
@@ -95,6 +93,11 @@ class ReflectionOption final : public grpc::ServerBuilderOption {
 
 }  // namespace
 
+int HardwareThreads() {
+  const unsigned hardware = std::thread::hardware_concurrency();
+  return hardware == 0 ? 1 : static_cast<int>(hardware);
+}
+
 absl::Status ValidateServerOptions(const ServerOptions& options) {
   if (options.listen_address.empty()) {
     return core::InvalidField("listen_address", "must not be empty");
@@ -142,6 +145,12 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
         "drain_linger",
         absl::StrCat("must be >= 0, got ",
                      absl::FormatDuration(options.drain_linger)));
+  }
+  if (options.drain_timeout < absl::ZeroDuration()) {
+    return core::InvalidField(
+        "drain_timeout",
+        absl::StrCat("must be >= 0, got ",
+                     absl::FormatDuration(options.drain_timeout)));
   }
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return core::InvalidField(
@@ -194,14 +203,15 @@ absl::Status Server::Start() {
   scheduling.large_job_workers = options_.large_request_workers;
   scheduling.memory_budget_bytes = options_.memory_budget_bytes;
   scheduler_ = std::make_unique<Scheduler>(scheduling, options_.clock);
-  ServiceConfig config;
-  config.threads_per_request = options_.threads_per_request;
-  config.flops_per_thread = options_.flops_per_thread;
-  config.max_message_bytes = static_cast<uint64_t>(options_.max_message_bytes);
-  service_ =
-      std::make_unique<AttentionService>(&engine_, scheduler_.get(), config);
-  guarded_ = std::make_unique<GuardedService>(
-      service_.get(), GuardOptions{auth_.get(), options_.max_tensor_elements});
+  guard_ = std::make_unique<CallGuard>(
+      GuardOptions{auth_.get(), options_.max_tensor_elements});
+  PipelineConfig pipeline;
+  pipeline.threads = core::ThreadPolicy(options_.threads_per_request,
+                                        options_.flops_per_thread);
+  pipeline.max_message_bytes =
+      static_cast<uint64_t>(options_.max_message_bytes);
+  service_ = std::make_unique<AttentionService>(&engine_, scheduler_.get(),
+                                                guard_.get(), pipeline);
 
   if (!options_.metrics_listen.empty()) {
     MetricsSources sources;
@@ -247,7 +257,7 @@ absl::Status Server::Start() {
   builder.SetMaxReceiveMessageSize(
       static_cast<int>(options_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
-  builder.RegisterService(guarded_.get());
+  builder.RegisterService(service_.get());
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
@@ -292,7 +302,7 @@ void Server::Shutdown(absl::Duration drain_timeout) {
           grpc_server_->GetHealthCheckService()) {
     health->Shutdown();
   }
-  guarded_->StartDraining();
+  guard_->StartDraining();
   // 2. Let the calls in flight finish, up to the drain timeout.
   const absl::Time drain_deadline = absl::Now() + drain_timeout;
   if (!tracker_.WaitUntilIdle(drain_deadline)) {

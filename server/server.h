@@ -23,15 +23,20 @@
 #include "attnserve/core/engine.h"
 #include "grpcpp/grpcpp.h"
 #include "server/attention_service.h"
+#include "server/call_guard.h"
 #include "server/call_tracker.h"
 #include "server/clock.h"
-#include "server/guarded_service.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
 #include "server/token_auth.h"
 
 namespace attnserve::server {
 
+// The number of hardware threads (at least 1).
+int HardwareThreads();
+
+// The server's configuration. These defaults are the production defaults:
+// the attnserve binary's flags take theirs from here.
 struct ServerOptions {
   // host:port to listen on; port 0 picks a free port (see Server::port()).
   std::string listen_address = "0.0.0.0:50051";
@@ -46,14 +51,16 @@ struct ServerOptions {
   uint64_t memory_budget_bytes = 0;
   // Largest element count of one tensor, and of one of its dims.
   int64_t max_tensor_elements = int64_t{1} << 28;
-  // Intra-request parallelism (most threads per running request).
-  int threads_per_request = 1;
+  // Intra-request parallelism: most threads one running request may use
+  // (its worker plus idle engine helper threads).
+  int threads_per_request = HardwareThreads();
   // One thread per this many FLOPs of a request, up to threads_per_request;
   // 0 = always threads_per_request.
-  double flops_per_thread = 0;
-  // Requests of at most this many FLOPs go to the small lane (see
-  // scheduler.h); the default puts every request in one FIFO lane.
-  double small_request_flops = 1e300;
+  double flops_per_thread = 2.5e8;
+  // Requests of at most this many FLOPs go to the small lane and are served
+  // before large ones (see scheduler.h); 1e300 puts every request in one
+  // FIFO lane.
+  double small_request_flops = 1e9;
   // Workers that may run large requests at once; 0 = workers - 1.
   int large_request_workers = 0;
   // Server certificate chain and private key (PEM files): both or neither.
@@ -71,6 +78,8 @@ struct ServerOptions {
   // How long a drain that ended in time keeps refusing new calls before the
   // port closes (see Shutdown()); at most what is left of the drain timeout.
   absl::Duration drain_linger = absl::Milliseconds(250);
+  // How long Shutdown() lets calls in flight finish by default.
+  absl::Duration drain_timeout = absl::Seconds(30);
   // Clock for the scheduler; null = the wall clock. Must outlive the server.
   Clock* clock = nullptr;
 };
@@ -126,7 +135,9 @@ class Server {
   // join.
   // Idempotent; thread-safe (a second caller waits for the first to complete).
   // Must not be called from a handler or a worker thread.
-  void Shutdown(absl::Duration drain_timeout = absl::Seconds(30));
+  void Shutdown(absl::Duration drain_timeout);
+  // The same with ServerOptions::drain_timeout.
+  void Shutdown() { Shutdown(options_.drain_timeout); }
 
  private:
   const ServerOptions options_;
@@ -134,8 +145,8 @@ class Server {
   CallTracker tracker_;
   std::unique_ptr<TokenAuth> auth_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<CallGuard> guard_;
   std::unique_ptr<AttentionService> service_;
-  std::unique_ptr<GuardedService> guarded_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<grpc::Server> grpc_server_;

@@ -3,12 +3,15 @@
 // with an error (or, for health, is not SERVING), 2 for bad arguments.
 //
 //   attnctl forward --layout BNSD --dtype bf16 -b 1 -n 8 -s 1024 -d 128
+//   attnctl nsa-backward --dtype bf16 -n 16 --kv_heads 1 -s 4096 -d 192
+//       --dv 128 --block_size 64 --block_count 16
 #ifndef ATTNSERVE_CLIENT_ATTNCTL_COMMANDS_H_
 #define ATTNSERVE_CLIENT_ATTNCTL_COMMANDS_H_
 
 #include <ostream>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "attnctl/workload.h"
 #include "attnserve/client/client.h"
@@ -28,6 +31,12 @@ struct CommandOptions {
   std::string health_service;
 };
 
+// The operator families attnctl drives: a forward RPC and its grad.
+enum class Family {
+  kFlashAttention,  // FlashAttentionScore(Grad); layouts BSH/SBH/BSND/BNSD.
+  kNsa,             // NsaSelectedAttention(Grad); TND, -s tokens per batch.
+};
+
 // Prints SERVING / NOT_SERVING / ...; exit 0 only when SERVING.
 int RunHealth(const Client& client, const CommandOptions& options,
               std::ostream& out, std::ostream& err);
@@ -36,16 +45,21 @@ int RunHealth(const Client& client, const CommandOptions& options,
 int RunInfo(const Client& client, const CommandOptions& options,
             std::ostream& out, std::ostream& err);
 
-// Runs FlashAttentionScore `repeat` times on random inputs and prints the
-// outputs' checksums and the timings.
-int RunForward(const Client& client, const Workload& workload,
+// INVALID_ARGUMENT naming the flag when `workload` is not one `family` can
+// build requests from (checked before connecting: exit code 2).
+absl::Status ValidateWorkload(Family family, const Workload& workload);
+
+// Runs the family's forward `repeat` times on random inputs and prints the
+// outputs' checksums and the timings (NSA: gflops count the selected keys
+// only).
+int RunForward(const Client& client, Family family, const Workload& workload,
                const CommandOptions& options, std::ostream& out,
                std::ostream& err);
 
-// Runs one forward for attention_out / softmax_max / softmax_sum, then
-// FlashAttentionScoreGrad `repeat` times with random dy, and prints the
-// gradients' checksums and the grad timings.
-int RunBackward(const Client& client, const Workload& workload,
+// Runs one forward for its outputs, then the grad `repeat` times with a
+// random output gradient, and prints the gradients' checksums and the grad
+// timings.
+int RunBackward(const Client& client, Family family, const Workload& workload,
                 const CommandOptions& options, std::ostream& out,
                 std::ostream& err);
 

@@ -23,33 +23,14 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "attnctl/commands.h"
-#include "attnctl/nsa_commands.h"
-#include "attnctl/nsa_workload.h"
+#include "attnctl/connection_flags.h"
 #include "attnctl/report.h"
 #include "attnctl/workload.h"
 #include "attnserve/client/client.h"
 #include "attnserve/client/tensor_helpers.h"
 
-ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address, host:port.");
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(5),
           "Deadline of each call, e.g. 30s or 2m.");
-ABSL_FLAG(std::vector<std::string>, metadata, {},
-          "Comma-separated key=value pairs sent as call metadata, e.g. "
-          "x-request-id=job-17.");
-ABSL_FLAG(bool, tls, false,
-          "Connect with TLS (implied by --tls_ca, --tls_cert, --tls_key).");
-ABSL_FLAG(std::string, tls_ca, "",
-          "CA certificates (PEM) to verify the server with; default: the "
-          "system's roots.");
-ABSL_FLAG(std::string, tls_cert, "",
-          "Client certificate chain (PEM) for mutual TLS.");
-ABSL_FLAG(std::string, tls_key, "", "Client private key (PEM).");
-ABSL_FLAG(std::string, tls_server_name, "",
-          "Name to verify the server's certificate against, instead of the "
-          "target's host.");
-ABSL_FLAG(std::string, token_file, "",
-          "File whose first line is a bearer token, sent as `authorization: "
-          "Bearer <token>`.");
 ABSL_FLAG(std::string, service, "", "health: service name to check.");
 ABSL_FLAG(std::string, layout, "BNSD", "Input layout: BSH, SBH, BSND or BNSD.");
 ABSL_FLAG(std::string, dtype, "fp32",
@@ -100,9 +81,9 @@ constexpr char kUsage[] =
     "  attnctl nsa-forward --dtype bf16 -n 16 --kv_heads 1 -s 4096 -d 192 "
     "--dv 128 --block_size 64 --block_count 16";
 
-absl::StatusOr<Workload> WorkloadFromFlags() {
+// The workload the flags describe, checked for `family`.
+absl::StatusOr<Workload> WorkloadFromFlags(Family family) {
   Workload w;
-  w.layout = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_layout));
   absl::StatusOr<v1::DataType> dtype =
       ParseDataType(absl::GetFlag(FLAGS_dtype));
   if (!dtype.ok()) {
@@ -123,82 +104,15 @@ absl::StatusOr<Workload> WorkloadFromFlags() {
                               ? 1.0 / std::sqrt(static_cast<double>(w.head_dim))
                               : 1.0);
   w.seed = absl::GetFlag(FLAGS_seed);
+  w.layout = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_layout));
   w.causal_mask = absl::GetFlag(FLAGS_causal_mask);
-  absl::Status valid = ValidateWorkload(w);
-  if (!valid.ok()) return valid;
-  return w;
-}
-
-absl::StatusOr<NsaWorkload> NsaWorkloadFromFlags() {
-  NsaWorkload w;
-  absl::StatusOr<v1::DataType> dtype =
-      ParseDataType(absl::GetFlag(FLAGS_dtype));
-  if (!dtype.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", dtype.status().message()));
-  }
-  w.dtype = *dtype;
-  w.batch = absl::GetFlag(FLAGS_b);
-  w.heads = absl::GetFlag(FLAGS_n);
-  w.kv_heads = absl::GetFlag(FLAGS_kv_heads).value_or(w.heads);
-  w.head_num = absl::GetFlag(FLAGS_head_num).value_or(w.heads);
-  const int64_t s = absl::GetFlag(FLAGS_s);
-  w.sq = absl::GetFlag(FLAGS_sq).value_or(s);
-  w.skv = absl::GetFlag(FLAGS_skv).value_or(s);
-  w.head_dim = absl::GetFlag(FLAGS_d);
   w.value_dim = absl::GetFlag(FLAGS_dv).value_or(w.head_dim);
   w.block_size = absl::GetFlag(FLAGS_block_size);
   w.block_count = absl::GetFlag(FLAGS_block_count);
   w.sparse_mode = absl::GetFlag(FLAGS_sparse_mode);
-  w.scale = absl::GetFlag(FLAGS_scale)
-                .value_or(w.head_dim > 0
-                              ? 1.0 / std::sqrt(static_cast<double>(w.head_dim))
-                              : 1.0);
-  w.seed = absl::GetFlag(FLAGS_seed);
-  absl::Status valid = ValidateNsaWorkload(w);
+  absl::Status valid = ValidateWorkload(family, w);
   if (!valid.ok()) return valid;
   return w;
-}
-
-absl::StatusOr<ClientOptions> ClientOptionsFromFlags() {
-  ClientOptions options;
-  options.default_timeout = absl::GetFlag(FLAGS_timeout);
-  for (const std::string& pair : absl::GetFlag(FLAGS_metadata)) {
-    const size_t eq = pair.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--metadata: expected key=value, got \"", pair, "\""));
-    }
-    options.metadata.emplace_back(absl::AsciiStrToLower(pair.substr(0, eq)),
-                                  pair.substr(eq + 1));
-  }
-  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
-  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
-  const std::string key = absl::GetFlag(FLAGS_tls_key);
-  if (absl::GetFlag(FLAGS_tls) || !ca.empty() || !cert.empty() ||
-      !key.empty()) {
-    absl::StatusOr<TlsOptions> tls = TlsFromFiles(ca, cert, key);
-    if (!tls.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--tls_*: ", tls.status().message()));
-    }
-    options.tls = *std::move(tls);
-    options.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
-  }
-  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
-    std::ifstream in(path);
-    std::string token;
-    if (!in || !std::getline(in, token)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--token_file: cannot read a token from ", path));
-    }
-    options.bearer_token = std::string(absl::StripAsciiWhitespace(token));
-    if (options.bearer_token.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--token_file: the first line of ", path, " is empty"));
-    }
-  }
-  return options;
 }
 
 int UsageError(const absl::Status& status) {
@@ -244,26 +158,25 @@ int Main(int argc, char** argv) {
   }
   absl::StatusOr<ClientOptions> client_options = ClientOptionsFromFlags();
   if (!client_options.ok()) return UsageError(client_options.status());
+  client_options->default_timeout = absl::GetFlag(FLAGS_timeout);
   absl::StatusOr<Client> client =
-      Client::Connect(absl::GetFlag(FLAGS_target), *client_options);
+      Client::Connect(TargetFromFlags(), *client_options);
   if (!client.ok()) return UsageError(client.status());
 
-  if (command == "health")
+  if (command == "health") {
     return RunHealth(*client, options, std::cout, std::cerr);
+  }
   if (command == "info") return RunInfo(*client, options, std::cout, std::cerr);
-  if (command == "nsa-forward" || command == "nsa-backward") {
-    absl::StatusOr<NsaWorkload> nsa = NsaWorkloadFromFlags();
-    if (!nsa.ok()) return UsageError(nsa.status());
-    return command == "nsa-forward"
-               ? RunNsaForward(*client, *nsa, options, std::cout, std::cerr)
-               : RunNsaBackward(*client, *nsa, options, std::cout, std::cerr);
-  }
-  absl::StatusOr<Workload> workload = WorkloadFromFlags();
+  const Family family = absl::StartsWith(command, "nsa-")
+                            ? Family::kNsa
+                            : Family::kFlashAttention;
+  absl::StatusOr<Workload> workload = WorkloadFromFlags(family);
   if (!workload.ok()) return UsageError(workload.status());
-  if (command == "forward") {
-    return RunForward(*client, *workload, options, std::cout, std::cerr);
-  }
-  return RunBackward(*client, *workload, options, std::cout, std::cerr);
+  return absl::EndsWith(command, "forward")
+             ? RunForward(*client, family, *workload, options, std::cout,
+                          std::cerr)
+             : RunBackward(*client, family, *workload, options, std::cout,
+                           std::cerr);
 }
 
 }  // namespace

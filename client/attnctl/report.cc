@@ -30,6 +30,23 @@ std::string TensorLine(absl::string_view name, const v1::Tensor& tensor) {
   return line;
 }
 
+void PrintOutputs(const google::protobuf::Message& response,
+                  std::ostream& out) {
+  const google::protobuf::Descriptor* descriptor = response.GetDescriptor();
+  const google::protobuf::Reflection* reflection = response.GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
+    if (field->message_type() != v1::Tensor::descriptor() ||
+        field->is_repeated() || !reflection->HasField(response, field)) {
+      continue;
+    }
+    out << TensorLine(field->name(),
+                      static_cast<const v1::Tensor&>(
+                          reflection->GetMessage(response, field)))
+        << "\n";
+  }
+}
+
 double Gflops(const v1::ExecutionStats& stats) {
   if (stats.compute_seconds() <= 0.0) return 0.0;
   return stats.flops() / stats.compute_seconds() / 1e9;
@@ -71,10 +88,8 @@ void PrintSummary(const std::vector<CallTiming>& timings, std::ostream& out) {
 }
 
 void PrintServerInfo(const v1::GetServerInfoResponse& info, std::ostream& out) {
-  std::vector<absl::string_view> dtypes;
-  for (int d : info.dtypes()) {
-    dtypes.push_back(DataTypeName(static_cast<v1::DataType>(d)));
-  }
+  std::vector<std::string> dtypes;
+  for (int d : info.dtypes()) dtypes.push_back(DataTypeName(d));
   out << "version: " << info.version() << "\n"
       << "operators: " << absl::StrJoin(info.operators(), ",") << "\n"
       << "dtypes: " << absl::StrJoin(dtypes, ",") << "\n"

@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "attnserve/v1/attention.pb.h"
+#include "google/protobuf/message.h"
 
 namespace attnserve::attnctl {
 
@@ -29,6 +30,10 @@ struct CallTiming {
 // elements widened to fp32 and are accumulated in double; for a tensor that
 // cannot be decoded the sums are replaced by "error=<message>".
 std::string TensorLine(absl::string_view name, const v1::Tensor& tensor);
+
+// TensorLine for every tensor field set in `response`, in field order
+// (attention_out, softmax_max, softmax_sum; dq, dk, dv, dpse).
+void PrintOutputs(const google::protobuf::Message& response, std::ostream& out);
 
 // flops / compute_seconds / 1e9, or 0 when compute_seconds is 0.
 double Gflops(const v1::ExecutionStats& stats);

@@ -1,13 +1,17 @@
-// The attention problem attnctl sends: shapes, layout, dtype and options, and
-// the requests built from it with random inputs.
+// The problem attnctl and attnload send: sizes, dtype and options of one
+// operator call, and the random inputs built from them. One Workload serves
+// every operator; each reads the fields it needs (attention_requests.h,
+// nsa_requests.h).
 //
-//   Workload w;  // defaults: BNSD fp32, b=1, n=8, s=1024, d=128
+//   Workload w;  // BNSD fp32, b=1, n=8, s=1024, d=128
 //   absl::StatusOr<v1::FlashAttentionScoreRequest> req = MakeForwardRequest(w);
 #ifndef ATTNSERVE_CLIENT_ATTNCTL_WORKLOAD_H_
 #define ATTNSERVE_CLIENT_ATTNCTL_WORKLOAD_H_
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -17,9 +21,8 @@
 namespace attnserve::attnctl {
 
 struct Workload {
-  // "BSH", "SBH", "BSND" or "BNSD".
-  std::string layout = "BNSD";
   v1::DataType dtype = v1::DATA_TYPE_FLOAT32;
+  // Batches; NSA: each with `sq` query and `skv` key/value tokens (TND).
   int64_t batch = 1;
   // Query heads (N1) and key/value heads (N2).
   int64_t heads = 8;
@@ -29,36 +32,39 @@ struct Workload {
   int64_t head_num = 8;
   int64_t sq = 1024;
   int64_t skv = 1024;
-  int64_t head_dim = 128;
+  int64_t head_dim = 128;              // D of query and key.
   double scale = 0.08838834764831845;  // 1/sqrt(128)
   // Seeds the random inputs: the same seed gives the same tensors.
   uint64_t seed = 1;
-  // Send a full BOOL [sq, skv] top-left causal mask with sparse_mode 0.
+
+  // FlashAttention: "BSH", "SBH", "BSND" or "BNSD".
+  std::string layout = "BNSD";
+  // FlashAttention: send a full BOOL [sq, skv] top-left causal mask with
+  // sparse_mode 0.
   bool causal_mask = false;
+
+  // NSA selected attention.
+  int64_t value_dim = 128;  // Dv.
+  int64_t block_size = 64;
+  int64_t block_count = 16;
+  int64_t sparse_mode = 0;
 };
 
-// INVALID_ARGUMENT naming the flag when a dimension is not positive or the
-// layout is not one attnctl builds. Server-side rules (e.g. GQA divisibility)
-// are left to the server.
-absl::Status ValidateWorkload(const Workload& w);
+// The inputs of one workload, each with its own random stream.
+enum class Input : uint64_t { kQuery, kKey, kValue, kDy, kTopk };
 
-// Shape of a tensor with `b` batches, `n` heads, `s` positions and head dim
-// `d` in `layout` (BSH [B,S,N*D], SBH [S,B,N*D], BSND [B,S,N,D], BNSD
-// [B,N,S,D]). INVALID_ARGUMENT for another layout.
-absl::StatusOr<std::vector<int64_t>> LayoutShape(const std::string& layout,
-                                                 int64_t b, int64_t n,
-                                                 int64_t s, int64_t d);
+// The seed of `input`'s random values: nearby seeds give unrelated streams.
+uint64_t InputSeed(uint64_t seed, Input input);
 
-// A forward request with random query/key/value in [-1, 1).
-absl::StatusOr<v1::FlashAttentionScoreRequest> MakeForwardRequest(
-    const Workload& w);
+// A random tensor of `shape` and the workload's dtype, values in [-1, 1).
+absl::StatusOr<v1::Tensor> RandomInput(const Workload& w,
+                                       const std::vector<int64_t>& shape,
+                                       Input input);
 
-// The grad request for `forward` and its `result`: the same inputs and
-// options, random dy, and attention_in/softmax_max/softmax_sum taken from
-// `result`. Consumes both arguments' tensors.
-absl::StatusOr<v1::FlashAttentionScoreGradRequest> MakeGradRequest(
-    const Workload& w, v1::FlashAttentionScoreRequest forward,
-    v1::FlashAttentionScoreResponse result);
+// INVALID_ARGUMENT naming the flag ("--kv_heads: must be positive, got 0")
+// when one of `flags` (flag name, value) is not positive.
+absl::Status CheckPositive(
+    std::initializer_list<std::pair<const char*, int64_t>> flags);
 
 }  // namespace attnserve::attnctl
 

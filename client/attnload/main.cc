@@ -11,7 +11,6 @@
 // 1 otherwise; 2 for bad arguments.
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -22,12 +21,13 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "attnctl/attention_requests.h"
+#include "attnctl/connection_flags.h"
 #include "attnctl/workload.h"
 #include "attnload/load_generator.h"
 #include "attnserve/client/client.h"
 #include "attnserve/client/tensor_helpers.h"
 
-ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address, host:port.");
 ABSL_FLAG(int, concurrency, 8, "Callers, each with one call in flight.");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(10),
           "How long to keep starting calls.");
@@ -43,12 +43,6 @@ ABSL_FLAG(int64_t, n, 8, "Query heads (and key/value heads).");
 ABSL_FLAG(int64_t, s, 128, "Sequence length of query and key/value.");
 ABSL_FLAG(int64_t, d, 128, "Head dimension.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the random inputs.");
-ABSL_FLAG(bool, tls, false, "Connect with TLS.");
-ABSL_FLAG(std::string, tls_ca, "", "CA certificates (PEM) for the server.");
-ABSL_FLAG(std::string, tls_cert, "", "Client certificate (PEM), mutual TLS.");
-ABSL_FLAG(std::string, tls_key, "", "Client private key (PEM).");
-ABSL_FLAG(std::string, token_file, "",
-          "File whose first line is a bearer token.");
 
 namespace attnserve::attnload {
 namespace {
@@ -60,28 +54,6 @@ constexpr int kExitUsage = 2;
 int UsageError(absl::string_view message) {
   std::cerr << "attnload: " << message << "\n";
   return kExitUsage;
-}
-
-absl::StatusOr<ClientOptions> ClientOptionsFromFlags() {
-  ClientOptions options;
-  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
-  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
-  const std::string key = absl::GetFlag(FLAGS_tls_key);
-  if (absl::GetFlag(FLAGS_tls) || !ca.empty() || !cert.empty()) {
-    absl::StatusOr<TlsOptions> tls = TlsFromFiles(ca, cert, key);
-    if (!tls.ok()) return tls.status();
-    options.tls = *std::move(tls);
-  }
-  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
-    std::ifstream in(path);
-    std::string token;
-    if (!in || !std::getline(in, token)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--token_file: cannot read ", path));
-    }
-    options.bearer_token = std::string(absl::StripAsciiWhitespace(token));
-  }
-  return options;
 }
 
 int Main(int argc, char** argv) {
@@ -117,18 +89,20 @@ int Main(int argc, char** argv) {
   w.scale =
       w.head_dim > 0 ? 1.0 / std::sqrt(static_cast<double>(w.head_dim)) : 1.0;
   w.seed = absl::GetFlag(FLAGS_seed);
-  if (absl::Status valid = attnctl::ValidateWorkload(w); !valid.ok()) {
+  if (absl::Status valid = attnctl::ValidateAttentionWorkload(w); !valid.ok()) {
     return UsageError(valid.message());
   }
   absl::StatusOr<v1::FlashAttentionScoreRequest> request =
       attnctl::MakeForwardRequest(w);
   if (!request.ok()) return UsageError(request.status().message());
 
-  absl::StatusOr<ClientOptions> client_options = ClientOptionsFromFlags();
-  if (!client_options.ok())
+  absl::StatusOr<ClientOptions> client_options =
+      attnctl::ClientOptionsFromFlags();
+  if (!client_options.ok()) {
     return UsageError(client_options.status().message());
+  }
   absl::StatusOr<Client> client =
-      Client::Connect(absl::GetFlag(FLAGS_target), *client_options);
+      Client::Connect(attnctl::TargetFromFlags(), *client_options);
   if (!client.ok()) return UsageError(client.status().message());
 
   LoadOptions options;

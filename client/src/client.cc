@@ -52,18 +52,23 @@ void PrepareContext(const ClientOptions& options,
   }
 }
 
-// Runs one unary call through `invoke(context, response)`.
-template <typename Response, typename Invoke>
-absl::StatusOr<Response> Unary(const ClientOptions& options,
-                               std::optional<absl::Duration> timeout,
-                               Invoke invoke) {
+// Runs one unary call of a stub's blocking `method`.
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> Unary(
+    const ClientOptions& options, std::optional<absl::Duration> timeout,
+    Stub& stub,
+    grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
+                                 Response*),
+    const Request& request) {
   grpc::ClientContext context;
   PrepareContext(options, timeout, &context);
   Response response;
-  const grpc::Status status = invoke(&context, &response);
+  const grpc::Status status = (stub.*method)(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
+
+using AttentionStub = v1::AttentionService::Stub;
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
@@ -165,57 +170,44 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
 absl::StatusOr<v1::FlashAttentionScoreResponse> Client::FlashAttentionScore(
     const v1::FlashAttentionScoreRequest& request,
     std::optional<absl::Duration> timeout) const {
-  return Unary<v1::FlashAttentionScoreResponse>(
-      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
-        return stubs_->attention->FlashAttentionScore(c, request, r);
-      });
+  return Unary(options_, timeout, *stubs_->attention,
+               &AttentionStub::FlashAttentionScore, request);
 }
 
 absl::StatusOr<v1::FlashAttentionScoreGradResponse>
 Client::FlashAttentionScoreGrad(
     const v1::FlashAttentionScoreGradRequest& request,
     std::optional<absl::Duration> timeout) const {
-  return Unary<v1::FlashAttentionScoreGradResponse>(
-      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
-        return stubs_->attention->FlashAttentionScoreGrad(c, request, r);
-      });
+  return Unary(options_, timeout, *stubs_->attention,
+               &AttentionStub::FlashAttentionScoreGrad, request);
 }
 
 absl::StatusOr<v1::NsaSelectedAttentionResponse> Client::NsaSelectedAttention(
     const v1::NsaSelectedAttentionRequest& request,
     std::optional<absl::Duration> timeout) const {
-  return Unary<v1::NsaSelectedAttentionResponse>(
-      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
-        return stubs_->attention->NsaSelectedAttention(c, request, r);
-      });
+  return Unary(options_, timeout, *stubs_->attention,
+               &AttentionStub::NsaSelectedAttention, request);
 }
 
 absl::StatusOr<v1::NsaSelectedAttentionGradResponse>
 Client::NsaSelectedAttentionGrad(
     const v1::NsaSelectedAttentionGradRequest& request,
     std::optional<absl::Duration> timeout) const {
-  return Unary<v1::NsaSelectedAttentionGradResponse>(
-      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
-        return stubs_->attention->NsaSelectedAttentionGrad(c, request, r);
-      });
+  return Unary(options_, timeout, *stubs_->attention,
+               &AttentionStub::NsaSelectedAttentionGrad, request);
 }
 
 absl::StatusOr<v1::GetWorkspaceSizeResponse> Client::GetWorkspaceSize(
     const v1::GetWorkspaceSizeRequest& request,
     std::optional<absl::Duration> timeout) const {
-  return Unary<v1::GetWorkspaceSizeResponse>(
-      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
-        return stubs_->attention->GetWorkspaceSize(c, request, r);
-      });
+  return Unary(options_, timeout, *stubs_->attention,
+               &AttentionStub::GetWorkspaceSize, request);
 }
 
 absl::StatusOr<v1::GetServerInfoResponse> Client::GetServerInfo(
     std::optional<absl::Duration> timeout) const {
-  const v1::GetServerInfoRequest request;
-  return Unary<v1::GetServerInfoResponse>(
-      options_, timeout, [&](grpc::ClientContext* c, auto* r) {
-        return stubs_->attention->GetServerInfo(c, request, r);
-      });
+  return Unary(options_, timeout, *stubs_->attention,
+               &AttentionStub::GetServerInfo, v1::GetServerInfoRequest());
 }
 
 absl::StatusOr<ServingStatus> Client::Health(
@@ -223,10 +215,8 @@ absl::StatusOr<ServingStatus> Client::Health(
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   absl::StatusOr<grpc::health::v1::HealthCheckResponse> response =
-      Unary<grpc::health::v1::HealthCheckResponse>(
-          options_, timeout, [&](grpc::ClientContext* c, auto* r) {
-            return stubs_->health->Check(c, request, r);
-          });
+      Unary(options_, timeout, *stubs_->health,
+            &grpc::health::v1::Health::Stub::Check, request);
   if (!response.ok()) return response.status();
   switch (response->status()) {
     case grpc::health::v1::HealthCheckResponse::SERVING:

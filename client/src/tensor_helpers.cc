@@ -10,28 +10,21 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "attnserve/core/dtype.h"
+#include "attnserve/core/tensor.h"
+#include "attnserve/wire/tensor.h"
 
 namespace attnserve {
 namespace {
 
-// attnserve::core::DType mirrors v1::DataType minus UNSPECIFIED.
+// The core dtype of a FLOAT32, FLOAT16 or BFLOAT16 wire dtype.
 absl::StatusOr<core::DType> FloatingCoreType(v1::DataType dtype) {
-  switch (dtype) {
-    case v1::DATA_TYPE_FLOAT32:
-      return core::DType::kFloat32;
-    case v1::DATA_TYPE_FLOAT16:
-      return core::DType::kFloat16;
-    case v1::DATA_TYPE_BFLOAT16:
-      return core::DType::kBFloat16;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("dtype: must be FLOAT32, FLOAT16 or BFLOAT16, got ",
-                       DataTypeName(dtype)));
+  absl::StatusOr<core::DType> core_dtype = wire::ToCoreDType(dtype, "dtype");
+  if (core_dtype.ok() && core::IsFloatingCompute(*core_dtype)) {
+    return core_dtype;
   }
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+  return absl::InvalidArgumentError(
+      absl::StrCat("dtype: must be FLOAT32, FLOAT16 or BFLOAT16, got ",
+                   DataTypeName(dtype)));
 }
 
 void SetShape(const std::vector<int64_t>& shape, v1::Tensor* tensor) {
@@ -43,44 +36,13 @@ absl::Status CheckCount(size_t count, const std::vector<int64_t>& shape) {
   if (!n.ok()) return n.status();
   if (static_cast<uint64_t>(*n) != count) {
     return absl::InvalidArgumentError(
-        absl::StrCat("values: shape ", ShapeString(shape), " needs ", *n,
-                     " elements, got ", count));
+        absl::StrCat("values: shape [", absl::StrJoin(shape, ","), "] needs ",
+                     *n, " elements, got ", count));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
-
-absl::StatusOr<size_t> ItemSize(v1::DataType dtype) {
-  switch (dtype) {
-    case v1::DATA_TYPE_FLOAT32:
-    case v1::DATA_TYPE_INT32:
-      return 4;
-    case v1::DATA_TYPE_FLOAT16:
-    case v1::DATA_TYPE_BFLOAT16:
-      return 2;
-    case v1::DATA_TYPE_FLOAT8_E4M3FN:
-    case v1::DATA_TYPE_FLOAT8_E5M2:
-    case v1::DATA_TYPE_UINT8:
-    case v1::DATA_TYPE_BOOL:
-      return 1;
-    case v1::DATA_TYPE_INT64:
-      return 8;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("dtype: must be a concrete data type, got ",
-                       static_cast<int>(dtype)));
-  }
-}
-
-absl::string_view DataTypeName(v1::DataType dtype) {
-  if (!v1::DataType_IsValid(dtype)) return "UNSPECIFIED";
-  absl::string_view name = v1::DataType_Name(dtype);
-  constexpr absl::string_view kPrefix = "DATA_TYPE_";
-  if (name.substr(0, kPrefix.size()) == kPrefix)
-    name.remove_prefix(kPrefix.size());
-  return name;
-}
 
 absl::StatusOr<v1::DataType> ParseDataType(absl::string_view name) {
   std::string upper = absl::AsciiStrToUpper(name);
@@ -98,20 +60,7 @@ absl::StatusOr<v1::DataType> ParseDataType(absl::string_view name) {
 }
 
 absl::StatusOr<int64_t> NumElements(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (size_t i = 0; i < shape.size(); ++i) {
-    const int64_t dim = shape[i];
-    if (dim < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("shape[", i, "]: must be non-negative, got ", dim));
-    }
-    if (dim != 0 && n > std::numeric_limits<int64_t>::max() / dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "shape: element count of ", ShapeString(shape), " overflows int64"));
-    }
-    n *= dim;
-  }
-  return n;
+  return core::CheckedNumElements(shape, "tensor");
 }
 
 absl::StatusOr<v1::Tensor> MakeTensor(const std::vector<float>& values,
@@ -144,18 +93,9 @@ absl::StatusOr<v1::Tensor> MakeInt32Tensor(const std::vector<int32_t>& values,
 absl::StatusOr<std::vector<float>> TensorToFloats(const v1::Tensor& tensor) {
   absl::StatusOr<core::DType> core_dtype = FloatingCoreType(tensor.dtype());
   if (!core_dtype.ok()) return core_dtype.status();
-  const std::vector<int64_t> shape(tensor.shape().begin(),
-                                   tensor.shape().end());
-  absl::StatusOr<int64_t> n = NumElements(shape);
-  if (!n.ok()) return n.status();
-  const size_t item = core::ItemSize(*core_dtype);
-  if (static_cast<uint64_t>(*n) > tensor.data().size() / item ||
-      tensor.data().size() != static_cast<size_t>(*n) * item) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("data: ", DataTypeName(tensor.dtype()),
-                     " tensor of shape ", ShapeString(shape), " needs ", *n,
-                     " * ", item, " bytes, got ", tensor.data().size()));
-  }
+  absl::Status data = wire::CheckData(tensor, "tensor");
+  if (!data.ok()) return data;
+  const absl::StatusOr<int64_t> n = wire::ElementCount(tensor, "tensor");
   std::vector<float> values(static_cast<size_t>(*n));
   core::ToFloat(*core_dtype, tensor.data().data(), values.data(),
                 values.size());

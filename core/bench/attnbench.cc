@@ -152,22 +152,21 @@ void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
   const int64_t b = absl::GetFlag(FLAGS_b), n = absl::GetFlag(FLAGS_n);
   Problem p = MakeProblem(dtype, b, n, s, d, causal);
   const core::ForwardArgs fwd{p.q.view(), p.k.view(), p.v.view(), p.options};
-  absl::StatusOr<core::ForwardPlan> fplan = core::PlanForward(fwd, threads);
-  if (!fplan.ok()) Die(fplan.status());
+  absl::StatusOr<core::ForwardCall> fcall =
+      core::ForwardCall::Prepare(fwd, threads);
+  if (!fcall.ok()) Die(fcall.status());
   core::CancelToken token;
   double seconds = 0, flops = 0;
   uint64_t workspace = 0;
   if (direction == "forward") {
     seconds = BestSeconds([&] {
-      absl::StatusOr<core::ForwardResult> r =
-          engine.RunForward(fwd, *fplan, token);
+      absl::StatusOr<core::ForwardResult> r = engine.Run(*fcall, token);
       if (!r.ok()) Die(r.status());
       workspace = r->stats.workspace_bytes;
     });
-    flops = fplan->flops;
+    flops = fcall->flops();
   } else {
-    absl::StatusOr<core::ForwardResult> f =
-        engine.RunForward(fwd, *fplan, token);
+    absl::StatusOr<core::ForwardResult> f = engine.Run(*fcall, token);
     if (!f.ok()) Die(f.status());
     core::BackwardArgs bwd;
     bwd.query = p.q.view();
@@ -178,15 +177,15 @@ void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
     bwd.softmax_sum = f->softmax_sum.view();
     bwd.attention_in = f->attention_out.view();
     bwd.options = p.options;
-    absl::StatusOr<core::BackwardPlan> bplan = core::PlanBackward(bwd, threads);
-    if (!bplan.ok()) Die(bplan.status());
+    absl::StatusOr<core::BackwardCall> bcall =
+        core::BackwardCall::Prepare(bwd, threads);
+    if (!bcall.ok()) Die(bcall.status());
     seconds = BestSeconds([&] {
-      absl::StatusOr<core::BackwardResult> r =
-          engine.RunBackward(bwd, *bplan, token);
+      absl::StatusOr<core::BackwardResult> r = engine.Run(*bcall, token);
       if (!r.ok()) Die(r.status());
       workspace = r->stats.workspace_bytes;
     });
-    flops = bplan->flops;
+    flops = bcall->flops();
   }
   if (adjacent) ref_gflops = std::max(ref_gflops, TileReference(ref_lib, d, 2));
   const double gflops = flops / seconds / 1e9;
@@ -232,11 +231,11 @@ void MeasureRss(int64_t s) {
     core::Engine engine(core::EngineOptions{0, threads});
     Problem p = MakeProblem(DType::kFloat32, b, n, s, d, false);
     const core::ForwardArgs fwd{p.q.view(), p.k.view(), p.v.view(), p.options};
-    absl::StatusOr<core::ForwardPlan> plan = core::PlanForward(fwd, threads);
-    if (!plan.ok()) _exit(1);
+    absl::StatusOr<core::ForwardCall> call =
+        core::ForwardCall::Prepare(fwd, threads);
+    if (!call.ok()) _exit(1);
     core::CancelToken token;
-    absl::StatusOr<core::ForwardResult> r =
-        engine.RunForward(fwd, *plan, token);
+    absl::StatusOr<core::ForwardResult> r = engine.Run(*call, token);
     if (!r.ok()) _exit(1);
     struct rusage after;
     getrusage(RUSAGE_SELF, &after);

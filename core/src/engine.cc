@@ -111,6 +111,11 @@ std::vector<std::string> Engine::backends() const {
           std::string("softmax-simd:") + SimdLevelName(BestSimdLevel())};
 }
 
+absl::StatusOr<ForwardResult> Engine::Run(const ForwardCall& call,
+                                          const CancelToken& cancel) {
+  return RunForward(call.args(), call.plan(), cancel);
+}
+
 absl::StatusOr<ForwardResult> Engine::RunForward(const ForwardArgs& args,
                                                  const ForwardPlan& plan,
                                                  const CancelToken& cancel) {
@@ -140,9 +145,10 @@ absl::StatusOr<ForwardResult> Engine::RunForward(const ForwardArgs& args,
   return result;
 }
 
-absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
-                                                   const BackwardPlan& plan,
-                                                   const CancelToken& cancel) {
+absl::StatusOr<BackwardResult> Engine::Run(const BackwardCall& call,
+                                           const CancelToken& cancel) {
+  const BackwardArgs& args = call.args();
+  const BackwardPlan& plan = call.plan();
   ATTN_RETURN_IF_ERROR(cancel.Check());
   // Without residuals, recompute them with a forward pass first.
   ForwardResult recomputed;
@@ -153,19 +159,15 @@ absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
   const TensorView* attention_in =
       args.attention_in ? &*args.attention_in : nullptr;
   TensorView rec_max, rec_sum, rec_out;
-  double extra_flops = 0;
-  if (!plan.has_residuals) {
+  if (plan.recompute.has_value()) {
     const ForwardArgs fwd{args.query, args.key, args.value, args.options};
-    ATTN_ASSIGN_OR_RETURN(ForwardPlan fwd_plan,
-                          PlanRecomputeForward(fwd, plan.tiling.threads));
-    ATTN_ASSIGN_OR_RETURN(recomputed, RunForward(fwd, fwd_plan, cancel));
+    ATTN_ASSIGN_OR_RETURN(recomputed, RunForward(fwd, *plan.recompute, cancel));
     rec_max = recomputed.softmax_max.view();
     rec_sum = recomputed.softmax_sum.view();
     rec_out = recomputed.attention_out.view();
     softmax_max = &rec_max;
     softmax_sum = &rec_sum;
     attention_in = &rec_out;
-    extra_flops = fwd_plan.flops;
   }
 
   ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
@@ -209,7 +211,7 @@ absl::StatusOr<BackwardResult> Engine::RunBackward(const BackwardArgs& args,
   if (plan.pse.kind != PseSpec::Kind::kNone) {
     result.dpse = ReduceDpse(plan.pse, d, dpse_partial, dslope_partial);
   }
-  result.stats.flops = plan.flops + extra_flops;
+  result.stats.flops = call.flops();
   return result;
 }
 
@@ -240,9 +242,10 @@ NsaKernelArgs NsaArgs(const NsaDims& dims, const NsaOptions& o, float scale,
 
 }  // namespace
 
-absl::StatusOr<ForwardResult> Engine::RunNsaForward(const NsaForwardArgs& args,
-                                                    const NsaForwardPlan& plan,
-                                                    const CancelToken& cancel) {
+absl::StatusOr<ForwardResult> Engine::Run(const NsaForwardCall& call,
+                                          const CancelToken& cancel) {
+  const NsaForwardArgs& args = call.args();
+  const NsaForwardPlan& plan = call.plan();
   ATTN_RETURN_IF_ERROR(cancel.Check());
   ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
                         pool_.Acquire(plan.workspace_bytes));
@@ -266,9 +269,10 @@ absl::StatusOr<ForwardResult> Engine::RunNsaForward(const NsaForwardArgs& args,
   return result;
 }
 
-absl::StatusOr<BackwardResult> Engine::RunNsaBackward(
-    const NsaBackwardArgs& args, const NsaBackwardPlan& plan,
-    const CancelToken& cancel) {
+absl::StatusOr<BackwardResult> Engine::Run(const NsaBackwardCall& call,
+                                           const CancelToken& cancel) {
+  const NsaBackwardArgs& args = call.args();
+  const NsaBackwardPlan& plan = call.plan();
   ATTN_RETURN_IF_ERROR(cancel.Check());
   ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
                         pool_.Acquire(plan.workspace_bytes));

@@ -3,26 +3,47 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "attnserve/core/status_macros.h"
 
 namespace attnserve::core {
 
-absl::StatusOr<int64_t> CheckedNumElements(const std::vector<int64_t>& shape,
+absl::StatusOr<int64_t> CheckedNumElements(absl::Span<const int64_t> shape,
                                            const std::string& field) {
   int64_t n = 1;
+  bool overflow = false;
   for (size_t i = 0; i < shape.size(); ++i) {
     const int64_t dim = shape[i];
     if (dim < 0) {
       return InvalidField(absl::StrCat(field, ".shape[", i, "]"),
                           absl::StrCat("dimension must be >= 0, got ", dim));
     }
-    if (dim != 0 && n > std::numeric_limits<int64_t>::max() / dim) {
-      return InvalidField(absl::StrCat(field, ".shape"),
-                          "product of dimensions overflows int64");
-    }
-    n *= dim;
+    // Every dimension is checked for sign even after an overflow; a zero
+    // dimension later on does not make an overflowed product valid.
+    overflow = overflow || __builtin_mul_overflow(n, dim, &n);
+  }
+  if (overflow) {
+    return InvalidField(
+        absl::StrCat(field, ".shape"),
+        absl::StrCat("product of dimensions [", absl::StrJoin(shape, ","),
+                     "] overflows int64"));
   }
   return n;
+}
+
+absl::StatusOr<uint64_t> CheckedByteSize(DType dtype,
+                                         absl::Span<const int64_t> shape,
+                                         const std::string& field) {
+  ATTN_ASSIGN_OR_RETURN(const int64_t n, CheckedNumElements(shape, field));
+  int64_t bytes = 0;
+  if (__builtin_mul_overflow(n, static_cast<int64_t>(ItemSize(dtype)),
+                             &bytes)) {
+    return InvalidField(
+        absl::StrCat(field, ".shape"),
+        absl::StrCat("byte size of [", absl::StrJoin(shape, ","), "] ",
+                     DTypeName(dtype), " overflows int64"));
+  }
+  return static_cast<uint64_t>(bytes);
 }
 
 HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape) {

@@ -138,11 +138,11 @@ TEST(MakeTensorTest, RejectsNonFloatingDtype) {
 TEST(TensorToFloatsTest, RejectsDataShorterOrLongerThanShape) {
   v1::Tensor t = MakeTensor({1, 2, 3, 4}, {4}, v1::DATA_TYPE_BFLOAT16).value();
   t.mutable_data()->pop_back();
-  EXPECT_THAT(TensorToFloats(t),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("got 7")));
+  EXPECT_THAT(TensorToFloats(t), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("has 7 bytes")));
   t.mutable_data()->append("abc");
   EXPECT_THAT(TensorToFloats(t), StatusIs(absl::StatusCode::kInvalidArgument,
-                                          HasSubstr("got 10")));
+                                          HasSubstr("has 10 bytes")));
 }
 
 TEST(TensorToFloatsTest, RejectsIntegerTensors) {
@@ -209,7 +209,8 @@ TEST(DataTypeTest, ParsesShortAndLongNames) {
 
 TEST(DataTypeTest, NamesAndItemSizes) {
   EXPECT_EQ(DataTypeName(v1::DATA_TYPE_BFLOAT16), "BFLOAT16");
-  EXPECT_EQ(DataTypeName(static_cast<v1::DataType>(99)), "UNSPECIFIED");
+  EXPECT_EQ(DataTypeName(v1::DATA_TYPE_UNSPECIFIED), "UNSPECIFIED");
+  EXPECT_EQ(DataTypeName(static_cast<v1::DataType>(99)), "?99");
   EXPECT_EQ(ItemSize(v1::DATA_TYPE_FLOAT32).value(), 4u);
   EXPECT_EQ(ItemSize(v1::DATA_TYPE_FLOAT16).value(), 2u);
   EXPECT_EQ(ItemSize(v1::DATA_TYPE_BOOL).value(), 1u);

@@ -62,12 +62,11 @@ CaseConfig SmallCase() {
 TEST(CancelledRunTest, ForwardWithCancelledTokenReturnsCancelled) {
   AttentionCase c(SmallCase());
   const ForwardArgs args = c.forward_args();
-  ATTN_ASSERT_OK_AND_ASSIGN(ForwardPlan plan, PlanForward(args));
+  ATTN_ASSERT_OK_AND_ASSIGN(ForwardCall call, ForwardCall::Prepare(args));
   Engine engine(EngineOptions{});
   CancelToken token;
   token.Cancel();
-  EXPECT_THAT(engine.RunForward(args, plan, token),
-              StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_THAT(engine.Run(call, token), StatusIs(absl::StatusCode::kCancelled));
   // Nothing stays leased after the early return.
   EXPECT_EQ(engine.workspace_pool().in_use_bytes(), 0u);
 }
@@ -75,22 +74,21 @@ TEST(CancelledRunTest, ForwardWithCancelledTokenReturnsCancelled) {
 TEST(CancelledRunTest, ForwardPastDeadlineReturnsDeadlineExceeded) {
   AttentionCase c(SmallCase());
   const ForwardArgs args = c.forward_args();
-  ATTN_ASSERT_OK_AND_ASSIGN(ForwardPlan plan, PlanForward(args, 2));
+  ATTN_ASSERT_OK_AND_ASSIGN(ForwardCall call, ForwardCall::Prepare(args, 2));
   Engine engine(EngineOptions{});
   CancelToken token(absl::Now() - absl::Milliseconds(1));
-  EXPECT_THAT(engine.RunForward(args, plan, token),
+  EXPECT_THAT(engine.Run(call, token),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
 }
 
 TEST(CancelledRunTest, BackwardWithCancelledTokenReturnsCancelled) {
   AttentionCase c(SmallCase());
   const BackwardArgs args = c.backward_args_with_reference_residuals();
-  ATTN_ASSERT_OK_AND_ASSIGN(BackwardPlan plan, PlanBackward(args));
+  ATTN_ASSERT_OK_AND_ASSIGN(BackwardCall call, BackwardCall::Prepare(args));
   Engine engine(EngineOptions{});
   CancelToken token;
   token.Cancel();
-  EXPECT_THAT(engine.RunBackward(args, plan, token),
-              StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_THAT(engine.Run(call, token), StatusIs(absl::StatusCode::kCancelled));
   EXPECT_EQ(engine.workspace_pool().in_use_bytes(), 0u);
 }
 
@@ -98,10 +96,10 @@ TEST(CancelledRunTest, SameRunWithLiveTokenSucceeds) {
   // Guards the tests above: the arguments themselves are fine.
   AttentionCase c(SmallCase());
   const ForwardArgs args = c.forward_args();
-  ATTN_ASSERT_OK_AND_ASSIGN(ForwardPlan plan, PlanForward(args));
+  ATTN_ASSERT_OK_AND_ASSIGN(ForwardCall call, ForwardCall::Prepare(args));
   Engine engine(EngineOptions{});
   CancelToken token(absl::Now() + absl::Minutes(1));
-  EXPECT_THAT(engine.RunForward(args, plan, token), IsOk());
+  EXPECT_THAT(engine.Run(call, token), IsOk());
 }
 
 }  // namespace

@@ -45,24 +45,23 @@ TEST(EngineTest, ConcurrentRunsOnOneEngineMatchTheReference) {
     callers.emplace_back([&, i] {
       const AttentionCase& c = *cases[static_cast<size_t>(i)];
       for (int round = 0; round < 3; ++round) {
-        const core::ForwardArgs args = c.forward_args();
-        absl::StatusOr<core::ForwardPlan> plan =
-            core::PlanForward(args, engine.intra_op_threads());
-        if (!plan.ok()) {
-          fwd[i] = plan.status();
+        absl::StatusOr<core::ForwardCall> call = core::ForwardCall::Prepare(
+            c.forward_args(), engine.intra_op_threads());
+        if (!call.ok()) {
+          fwd[i] = call.status();
           return;
         }
         core::CancelToken token;
-        fwd[i] = engine.RunForward(args, *plan, token);
+        fwd[i] = engine.Run(*call, token);
         if (!fwd[i].ok()) return;
-        const core::BackwardArgs bargs = c.backward_args(&*fwd[i]);
-        absl::StatusOr<core::BackwardPlan> bplan =
-            core::PlanBackward(bargs, engine.intra_op_threads());
-        if (!bplan.ok()) {
-          grad[i] = bplan.status();
+        absl::StatusOr<core::BackwardCall> grad_call =
+            core::BackwardCall::Prepare(c.backward_args(&*fwd[i]),
+                                        engine.intra_op_threads());
+        if (!grad_call.ok()) {
+          grad[i] = grad_call.status();
           return;
         }
-        grad[i] = engine.RunBackward(bargs, *bplan, token);
+        grad[i] = engine.Run(*grad_call, token);
       }
     });
   }
@@ -80,33 +79,33 @@ TEST(EngineTest, ConcurrentRunsOnOneEngineMatchTheReference) {
 
 TEST(EngineTest, WorkspaceOverBudgetIsResourceExhausted) {
   AttentionCase c(Config(1));
-  const core::ForwardArgs args = c.forward_args();
-  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardPlan plan, core::PlanForward(args));
-  ASSERT_GT(plan.workspace_bytes, 1u);
+  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardCall call,
+                            core::ForwardCall::Prepare(c.forward_args()));
+  ASSERT_GT(call.workspace_bytes(), 1u);
   core::EngineOptions options;
-  options.workspace_budget_bytes = plan.workspace_bytes - 1;
+  options.workspace_budget_bytes = call.workspace_bytes() - 1;
   core::Engine small(options);
   core::CancelToken token;
-  EXPECT_THAT(small.RunForward(args, plan, token),
+  EXPECT_THAT(small.Run(call, token),
               StatusIs(absl::StatusCode::kResourceExhausted));
-  // The plan's own figure is enough.
-  options.workspace_budget_bytes = plan.workspace_bytes;
+  // The call's own figure is enough.
+  options.workspace_budget_bytes = call.workspace_bytes();
   core::Engine exact(options);
-  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult got,
-                            exact.RunForward(args, plan, token));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult got, exact.Run(call, token));
   ExpectForwardMatches(c, got, TolerancesFor(c.config().dtype));
-  EXPECT_EQ(got.stats.workspace_bytes, plan.workspace_bytes);
+  EXPECT_EQ(got.stats.workspace_bytes, call.workspace_bytes());
 }
 
 TEST(EngineTest, BackwardWorkspaceOverBudgetIsResourceExhausted) {
   AttentionCase c(Config(2));
-  const core::BackwardArgs args = c.backward_args_with_reference_residuals();
-  ATTN_ASSERT_OK_AND_ASSIGN(core::BackwardPlan plan, core::PlanBackward(args));
+  ATTN_ASSERT_OK_AND_ASSIGN(
+      core::BackwardCall call,
+      core::BackwardCall::Prepare(c.backward_args_with_reference_residuals()));
   core::EngineOptions options;
-  options.workspace_budget_bytes = plan.workspace_bytes / 2;
+  options.workspace_budget_bytes = call.workspace_bytes() / 2;
   core::Engine small(options);
   core::CancelToken token;
-  EXPECT_THAT(small.RunBackward(args, plan, token),
+  EXPECT_THAT(small.Run(call, token),
               StatusIs(absl::StatusCode::kResourceExhausted));
 }
 

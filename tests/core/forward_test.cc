@@ -122,11 +122,11 @@ TEST(ForwardTest, ScaleValueIsApplied) {
 TEST(ForwardTest, ReportsStats) {
   AttentionCase c(Base(DType::kFloat32));
   const core::ForwardArgs args = c.forward_args();
-  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardPlan plan, core::PlanForward(args));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardCall call,
+                            core::ForwardCall::Prepare(args));
   core::Engine engine(core::EngineOptions{});
   core::CancelToken token;
-  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult got,
-                            engine.RunForward(args, plan, token));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult got, engine.Run(call, token));
   EXPECT_GT(got.stats.tiles_computed, 0);
   EXPECT_EQ(got.stats.tiles_skipped, 0);
   EXPECT_GT(got.stats.flops, 0);

@@ -197,22 +197,21 @@ TEST(NsaBackwardTest, ReportsPlanFiguresAndStopsWhenCancelled) {
   NsaCaseConfig config;
   NsaCase c(config);
   const core::NsaBackwardArgs args = c.backward_args_with_reference_residuals();
-  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaBackwardPlan plan,
-                            core::PlanNsaBackward(args, 2));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaBackwardCall call,
+                            core::NsaBackwardCall::Prepare(args, 2));
+  const core::NsaBackwardPlan& plan = call.plan();
   core::EngineOptions options;
   options.intra_op_threads = 2;
   core::Engine engine(options);
   core::CancelToken token;
-  ATTN_ASSERT_OK_AND_ASSIGN(core::BackwardResult got,
-                            engine.RunNsaBackward(args, plan, token));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::BackwardResult got, engine.Run(call, token));
   EXPECT_EQ(got.stats.flops, plan.flops);
   EXPECT_EQ(got.stats.workspace_bytes, plan.workspace_bytes);
   EXPECT_EQ(engine.workspace_pool().in_use_bytes(), 0u);
   token.Cancel();
-  EXPECT_THAT(engine.RunNsaBackward(args, plan, token),
-              StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_THAT(engine.Run(call, token), StatusIs(absl::StatusCode::kCancelled));
   core::CancelToken expired(absl::Now() - absl::Seconds(1));
-  EXPECT_THAT(engine.RunNsaBackward(args, plan, expired),
+  EXPECT_THAT(engine.Run(call, expired),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
 }
 
@@ -241,13 +240,14 @@ TEST(NsaBackwardTest, DeadlinePassingDuringTheRunStopsIt) {
   args.options.selected_block_count = 16;
   args.options.head_num = 16;
   args.options.input_layout = "TND";
-  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaBackwardPlan plan,
-                            core::PlanNsaBackward(args));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaBackwardCall call,
+                            core::NsaBackwardCall::Prepare(args));
+  const core::NsaBackwardPlan& plan = call.plan();
   ASSERT_GT(plan.flops, 1e11);
   core::Engine engine(core::EngineOptions{});
   const absl::Time start = absl::Now();
   core::CancelToken token(start + absl::Milliseconds(5));
-  EXPECT_THAT(engine.RunNsaBackward(args, plan, token),
+  EXPECT_THAT(engine.Run(call, token),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
   EXPECT_LT(absl::Now() - start, absl::Milliseconds(1500));
 }

@@ -309,26 +309,25 @@ TEST(NsaForwardTest, ReportsPlanFiguresAndStopsWhenCancelled) {
   NsaCaseConfig config;
   NsaCase c(config);
   const core::NsaForwardArgs args = c.forward_args();
-  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaForwardPlan plan,
-                            core::PlanNsaForward(args, 2));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaForwardCall call,
+                            core::NsaForwardCall::Prepare(args, 2));
+  const core::NsaForwardPlan& plan = call.plan();
   core::EngineOptions options;
   options.intra_op_threads = 2;
   core::Engine engine(options);
   core::CancelToken token;
-  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult got,
-                            engine.RunNsaForward(args, plan, token));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult got, engine.Run(call, token));
   EXPECT_EQ(got.stats.flops, plan.flops);
   EXPECT_EQ(got.stats.workspace_bytes, plan.workspace_bytes);
   EXPECT_EQ(got.stats.tiles_computed, c.t1() * config.n2);
   EXPECT_EQ(engine.workspace_pool().in_use_bytes(), 0u);
   token.Cancel();
-  EXPECT_THAT(engine.RunNsaForward(args, plan, token),
-              StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_THAT(engine.Run(call, token), StatusIs(absl::StatusCode::kCancelled));
   core::EngineOptions small;
   small.workspace_budget_bytes = plan.workspace_bytes - 1;
   core::Engine tight(small);
   core::CancelToken fresh;
-  EXPECT_THAT(tight.RunNsaForward(args, plan, fresh),
+  EXPECT_THAT(tight.Run(call, fresh),
               StatusIs(absl::StatusCode::kResourceExhausted));
 }
 
@@ -352,13 +351,14 @@ TEST(NsaForwardTest, DeadlinePassingDuringTheRunStopsIt) {
   args.options.selected_block_count = 16;
   args.options.head_num = 16;
   args.options.input_layout = "TND";
-  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaForwardPlan plan,
-                            core::PlanNsaForward(args));
+  ATTN_ASSERT_OK_AND_ASSIGN(core::NsaForwardCall call,
+                            core::NsaForwardCall::Prepare(args));
+  const core::NsaForwardPlan& plan = call.plan();
   ASSERT_GT(plan.flops, 6e10);
   core::Engine engine(core::EngineOptions{});
   const absl::Time start = absl::Now();
   core::CancelToken token(start + absl::Milliseconds(5));
-  EXPECT_THAT(engine.RunNsaForward(args, plan, token),
+  EXPECT_THAT(engine.Run(call, token),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
   EXPECT_LT(absl::Now() - start, absl::Milliseconds(1500));
 }

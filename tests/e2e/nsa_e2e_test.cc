@@ -17,14 +17,18 @@
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_fixture.h"
 #include "tests/testing/nsa_case.h"
+#include "tests/testing/nsa_requests.h"
 
 namespace attnserve::e2e {
 namespace {
 
 using ::attnserve::test::ExpectNsaBackwardMatches;
 using ::attnserve::test::ExpectNsaForwardMatches;
+using ::attnserve::test::FromWire;
 using ::attnserve::test::NsaCase;
 using ::attnserve::test::NsaCaseConfig;
+using ::attnserve::test::NsaForwardRequest;
+using ::attnserve::test::NsaGradRequest;
 using ::attnserve::test::NsaIndexPattern;
 using ::attnserve::test::TolerancesFor;
 using ::testing::HasSubstr;
@@ -120,45 +124,6 @@ TEST_F(NsaAttnctlTest, InfoListsTheNsaOperatorsAndBadFlagsAreUsageErrors) {
 
 // --- buf curl ---
 
-v1::Tensor ToWire(const core::TensorView& view) {
-  v1::Tensor t;
-  switch (view.dtype) {
-    case core::DType::kFloat32:
-      t.set_dtype(v1::DATA_TYPE_FLOAT32);
-      break;
-    case core::DType::kInt32:
-      t.set_dtype(v1::DATA_TYPE_INT32);
-      break;
-    default:
-      ADD_FAILURE() << "unexpected dtype " << core::DTypeName(view.dtype);
-  }
-  t.mutable_shape()->Assign(view.shape.begin(), view.shape.end());
-  t.set_data(static_cast<const char*>(view.data), view.size_bytes);
-  return t;
-}
-
-core::HostTensor FromWire(const v1::Tensor& t, core::DType dtype) {
-  core::HostTensor h;
-  h.dtype = dtype;
-  h.shape.assign(t.shape().begin(), t.shape().end());
-  h.bytes = t.data();
-  return h;
-}
-
-template <typename Request>
-void SetOptions(const core::NsaOptions& o, Request* r) {
-  r->mutable_actual_seq_qlen()->Assign(o.actual_seq_qlen.begin(),
-                                       o.actual_seq_qlen.end());
-  r->mutable_actual_seq_kvlen()->Assign(o.actual_seq_kvlen.begin(),
-                                        o.actual_seq_kvlen.end());
-  r->set_scale_value(o.scale_value);
-  r->set_selected_block_size(o.selected_block_size);
-  r->set_selected_block_count(o.selected_block_count);
-  r->set_head_num(o.head_num);
-  r->set_input_layout(o.input_layout);
-  r->set_sparse_mode(o.sparse_mode);
-}
-
 class NsaBufCurlTest : public ServerTest {
  protected:
   void SetUp() override {
@@ -213,27 +178,16 @@ NsaCaseConfig CurlConfig() {
   return config;
 }
 
-v1::NsaSelectedAttentionRequest ForwardRequest(const NsaCase& c) {
-  const core::NsaForwardArgs args = c.forward_args();
-  v1::NsaSelectedAttentionRequest r;
-  *r.mutable_query() = ToWire(args.query);
-  *r.mutable_key() = ToWire(args.key);
-  *r.mutable_value() = ToWire(args.value);
-  *r.mutable_topk_indices() = ToWire(args.topk_indices);
-  SetOptions(args.options, &r);
-  return r;
-}
-
 TEST_F(NsaBufCurlTest, ForwardGradAndWorkspaceSizeMatchTheReference) {
   NsaCase c(CurlConfig());
-  const v1::NsaSelectedAttentionRequest forward_request = ForwardRequest(c);
+  const v1::NsaSelectedAttentionRequest forward_request = NsaForwardRequest(c);
   ProcessResult r = Curl("NsaSelectedAttention", forward_request);
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   const auto forward = Parse<v1::NsaSelectedAttentionResponse>(r);
   core::ForwardResult got;
-  got.attention_out = FromWire(forward.attention_out(), core::DType::kFloat32);
-  got.softmax_max = FromWire(forward.softmax_max(), core::DType::kFloat32);
-  got.softmax_sum = FromWire(forward.softmax_sum(), core::DType::kFloat32);
+  got.attention_out = FromWire(forward.attention_out());
+  got.softmax_max = FromWire(forward.softmax_max());
+  got.softmax_sum = FromWire(forward.softmax_sum());
   ExpectNsaForwardMatches(c, got, TolerancesFor(core::DType::kFloat32));
 
   v1::GetWorkspaceSizeRequest sizing;
@@ -245,31 +199,22 @@ TEST_F(NsaBufCurlTest, ForwardGradAndWorkspaceSizeMatchTheReference) {
   ASSERT_EQ(sized.outputs_size(), 3);
   EXPECT_EQ(sized.outputs(0).name(), "attention_out");
 
-  const core::NsaBackwardArgs args = c.backward_args(got);
-  v1::NsaSelectedAttentionGradRequest grad_request;
-  *grad_request.mutable_query() = ToWire(args.query);
-  *grad_request.mutable_key() = ToWire(args.key);
-  *grad_request.mutable_value() = ToWire(args.value);
-  *grad_request.mutable_attention_out() = forward.attention_out();
-  *grad_request.mutable_attention_out_grad() = ToWire(args.attention_out_grad);
-  *grad_request.mutable_softmax_max() = forward.softmax_max();
-  *grad_request.mutable_softmax_sum() = forward.softmax_sum();
-  *grad_request.mutable_topk_indices() = ToWire(args.topk_indices);
-  SetOptions(args.options, &grad_request);
+  const v1::NsaSelectedAttentionGradRequest grad_request =
+      NsaGradRequest(c, forward);
   r = Curl("NsaSelectedAttentionGrad", grad_request);
   ASSERT_EQ(r.exit_code, 0) << Describe(r);
   const auto grad = Parse<v1::NsaSelectedAttentionGradResponse>(r);
   core::BackwardResult grads;
-  grads.dq = FromWire(grad.dq(), core::DType::kFloat32);
-  grads.dk = FromWire(grad.dk(), core::DType::kFloat32);
-  grads.dv = FromWire(grad.dv(), core::DType::kFloat32);
+  grads.dq = FromWire(grad.dq());
+  grads.dk = FromWire(grad.dk());
+  grads.dv = FromWire(grad.dv());
   ExpectNsaBackwardMatches(c, grads, TolerancesFor(core::DType::kFloat32));
   EXPECT_GT(grad.stats().flops(), 0);
 }
 
 TEST_F(NsaBufCurlTest, IndexOutsideItsBatchIsInvalidArgument) {
   NsaCase c(CurlConfig());
-  v1::NsaSelectedAttentionRequest request = ForwardRequest(c);
+  v1::NsaSelectedAttentionRequest request = NsaForwardRequest(c);
   // Token 3 (batch 0: 64 keys = blocks 0..3), slot 1: block 5.
   const int32_t bad = 5;
   request.mutable_topk_indices()->mutable_data()->replace(

@@ -228,15 +228,6 @@ TEST(ProtoConvertTest, BackwardResidualsAreOptionalViews) {
   EXPECT_TRUE(args->attention_in.has_value());
 }
 
-TEST(ProtoConvertTest, DTypesRoundTrip) {
-  for (int value = v1::DataType_MIN; value <= v1::DataType_MAX; ++value) {
-    if (value == v1::DATA_TYPE_UNSPECIFIED) continue;
-    absl::StatusOr<core::DType> dtype = FromProtoDType(value, "x");
-    ASSERT_THAT(dtype, IsOk());
-    EXPECT_EQ(ToProtoDType(*dtype), value);
-  }
-}
-
 TEST(ProtoConvertTest, HostTensorBytesMoveIntoTheResponseWithoutCopy) {
   core::HostTensor host = core::MakeHostTensor(core::DType::kFloat16, {4, 64});
   host.bytes[0] = 'x';

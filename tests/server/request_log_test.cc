@@ -50,8 +50,20 @@ TEST(RequestLogTest, SuccessfulRequestHasNoErrorPart) {
 }
 
 TEST(RequestLogTest, UnknownDtypeIsShownAsItsNumber) {
-  EXPECT_EQ(DTypeLabel(v1::DATA_TYPE_BFLOAT16), "BFLOAT16");
-  EXPECT_EQ(DTypeLabel(42), "?42");
+  v1::FlashAttentionScoreRequest r = Request();
+  r.mutable_query()->set_dtype(static_cast<v1::DataType>(42));
+  EXPECT_THAT(FormatRequestLine(RecordOf("FlashAttentionScore", r)),
+              HasSubstr("dtype=?42 "));
+}
+
+TEST(RequestLogTest, ScheduledRequestShowsItsLane) {
+  RequestRecord record = RecordOf("FlashAttentionScore", Request());
+  EXPECT_THAT(FormatRequestLine(record), Not(HasSubstr("lane=")));
+  record.scheduled = true;
+  EXPECT_THAT(FormatRequestLine(record), HasSubstr(" lane=small"));
+  record.large = true;
+  EXPECT_THAT(FormatRequestLine(record), HasSubstr(" lane=large"));
+  EXPECT_THAT(FormatRequestJsonFields(record), HasSubstr("\"lane\":\"large\""));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include "attnserve/core/engine.h"
 #include "attnserve/core/plan.h"
+#include "attnserve/wire/dtype.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/proto_convert.h"
@@ -72,11 +73,12 @@ v1::FlashAttentionScoreGradRequest GradOf(
 core::ForwardResult CoreForward(const v1::FlashAttentionScoreRequest& r) {
   absl::StatusOr<core::ForwardArgs> args = ToForwardArgs(r);
   EXPECT_TRUE(args.ok()) << args.status();
-  absl::StatusOr<core::ForwardPlan> plan = core::PlanForward(*args, 1);
-  EXPECT_TRUE(plan.ok()) << plan.status();
+  absl::StatusOr<core::ForwardCall> call =
+      core::ForwardCall::Prepare(*std::move(args), 1);
+  EXPECT_TRUE(call.ok()) << call.status();
   core::Engine engine(core::EngineOptions{0, 1});
   absl::StatusOr<core::ForwardResult> out =
-      engine.RunForward(*args, *plan, core::CancelToken());
+      engine.Run(*call, core::CancelToken());
   EXPECT_TRUE(out.ok()) << out.status();
   return *std::move(out);
 }
@@ -84,18 +86,19 @@ core::ForwardResult CoreForward(const v1::FlashAttentionScoreRequest& r) {
 core::BackwardResult CoreBackward(const v1::FlashAttentionScoreGradRequest& r) {
   absl::StatusOr<core::BackwardArgs> args = ToBackwardArgs(r);
   EXPECT_TRUE(args.ok()) << args.status();
-  absl::StatusOr<core::BackwardPlan> plan = core::PlanBackward(*args, 1);
-  EXPECT_TRUE(plan.ok()) << plan.status();
+  absl::StatusOr<core::BackwardCall> call =
+      core::BackwardCall::Prepare(*std::move(args), 1);
+  EXPECT_TRUE(call.ok()) << call.status();
   core::Engine engine(core::EngineOptions{0, 1});
   absl::StatusOr<core::BackwardResult> out =
-      engine.RunBackward(*args, *plan, core::CancelToken());
+      engine.Run(*call, core::CancelToken());
   EXPECT_TRUE(out.ok()) << out.status();
   return *std::move(out);
 }
 
 void ExpectSameBytes(const v1::Tensor& wire, const core::HostTensor& core,
                      const std::string& what) {
-  EXPECT_EQ(wire.dtype(), ToProtoDType(core.dtype)) << what;
+  EXPECT_EQ(wire.dtype(), wire::ToWireDType(core.dtype)) << what;
   EXPECT_EQ(std::vector<int64_t>(wire.shape().begin(), wire.shape().end()),
             core.shape)
       << what;

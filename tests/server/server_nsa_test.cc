@@ -8,82 +8,25 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/proto_convert.h"
 #include "server/status_mapping.h"
 #include "tests/server/test_server.h"
 #include "tests/testing/nsa_case.h"
+#include "tests/testing/nsa_requests.h"
 
 namespace attnserve::server::testing {
 namespace {
 
 using ::attnserve::test::ExpectNsaBackwardMatches;
 using ::attnserve::test::ExpectNsaForwardMatches;
+using ::attnserve::test::FromWire;
 using ::attnserve::test::NsaCase;
 using ::attnserve::test::NsaCaseConfig;
+using ::attnserve::test::NsaForwardRequest;
+using ::attnserve::test::NsaGradRequest;
 using ::attnserve::test::NsaIndexPattern;
 using ::attnserve::test::TolerancesFor;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-v1::Tensor ToWire(const core::TensorView& view) {
-  v1::Tensor t;
-  t.set_dtype(ToProtoDType(view.dtype));
-  t.mutable_shape()->Assign(view.shape.begin(), view.shape.end());
-  t.set_data(static_cast<const char*>(view.data), view.size_bytes);
-  return t;
-}
-
-core::HostTensor FromWire(const v1::Tensor& t) {
-  core::HostTensor h;
-  h.dtype = FromProtoDType(t.dtype(), "dtype").value();
-  h.shape.assign(t.shape().begin(), t.shape().end());
-  h.bytes = t.data();
-  return h;
-}
-
-template <typename Request>
-void SetOptions(const core::NsaOptions& o, Request* r) {
-  if (o.atten_mask.has_value())
-    *r->mutable_atten_mask() = ToWire(*o.atten_mask);
-  r->mutable_actual_seq_qlen()->Assign(o.actual_seq_qlen.begin(),
-                                       o.actual_seq_qlen.end());
-  r->mutable_actual_seq_kvlen()->Assign(o.actual_seq_kvlen.begin(),
-                                        o.actual_seq_kvlen.end());
-  r->set_scale_value(o.scale_value);
-  r->set_selected_block_size(o.selected_block_size);
-  r->set_selected_block_count(o.selected_block_count);
-  r->set_head_num(o.head_num);
-  r->set_input_layout(o.input_layout);
-  r->set_sparse_mode(o.sparse_mode);
-}
-
-v1::NsaSelectedAttentionRequest ForwardRequest(const NsaCase& c) {
-  const core::NsaForwardArgs args = c.forward_args();
-  v1::NsaSelectedAttentionRequest r;
-  *r.mutable_query() = ToWire(args.query);
-  *r.mutable_key() = ToWire(args.key);
-  *r.mutable_value() = ToWire(args.value);
-  *r.mutable_topk_indices() = ToWire(args.topk_indices);
-  SetOptions(args.options, &r);
-  return r;
-}
-
-// The grad request with the residuals of `forward`.
-v1::NsaSelectedAttentionGradRequest GradRequest(
-    const NsaCase& c, const v1::NsaSelectedAttentionResponse& forward) {
-  const core::NsaBackwardArgs args = c.backward_args_with_reference_residuals();
-  v1::NsaSelectedAttentionGradRequest r;
-  *r.mutable_query() = ToWire(args.query);
-  *r.mutable_key() = ToWire(args.key);
-  *r.mutable_value() = ToWire(args.value);
-  *r.mutable_attention_out() = forward.attention_out();
-  *r.mutable_attention_out_grad() = ToWire(args.attention_out_grad);
-  *r.mutable_softmax_max() = forward.softmax_max();
-  *r.mutable_softmax_sum() = forward.softmax_sum();
-  *r.mutable_topk_indices() = ToWire(args.topk_indices);
-  SetOptions(args.options, &r);
-  return r;
-}
 
 // The field of the first BadRequest violation, or what was found instead.
 std::string ViolatedField(const grpc::Status& status) {
@@ -136,7 +79,7 @@ TEST_F(ServerNsaTest, ForwardAndGradRoundTripMatchTheReference) {
   ASSERT_TRUE(server_.started());
   NsaCase c(SmallConfig());
   v1::NsaSelectedAttentionResponse forward;
-  grpc::Status status = Forward(ForwardRequest(c), &forward);
+  grpc::Status status = Forward(NsaForwardRequest(c), &forward);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(forward.attention_out().dtype(), v1::DATA_TYPE_BFLOAT16);
   EXPECT_THAT(forward.attention_out().shape(), ElementsAre(200, 4, 128));
@@ -151,7 +94,7 @@ TEST_F(ServerNsaTest, ForwardAndGradRoundTripMatchTheReference) {
   ExpectNsaForwardMatches(c, got, TolerancesFor(core::DType::kBFloat16));
 
   v1::NsaSelectedAttentionGradResponse grad;
-  status = Grad(GradRequest(c, forward), &grad);
+  status = Grad(NsaGradRequest(c, forward), &grad);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_THAT(grad.dk().shape(), ElementsAre(384, 2, 128));
   EXPECT_GT(grad.stats().flops(), forward.stats().flops());
@@ -165,7 +108,7 @@ TEST_F(ServerNsaTest, ForwardAndGradRoundTripMatchTheReference) {
 TEST_F(ServerNsaTest, WorkspaceSizeDescribesBothOperators) {
   ASSERT_TRUE(server_.started());
   NsaCase c(SmallConfig());
-  const v1::NsaSelectedAttentionRequest forward_request = ForwardRequest(c);
+  const v1::NsaSelectedAttentionRequest forward_request = NsaForwardRequest(c);
   v1::GetWorkspaceSizeRequest request;
   *request.mutable_nsa_selected_attention() = forward_request;
   v1::GetWorkspaceSizeResponse response;
@@ -183,7 +126,8 @@ TEST_F(ServerNsaTest, WorkspaceSizeDescribesBothOperators) {
   EXPECT_EQ(forward.stats().workspace_bytes(), response.workspace_bytes());
 
   v1::GetWorkspaceSizeRequest grad_request;
-  *grad_request.mutable_nsa_selected_attention_grad() = GradRequest(c, forward);
+  *grad_request.mutable_nsa_selected_attention_grad() =
+      NsaGradRequest(c, forward);
   status = WorkspaceSize(grad_request, &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_EQ(response.outputs_size(), 3);
@@ -195,7 +139,7 @@ TEST_F(ServerNsaTest, WorkspaceSizeDescribesBothOperators) {
 TEST_F(ServerNsaTest, IndexOutsideItsBatchIsInvalidArgumentNamingIt) {
   ASSERT_TRUE(server_.started());
   NsaCase c(SmallConfig());
-  v1::NsaSelectedAttentionRequest request = ForwardRequest(c);
+  v1::NsaSelectedAttentionRequest request = NsaForwardRequest(c);
   // Token 10 is in batch 0 (128 keys = blocks 0..7); name block 8.
   std::string* data = request.mutable_topk_indices()->mutable_data();
   const int32_t bad = 8;
@@ -216,18 +160,18 @@ TEST_F(ServerNsaTest, IndexOutsideItsBatchIsInvalidArgumentNamingIt) {
 TEST_F(ServerNsaTest, MissingTensorsAreNamed) {
   ASSERT_TRUE(server_.started());
   NsaCase c(SmallConfig());
-  v1::NsaSelectedAttentionRequest request = ForwardRequest(c);
+  v1::NsaSelectedAttentionRequest request = NsaForwardRequest(c);
   request.clear_topk_indices();
   v1::NsaSelectedAttentionResponse response;
   EXPECT_EQ(ViolatedField(Forward(request, &response)), "topk_indices");
 
   v1::NsaSelectedAttentionResponse forward;
-  ASSERT_TRUE(Forward(ForwardRequest(c), &forward).ok());
-  v1::NsaSelectedAttentionGradRequest grad = GradRequest(c, forward);
+  ASSERT_TRUE(Forward(NsaForwardRequest(c), &forward).ok());
+  v1::NsaSelectedAttentionGradRequest grad = NsaGradRequest(c, forward);
   grad.clear_softmax_sum();
   v1::NsaSelectedAttentionGradResponse grad_response;
   EXPECT_EQ(ViolatedField(Grad(grad, &grad_response)), "softmax_sum");
-  grad = GradRequest(c, forward);
+  grad = NsaGradRequest(c, forward);
   grad.mutable_attention_out_grad()->mutable_shape()->Set(2, 64);
   EXPECT_EQ(ViolatedField(Grad(grad, &grad_response)),
             "attention_out_grad.data");
@@ -236,14 +180,14 @@ TEST_F(ServerNsaTest, MissingTensorsAreNamed) {
 TEST_F(ServerNsaTest, RulesOfThePlanComeBackAsBadRequest) {
   ASSERT_TRUE(server_.started());
   NsaCase c(SmallConfig());
-  v1::NsaSelectedAttentionRequest request = ForwardRequest(c);
+  v1::NsaSelectedAttentionRequest request = NsaForwardRequest(c);
   request.set_selected_block_size(24);
   v1::NsaSelectedAttentionResponse response;
   EXPECT_EQ(ViolatedField(Forward(request, &response)), "selected_block_size");
-  request = ForwardRequest(c);
+  request = NsaForwardRequest(c);
   request.set_input_layout("BSND");
   EXPECT_EQ(ViolatedField(Forward(request, &response)), "input_layout");
-  request = ForwardRequest(c);
+  request = NsaForwardRequest(c);
   request.mutable_actual_seq_kvlen()->Set(1, 150);
   EXPECT_EQ(ViolatedField(Forward(request, &response)), "actual_seq_kvlen[1]");
 }

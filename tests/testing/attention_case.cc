@@ -287,24 +287,24 @@ Tolerances TolerancesFor(core::DType dtype) {
 
 absl::StatusOr<core::ForwardResult> RunForward(const core::ForwardArgs& args,
                                                int threads) {
-  ATTN_ASSIGN_OR_RETURN(core::ForwardPlan plan,
-                        core::PlanForward(args, threads));
+  ATTN_ASSIGN_OR_RETURN(core::ForwardCall call,
+                        core::ForwardCall::Prepare(args, threads));
   core::EngineOptions options;
   options.intra_op_threads = threads;
   core::Engine engine(options);
   core::CancelToken token;
-  return engine.RunForward(args, plan, token);
+  return engine.Run(call, token);
 }
 
 absl::StatusOr<core::BackwardResult> RunBackward(const core::BackwardArgs& args,
                                                  int threads) {
-  ATTN_ASSIGN_OR_RETURN(core::BackwardPlan plan,
-                        core::PlanBackward(args, threads));
+  ATTN_ASSIGN_OR_RETURN(core::BackwardCall call,
+                        core::BackwardCall::Prepare(args, threads));
   core::EngineOptions options;
   options.intra_op_threads = threads;
   core::Engine engine(options);
   core::CancelToken token;
-  return engine.RunBackward(args, plan, token);
+  return engine.Run(call, token);
 }
 
 void ExpectForwardMatches(const AttentionCase& c,

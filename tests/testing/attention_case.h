@@ -118,7 +118,7 @@ struct Tolerances {
 };
 Tolerances TolerancesFor(core::DType dtype);
 
-// PlanForward(args, threads) then Engine::RunForward with a fresh engine of
+// Prepares the call for `threads` threads and runs it on a fresh engine of
 // `threads` intra-op threads.
 absl::StatusOr<core::ForwardResult> RunForward(const core::ForwardArgs& args,
                                                int threads = 1);

@@ -282,24 +282,24 @@ core::NsaBackwardArgs NsaCase::backward_args_with_reference_residuals() const {
 
 absl::StatusOr<core::ForwardResult> RunNsaForward(
     const core::NsaForwardArgs& args, int threads) {
-  ATTN_ASSIGN_OR_RETURN(core::NsaForwardPlan plan,
-                        core::PlanNsaForward(args, threads));
+  ATTN_ASSIGN_OR_RETURN(core::NsaForwardCall call,
+                        core::NsaForwardCall::Prepare(args, threads));
   core::EngineOptions options;
   options.intra_op_threads = threads;
   core::Engine engine(options);
   core::CancelToken token;
-  return engine.RunNsaForward(args, plan, token);
+  return engine.Run(call, token);
 }
 
 absl::StatusOr<core::BackwardResult> RunNsaBackward(
     const core::NsaBackwardArgs& args, int threads) {
-  ATTN_ASSIGN_OR_RETURN(core::NsaBackwardPlan plan,
-                        core::PlanNsaBackward(args, threads));
+  ATTN_ASSIGN_OR_RETURN(core::NsaBackwardCall call,
+                        core::NsaBackwardCall::Prepare(args, threads));
   core::EngineOptions options;
   options.intra_op_threads = threads;
   core::Engine engine(options);
   core::CancelToken token;
-  return engine.RunNsaBackward(args, plan, token);
+  return engine.Run(call, token);
 }
 
 void ExpectNsaForwardMatches(const NsaCase& c, const core::ForwardResult& got,

@@ -118,7 +118,8 @@ class NsaCase {
   core::HostTensor ref_max_, ref_sum_, ref_out_;
 };
 
-// PlanNsa*(args, threads), then the engine with `threads` intra-op threads.
+// Prepares the call for `threads` threads and runs it on a fresh engine with
+// `threads` intra-op threads.
 absl::StatusOr<core::ForwardResult> RunNsaForward(
     const core::NsaForwardArgs& args, int threads = 1);
 absl::StatusOr<core::BackwardResult> RunNsaBackward(

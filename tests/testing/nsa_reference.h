@@ -2,7 +2,8 @@
 //
 // For every query token and head it gathers the selected key/value rows
 // explicitly (topk order, duplicates repeated), masks them with the causal
-// rule of sparse_mode 2, and applies the dense formulas of SEMANTICS.md §7:
+// rule of sparse_mode 2, and applies the dense formulas of docs/semantics.md,
+// "NSA selected attention":
 //
 //   NsaRefProblem p;
 //   p.seq_q = {70, 130};  p.seq_kv = {128, 192};   // per-batch lengths

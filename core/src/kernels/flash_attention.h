@@ -17,7 +17,7 @@
 
 #include "absl/status/status.h"
 #include "attnserve/core/cancel.h"
-#include "attnserve/core/engine.h"
+#include "attnserve/core/run_stats.h"
 #include "kernels/kernel_args.h"
 #include "runtime/parallel_for.h"
 

@@ -29,8 +29,8 @@
 
 #include "absl/status/status.h"
 #include "attnserve/core/cancel.h"
-#include "attnserve/core/engine.h"
 #include "attnserve/core/nsa.h"
+#include "attnserve/core/run_stats.h"
 #include "runtime/parallel_for.h"
 
 namespace attnserve::core {

@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "attnserve/core/engine.h"
+#include "attnserve/core/run_stats.h"
 #include "kernels/kernel_args.h"
 #include "kernels/pse_bias.h"
 #include "kernels/tile_dropout.h"

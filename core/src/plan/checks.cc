@@ -11,12 +11,8 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }
 
 absl::Status CheckByteSize(const TensorView& t, const std::string& field) {
-  ATTN_ASSIGN_OR_RETURN(int64_t n, CheckedNumElements(t.shape, field));
-  const uint64_t item = ItemSize(t.dtype);
-  if (static_cast<uint64_t>(n) > UINT64_MAX / item) {
-    return InvalidField(field + ".shape", "byte size overflows");
-  }
-  const uint64_t want = static_cast<uint64_t>(n) * item;
+  ATTN_ASSIGN_OR_RETURN(const uint64_t want,
+                        CheckedByteSize(t.dtype, t.shape, field));
   if (want != t.size_bytes) {
     return InvalidField(field + ".data",
                         absl::StrCat("has ", t.size_bytes, " bytes but shape ",

@@ -1,4 +1,5 @@
-// Element addressing of the attention layouts (SEMANTICS.md §1).
+// Element addressing of the attention layouts (docs/semantics.md, "Layouts and
+// heads").
 //
 // A head is addressed by (b, n); within it, row s and column d. For every
 // padded layout d is contiguous, so a head is a strided sequence of rows:

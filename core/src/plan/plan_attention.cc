@@ -80,21 +80,22 @@ void CopyCommon(CommonPlan&& c, Plan* plan) {
 }
 
 absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
-                                            int threads, InputDTypes accepted) {
+                                            const ThreadPolicy& threads,
+                                            InputDTypes accepted) {
   ForwardPlan plan;
   ATTN_ASSIGN_OR_RETURN(
       CommonPlan common,
       PlanCommon(args.query, args.key, args.value, args.options, accepted));
   CopyCommon(std::move(common), &plan);
   const AttentionDims& d = plan.dims;
-  plan.tiling = MakeTiling(threads);
+  plan.flops = ForwardFlops(d, plan.batches);
+  plan.tiling = MakeTiling(threads.ThreadsFor(plan.flops));
   const int64_t tq = plan.tiling.tile_q, tk = plan.tiling.tile_kv;
   // K and V of one head, a Q tile, the score tile, the output tile, the
   // running max/sum and the tile's keep bytes.
   const int64_t per_thread = d.s2 * (d.d + d.dv) + tq * d.d + tq * tk +
                              tq * d.dv + 4 * tq + (tq * tk + 3) / 4;
   plan.workspace_bytes = FloatBytes(per_thread) * plan.tiling.threads;
-  plan.flops = ForwardFlops(d, plan.batches);
   const DType out_dtype =
       IsFloatingCompute(d.dtype) ? d.dtype : DType::kFloat32;
   plan.outputs = {
@@ -152,9 +153,10 @@ absl::Status CheckScalarOptions(const AttentionOptions& o) {
     return InvalidField("sparse_mode",
                         absl::StrCat("must be in [0, 8], got ", o.sparse_mode));
   }
-  if (o.inner_precise != 0 && o.inner_precise != 2) {
-    return InvalidField("inner_precise",
-                        absl::StrCat("must be 0 or 2, got ", o.inner_precise));
+  // Reserved by the documents; torch_npu on CANN 7.0 defaulted to 1.
+  if (o.inner_precise < 0 || o.inner_precise > 2) {
+    return InvalidField("inner_precise", absl::StrCat("must be 0, 1 or 2, got ",
+                                                      o.inner_precise));
   }
   for (const auto& [idx, name] : {std::pair{&o.q_start_idx, "q_start_idx"},
                                   std::pair{&o.kv_start_idx, "kv_start_idx"}}) {
@@ -173,17 +175,18 @@ absl::Status CheckScalarOptions(const AttentionOptions& o) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ForwardPlan> PlanForward(const ForwardArgs& args, int threads) {
+absl::StatusOr<ForwardPlan> PlanForward(const ForwardArgs& args,
+                                        const ThreadPolicy& threads) {
   return PlanForwardImpl(args, threads, InputDTypes::kForward);
 }
 
 absl::StatusOr<ForwardPlan> PlanRecomputeForward(const ForwardArgs& args,
-                                                 int threads) {
+                                                 const ThreadPolicy& threads) {
   return PlanForwardImpl(args, threads, InputDTypes::kGradient);
 }
 
 absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
-                                          int threads) {
+                                          const ThreadPolicy& threads) {
   BackwardPlan plan;
   const AttentionOptions& o = args.options;
   ATTN_ASSIGN_OR_RETURN(
@@ -197,12 +200,14 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
   ATTN_RETURN_IF_ERROR(CheckByteSize(args.dy, "dy"));
   ATTN_RETURN_IF_ERROR(CheckResiduals(args, d, &plan.has_residuals));
 
-  plan.tiling = MakeTiling(threads);
+  const double forward_flops = ForwardFlops(d, plan.batches);
+  plan.flops = 2.5 * forward_flops;
+  plan.tiling = MakeTiling(threads.ThreadsFor(
+      plan.has_residuals ? plan.flops : plan.flops + forward_flops));
   const int64_t tq = plan.tiling.tile_q, tk = plan.tiling.tile_kv;
   const int64_t per_thread = 2 * d.s2 * (d.d + d.dv) + 2 * tq * (d.d + d.dv) +
                              3 * tq * tk + 4 * tq + (tq * tk + 3) / 4;
   plan.workspace_bytes = FloatBytes(per_thread) * plan.tiling.threads;
-  plan.flops = 2.5 * ForwardFlops(d, plan.batches);
   const DType grad_dtype =
       IsFloatingCompute(d.dtype) ? d.dtype : DType::kFloat32;
   plan.outputs = {
@@ -212,6 +217,11 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
   };
   if (plan.pse.kind != PseSpec::Kind::kNone) {
     plan.outputs.push_back({"dpse", plan.pse.dtype, plan.pse.shape});
+  }
+  if (!plan.has_residuals) {
+    const ForwardArgs forward{args.query, args.key, args.value, o};
+    ATTN_ASSIGN_OR_RETURN(plan.recompute,
+                          PlanRecomputeForward(forward, plan.tiling.threads));
   }
   return plan;
 }

@@ -1,5 +1,6 @@
 // PlanNsaForward / PlanNsaBackward: every constraint of the NSA selected
-// attention documents (and SEMANTICS.md §7), checked in one place.
+// attention documents (and docs/semantics.md, "NSA selected attention"),
+// checked in one place.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -375,7 +376,7 @@ int64_t MaxQueryLength(const NsaOptions& o) {
 }  // namespace
 
 absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
-                                              int threads) {
+                                              const ThreadPolicy& threads) {
   NsaForwardPlan plan;
   const NsaOptions& o = args.options;
   ATTN_ASSIGN_OR_RETURN(
@@ -389,7 +390,9 @@ absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
                      "), got ", d.dv));
   }
   plan.scale = static_cast<float>(o.scale_value);
-  plan.threads = std::max(1, threads);
+  plan.flops = 2.0 * static_cast<double>(plan.attended) *
+               static_cast<double>(d.d + d.dv);
+  plan.threads = threads.ThreadsFor(plan.flops);
   plan.token_tile = TileTokens(d);
   const int64_t slots = d.block_count * d.block_size;
   const int64_t rows = plan.token_tile * d.g;
@@ -403,8 +406,6 @@ absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
       rows * d.dv,       // Their share of the output.
   });
   plan.workspace_bytes = per_thread * static_cast<uint64_t>(plan.threads);
-  plan.flops = 2.0 * static_cast<double>(plan.attended) *
-               static_cast<double>(d.d + d.dv);
   plan.outputs = {
       {"attention_out", d.dtype, {d.t1, d.n1, d.dv}},
       {"softmax_max", DType::kFloat32, StatShape(d)},
@@ -414,7 +415,7 @@ absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
 }
 
 absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
-                                                int threads) {
+                                                const ThreadPolicy& threads) {
   NsaBackwardPlan plan;
   const NsaOptions& o = args.options;
   ATTN_ASSIGN_OR_RETURN(
@@ -437,7 +438,9 @@ absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
     ATTN_RETURN_IF_ERROR(CheckByteSize(*t, name));
   }
   plan.scale = static_cast<float>(o.scale_value);
-  plan.threads = std::max(1, threads);
+  plan.flops = 2.0 * static_cast<double>(plan.attended) *
+               static_cast<double>(3 * d.d + 2 * d.dv);
+  plan.threads = threads.ThreadsFor(plan.flops);
 
   // Chunking depends on the shapes only (never on `threads`), so the dK/dV
   // sums are the same bits for every thread count.
@@ -470,8 +473,6 @@ absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
       {static_cast<int64_t>(PartialFloats(o, d, plan.chunk_tokens))});
   plan.workspace_bytes =
       per_thread * static_cast<uint64_t>(plan.threads) + partial_bytes;
-  plan.flops = 2.0 * static_cast<double>(plan.attended) *
-               static_cast<double>(3 * d.d + 2 * d.dv);
   plan.outputs = {
       {"dq", d.dtype, {d.t1, d.n1, d.d}},
       {"dk", d.dtype, {d.t2, d.n2, d.d}},

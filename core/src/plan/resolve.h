@@ -1,5 +1,5 @@
 // The steps of PlanForward / PlanBackward, one per concern, each validating
-// its part of the arguments (SEMANTICS.md) and returning the resolved form
+// its part of the arguments (docs/semantics.md) and returning the resolved form
 // the kernels read. Every failure is INVALID_ARGUMENT naming the wire field.
 #ifndef ATTNSERVE_CORE_SRC_PLAN_RESOLVE_H_
 #define ATTNSERVE_CORE_SRC_PLAN_RESOLVE_H_
@@ -14,7 +14,7 @@
 
 namespace attnserve::core {
 
-// Documented ranges (SEMANTICS.md §8).
+// Documented ranges (docs/semantics.md, "Constraints").
 inline constexpr int64_t kMaxBatch = 2 * 1024 * 1024;
 inline constexpr int64_t kMaxBatchWithPrefix = 2048;
 inline constexpr int64_t kMaxTndBatch = 2048;

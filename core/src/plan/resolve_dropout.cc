@@ -1,4 +1,5 @@
-// keep_prob, drop_mask and the seed of the generated mask (SEMANTICS.md §5).
+// keep_prob, drop_mask and the seed of the generated mask (docs/semantics.md,
+// "Dropout").
 #include "absl/strings/str_cat.h"
 #include "attnserve/core/status_macros.h"
 #include "plan/checks.h"

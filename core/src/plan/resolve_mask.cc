@@ -1,4 +1,5 @@
-// sparse_mode, pre/next_tokens, prefix and atten_mask (SEMANTICS.md §3):
+// sparse_mode, pre/next_tokens, prefix and atten_mask (docs/semantics.md,
+// "Masks and sparse modes"):
 // every mode becomes a per-batch band plus, for modes 0, 1 and 5, an
 // explicit mask tensor.
 #include <string>

@@ -1,4 +1,4 @@
-// pse, pse_type and the ALiBi start indices (SEMANTICS.md §4).
+// pse, pse_type and the ALiBi start indices (docs/semantics.md, "pse").
 #include <string>
 
 #include "absl/strings/str_cat.h"

@@ -8,7 +8,9 @@
 //       MakeTensor(values, {1, 8, 1024, 128}, v1::DATA_TYPE_BFLOAT16);
 //   absl::StatusOr<std::vector<float>> back = TensorToFloats(*q);
 //
-// All functions are thread-safe (no shared state).
+// Dtype names, item sizes and size checks are the wire library's
+// (attnserve/wire/), the same the server applies. All functions are
+// thread-safe (no shared state).
 #ifndef ATTNSERVE_CLIENT_TENSOR_HELPERS_H_
 #define ATTNSERVE_CLIENT_TENSOR_HELPERS_H_
 
@@ -19,24 +21,25 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "attnserve/v1/attention.pb.h"
+#include "attnserve/wire/dtype.h"
 
 namespace attnserve {
 
 // Bytes per element; INVALID_ARGUMENT for DATA_TYPE_UNSPECIFIED or a value
 // outside the enum.
-absl::StatusOr<size_t> ItemSize(v1::DataType dtype);
+using wire::ItemSize;
 
-// The enum name without its prefix, e.g. "BFLOAT16"; "UNSPECIFIED" for values
+// The enum name without its prefix, e.g. "BFLOAT16"; "?<n>" for values
 // outside the enum.
-absl::string_view DataTypeName(v1::DataType dtype);
+using wire::DataTypeName;
 
 // Parses a dtype name, case-insensitively: "fp32"/"float32"/"float",
 // "fp16"/"float16"/"half", "bf16"/"bfloat16", and the enum names with or
 // without the "DATA_TYPE_" prefix (e.g. "INT32"). INVALID_ARGUMENT otherwise.
 absl::StatusOr<v1::DataType> ParseDataType(absl::string_view name);
 
-// prod(shape); INVALID_ARGUMENT if a dimension is negative or the product
-// overflows int64.
+// prod(shape); INVALID_ARGUMENT naming "tensor.shape[i]" if a dimension is
+// negative or "tensor.shape" if the product overflows int64.
 absl::StatusOr<int64_t> NumElements(const std::vector<int64_t>& shape);
 
 // A FLOAT32, FLOAT16 or BFLOAT16 tensor holding `values` (FLOAT16/BFLOAT16

@@ -1,30 +1,27 @@
-// The compute engine: phase two of the two-phase API.
+// The compute engine: runs prepared calls (prepared_call.h).
 //
-//   Engine engine(EngineOptions{.workspace_budget_bytes = 1 << 30});
-//   ATTN_ASSIGN_OR_RETURN(ForwardPlan plan, PlanForward(args));
+//   Engine engine(EngineOptions{.workspace_budget_bytes = 1 << 30,
+//                               .intra_op_threads = 8});
+//   ATTN_ASSIGN_OR_RETURN(ForwardCall call,
+//                         ForwardCall::Prepare(std::move(args), 8));
 //   CancelToken token;
-//   ATTN_ASSIGN_OR_RETURN(ForwardResult out,
-//                         engine.RunForward(args, plan, token));
+//   ATTN_ASSIGN_OR_RETURN(ForwardResult out, engine.Run(call, token));
 //
-// Run* must be given the plan made from the same args. They lease their
-// workspace from the engine's pool for the duration of the call, check the
-// cancel token between tiles, and return CANCELLED / DEADLINE_EXCEEDED /
-// RESOURCE_EXHAUSTED as fit. Thread-safe: many runs may proceed at once.
+// A run leases the call's workspace from the engine's pool for its
+// duration, allocates the outputs, checks the cancel token between tiles,
+// and returns CANCELLED / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED as fit.
+// Thread-safe: many runs may proceed at once.
 #ifndef ATTNSERVE_CORE_ENGINE_H_
 #define ATTNSERVE_CORE_ENGINE_H_
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "attnserve/core/cancel.h"
-#include "attnserve/core/nsa.h"
-#include "attnserve/core/params.h"
-#include "attnserve/core/plan.h"
-#include "attnserve/core/tensor.h"
+#include "attnserve/core/prepared_call.h"
 #include "attnserve/core/workspace_pool.h"
 
 namespace attnserve::core {
@@ -36,34 +33,9 @@ namespace attnserve::core {
 struct EngineOptions {
   // Cap on the bytes of workspace leased at once; 0 = unlimited.
   uint64_t workspace_budget_bytes = 0;
-  // Threads one request may use (the caller's plus helpers the engine owns).
-  // Plan with the same number: PlanForward(args, engine.intra_op_threads()).
+  // Threads one run may use (the caller's plus helpers the engine owns);
+  // prepare calls for at most this many.
   int intra_op_threads = 1;
-};
-
-struct RunStats {
-  uint64_t workspace_bytes = 0;
-  double flops = 0;
-  // Tiles computed and tiles skipped as fully masked.
-  int64_t tiles_computed = 0;
-  int64_t tiles_skipped = 0;
-};
-
-struct ForwardResult {
-  HostTensor attention_out;
-  HostTensor softmax_max;  // FLOAT32 [B,N1,S1,8].
-  HostTensor softmax_sum;  // FLOAT32 [B,N1,S1,8].
-  RunStats stats;
-};
-
-struct BackwardResult {
-  HostTensor dq;
-  HostTensor dk;
-  HostTensor dv;
-  // Gradient of pse: the pse's own shape and dtype (external pse) or the
-  // slopes' shape, FLOAT32 (pse_type 2/3); unset when no pse was sent.
-  std::optional<HostTensor> dpse;
-  RunStats stats;
 };
 
 class Engine {
@@ -73,23 +45,18 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  absl::StatusOr<ForwardResult> RunForward(const ForwardArgs& args,
-                                           const ForwardPlan& plan,
-                                           const CancelToken& cancel);
-  absl::StatusOr<BackwardResult> RunBackward(const BackwardArgs& args,
-                                             const BackwardPlan& plan,
-                                             const CancelToken& cancel);
-
-  // NSA selected attention (nsa.h). The forward returns attention_out
-  // [T1, N1, Dv] and softmax_max/sum FLOAT32 [T1, N1, 8]; the grad returns
-  // dq, dk, dv (dpse unset). stats.tiles_computed / tiles_skipped count the
-  // (token, kv head) pairs that attended something / nothing.
-  absl::StatusOr<ForwardResult> RunNsaForward(const NsaForwardArgs& args,
-                                              const NsaForwardPlan& plan,
-                                              const CancelToken& cancel);
-  absl::StatusOr<BackwardResult> RunNsaBackward(const NsaBackwardArgs& args,
-                                                const NsaBackwardPlan& plan,
-                                                const CancelToken& cancel);
+  // Runs `call` on the calling thread and any idle helper threads (at most
+  // call.threads() in all). The result's stats report call.workspace_bytes()
+  // and call.flops(). NSA forward outputs are attention_out [T1, N1, Dv]
+  // and softmax_max/sum FLOAT32 [T1, N1, 8]; the NSA grad's are dq, dk, dv.
+  absl::StatusOr<ForwardResult> Run(const ForwardCall& call,
+                                    const CancelToken& cancel);
+  absl::StatusOr<BackwardResult> Run(const BackwardCall& call,
+                                     const CancelToken& cancel);
+  absl::StatusOr<ForwardResult> Run(const NsaForwardCall& call,
+                                    const CancelToken& cancel);
+  absl::StatusOr<BackwardResult> Run(const NsaBackwardCall& call,
+                                     const CancelToken& cancel);
 
   WorkspacePool& workspace_pool() { return pool_; }
   int intra_op_threads() const { return intra_op_threads_; }
@@ -98,6 +65,10 @@ class Engine {
   std::vector<std::string> backends() const;
 
  private:
+  absl::StatusOr<ForwardResult> RunForward(const ForwardArgs& args,
+                                           const ForwardPlan& plan,
+                                           const CancelToken& cancel);
+
   WorkspacePool pool_;
   const int intra_op_threads_;
   std::unique_ptr<ComputePool> compute_;

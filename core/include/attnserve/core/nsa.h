@@ -18,9 +18,9 @@
 //   args.options.selected_block_count = 4;
 //   args.options.head_num = 8;
 //   args.options.input_layout = "TND";
-//   ATTN_ASSIGN_OR_RETURN(NsaForwardPlan plan, PlanNsaForward(args, 2));
-//   ATTN_ASSIGN_OR_RETURN(ForwardResult out,
-//                         engine.RunNsaForward(args, plan, token));
+//   ATTN_ASSIGN_OR_RETURN(NsaForwardCall call,
+//                         NsaForwardCall::Prepare(std::move(args), 2));
+//   ATTN_ASSIGN_OR_RETURN(ForwardResult out, engine.Run(call, token));
 //
 // The Plan functions are pure and thread-safe. They check every documented
 // constraint, including that each index lies inside its batch's block
@@ -129,16 +129,16 @@ struct NsaBackwardPlan {
   std::vector<OutputSpec> outputs;  // dq, dk, dv.
 };
 
-// Validates a forward request and sizes its workspace for `threads` workers.
-// INVALID_ARGUMENT names the offending field. Reads topk_indices (and a sent
-// atten_mask) to check them.
+// Validates a forward request and sizes its workspace for the threads
+// `threads` grants it (plan.h). INVALID_ARGUMENT names the offending field.
+// Reads topk_indices (and a sent atten_mask) to check them.
 absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
-                                              int threads = 1);
+                                              const ThreadPolicy& threads = {});
 
 // The same for the grad, plus attention_out, attention_out_grad and the
 // softmax statistics.
-absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
-                                                int threads = 1);
+absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(
+    const NsaBackwardArgs& args, const ThreadPolicy& threads = {});
 
 }  // namespace attnserve::core
 

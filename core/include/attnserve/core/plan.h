@@ -1,18 +1,23 @@
-// Phase one of the two-phase API: validate arguments, resolve dimensions and
-// size the workspace, without touching tensor data beyond what validation
-// needs.
+// Validation and planning of the FlashAttention operators: check the
+// arguments, resolve dimensions and size the workspace, without touching
+// tensor data beyond what validation needs.
 //
-//   absl::StatusOr<ForwardPlan> plan = PlanForward(args);
+//   absl::StatusOr<ForwardPlan> plan = PlanForward(args, /*threads=*/2);
 //   if (!plan.ok()) return plan.status();   // INVALID_ARGUMENT / UNIMPLEMENTED
 //   uint64_t bytes = plan->workspace_bytes;
 //
-// Plan functions are pure and thread-safe. Every CANN constraint is checked
-// here and only here; an error's message names the field and the rule, and
-// FieldOf(status) returns the field path.
+// A plan describes a call; to run one, prepare it (prepared_call.h), which
+// keeps the arguments and their plan together. Plan functions are pure and
+// thread-safe. Every CANN constraint is checked here and only here; an
+// error's message names the field and the rule, and FieldOf(status) returns
+// the field path.
 #ifndef ATTNSERVE_CORE_PLAN_H_
 #define ATTNSERVE_CORE_PLAN_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +26,32 @@
 #include "attnserve/core/params.h"
 
 namespace attnserve::core {
+
+// How many threads a call is planned for. Workspace is per thread, so the
+// count is fixed when the call is planned, from the call's FLOPs: one thread
+// per `flops_per_thread` FLOPs, at least 1 and at most `max_threads`
+// (flops_per_thread 0: always max_threads). Small calls then run on one
+// thread and leave the others to large ones.
+//
+//   PlanForward(args, 4);                          // 4 threads.
+//   PlanForward(args, ThreadPolicy(8, 2.5e8));     // 1 to 8, by FLOPs.
+struct ThreadPolicy {
+  // Exactly `threads` threads (at least 1). Implicit: a count is a policy.
+  ThreadPolicy(int threads = 1) : max_threads(threads) {}  // NOLINT
+  ThreadPolicy(int most, double flops_each)
+      : max_threads(most), flops_per_thread(flops_each) {}
+
+  // Threads for a call of `flops` FLOPs.
+  int ThreadsFor(double flops) const {
+    const int most = std::max(1, max_threads);
+    if (!(flops_per_thread > 0)) return most;
+    const double wanted = std::ceil(flops / flops_per_thread);
+    return wanted >= most ? most : std::max(1, static_cast<int>(wanted));
+  }
+
+  int max_threads = 1;
+  double flops_per_thread = 0;
+};
 
 enum class Layout { kBSH, kSBH, kBSND, kBNSD, kTND };
 
@@ -60,7 +91,8 @@ struct BatchSpan {
   int64_t s2 = 0;
 };
 
-// Per-batch form of the keep predicate (SEMANTICS.md §3): cell (i, j),
+// Per-batch form of the keep predicate (docs/semantics.md, "Masks and
+// sparse modes"): cell (i, j),
 // batch-local, is kept when
 //   (lo <= j - i <= hi  ||  j < prefix)  &&  !atten_mask(i, j).
 struct BatchBand {
@@ -82,7 +114,8 @@ struct MaskSpec {
   std::vector<BatchBand> bands;  // One per batch.
 };
 
-// Position bias (SEMANTICS.md §4): s = scale * q.k + coeff * bias(i, j).
+// Position bias (docs/semantics.md, "pse"): s = scale * q.k + coeff * bias(i,
+// j).
 struct PseSpec {
   enum class Kind { kNone, kExternal, kAlibi, kAlibiSqrt };
   enum class Rows { kFull, kBroadcast, kCompressed };
@@ -100,7 +133,8 @@ struct PseSpec {
   int64_t q_start = 0, kv_start = 0;
 };
 
-// Dropout (SEMANTICS.md §5): keep bits from drop_mask or from Philox.
+// Dropout (docs/semantics.md, "Dropout"): keep bits from drop_mask or from
+// Philox.
 struct DropoutSpec {
   enum class Kind { kNone, kMask, kSeed };
   Kind kind = Kind::kNone;
@@ -137,24 +171,29 @@ struct BackwardPlan {
   DropoutSpec dropout;
   Tiling tiling;
   float scale = 1.0f;
-  // False when softmax_max/sum/attention_in must be recomputed.
+  // False when softmax_max/sum/attention_in must be recomputed: the run
+  // then runs `recompute` (on the same threads) first.
   bool has_residuals = false;
+  std::optional<ForwardPlan> recompute;
   uint64_t workspace_bytes = 0;
-  double flops = 0;                 // 2.5 x forward (FA2 convention).
+  double flops = 0;  // 2.5 x forward (FA2 convention), recompute excluded.
   std::vector<OutputSpec> outputs;  // dq, dk, dv (and dpse with a pse).
 };
 
-// Validates a forward request. `threads` is the intra-request parallelism the
-// run will use (workspace is per thread).
+// Validates a forward request and plans it for the threads `threads` grants
+// it (the intra-request parallelism of the run; workspace is per thread).
 absl::StatusOr<ForwardPlan> PlanForward(const ForwardArgs& args,
-                                        int threads = 1);
+                                        const ThreadPolicy& threads = {});
+// The same for the grad. Without residuals the threads follow the FLOPs of
+// the grad and its recomputed forward together, and the plan holds the
+// forward's plan (`recompute`).
 absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
-                                          int threads = 1);
+                                          const ThreadPolicy& threads = {});
 
 // The forward a backward without residuals runs to recompute them: as
 // PlanForward, but FLOAT8 inputs are accepted (attention_out is FLOAT32).
-absl::StatusOr<ForwardPlan> PlanRecomputeForward(const ForwardArgs& args,
-                                                 int threads = 1);
+absl::StatusOr<ForwardPlan> PlanRecomputeForward(
+    const ForwardArgs& args, const ThreadPolicy& threads = {});
 
 }  // namespace attnserve::core
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "attnserve/core/dtype.h"
 
 namespace attnserve::core {
@@ -39,10 +40,19 @@ struct HostTensor {
   }
 };
 
-// Product of `shape`, or an error if a dimension is negative or the product
-// overflows int64. `field` names the tensor in the error.
-absl::StatusOr<int64_t> CheckedNumElements(const std::vector<int64_t>& shape,
+// The size arithmetic of every layer (core checks, wire conversion, request
+// limits, client helpers) is these two functions.
+//
+// Product of `shape`, or INVALID_ARGUMENT if a dimension is negative
+// ("<field>.shape[i]: dimension must be >= 0, got -1") or the product
+// overflows int64 ("<field>.shape: ..."). `field` names the tensor.
+absl::StatusOr<int64_t> CheckedNumElements(absl::Span<const int64_t> shape,
                                            const std::string& field);
+// prod(shape) * ItemSize(dtype) in bytes, with the same errors; a byte size
+// beyond int64 is "<field>.shape: byte size of [..] overflows".
+absl::StatusOr<uint64_t> CheckedByteSize(DType dtype,
+                                         absl::Span<const int64_t> shape,
+                                         const std::string& field);
 
 // Allocates a zero-filled tensor.
 HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape);

@@ -1,4 +1,4 @@
-#include "attnctl/nsa_workload.h"
+#include "attnctl/nsa_requests.h"
 
 #include <algorithm>
 #include <numeric>
@@ -11,28 +11,9 @@
 namespace attnserve::attnctl {
 namespace {
 
-// Distinct, reproducible seeds for the inputs of one workload.
-enum InputIndex : uint64_t {
-  kQuery = 0,
-  kKey = 1,
-  kValue = 2,
-  kDy = 3,
-  kTopk = 4
-};
-
-uint64_t InputSeed(uint64_t seed, InputIndex index) {
-  // SplitMix64 finalizer: nearby seeds give unrelated streams.
-  uint64_t z = seed * 8 + index + 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-absl::StatusOr<v1::Tensor> RandomInput(const NsaWorkload& w, int64_t tokens,
-                                       int64_t heads, int64_t dim,
-                                       InputIndex index) {
-  return MakeRandomTensor({tokens, heads, dim}, w.dtype,
-                          InputSeed(w.seed, index));
+absl::StatusOr<v1::Tensor> TokenInput(const Workload& w, int64_t tokens,
+                                      int64_t heads, int64_t dim, Input input) {
+  return RandomInput(w, {tokens, heads, dim}, input);
 }
 
 // `count` distinct values of [lo, hi) in random order (hi - lo >= count).
@@ -49,7 +30,7 @@ void Draw(int64_t lo, int64_t hi, int64_t count, std::mt19937_64& gen,
 }
 
 template <typename Request>
-void SetNsaOptions(const NsaWorkload& w, Request* r) {
+void SetNsaOptions(const Workload& w, Request* r) {
   for (int64_t b = 1; b <= w.batch; ++b) {
     r->add_actual_seq_qlen(b * w.sq);
     r->add_actual_seq_kvlen(b * w.skv);
@@ -62,24 +43,19 @@ void SetNsaOptions(const NsaWorkload& w, Request* r) {
   r->set_sparse_mode(w.sparse_mode);
 }
 
-absl::Status CheckPositive(const char* flag, int64_t value) {
-  if (value > 0) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("--", flag, ": must be positive, got ", value));
-}
-
 }  // namespace
 
-absl::Status ValidateNsaWorkload(const NsaWorkload& w) {
-  for (const auto& [flag, value] :
-       {std::pair{"b", w.batch}, std::pair{"n", w.heads},
-        std::pair{"kv_heads", w.kv_heads}, std::pair{"sq", w.sq},
-        std::pair{"skv", w.skv}, std::pair{"d", w.head_dim},
-        std::pair{"dv", w.value_dim}, std::pair{"block_size", w.block_size},
-        std::pair{"block_count", w.block_count}}) {
-    absl::Status s = CheckPositive(flag, value);
-    if (!s.ok()) return s;
-  }
+absl::Status ValidateNsaWorkload(const Workload& w) {
+  absl::Status positive = CheckPositive({{"b", w.batch},
+                                         {"n", w.heads},
+                                         {"kv_heads", w.kv_heads},
+                                         {"sq", w.sq},
+                                         {"skv", w.skv},
+                                         {"d", w.head_dim},
+                                         {"dv", w.value_dim},
+                                         {"block_size", w.block_size},
+                                         {"block_count", w.block_count}});
+  if (!positive.ok()) return positive;
   if (w.skv < w.block_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--skv: must hold at least one block of --block_size=", w.block_size,
@@ -88,8 +64,8 @@ absl::Status ValidateNsaWorkload(const NsaWorkload& w) {
   return absl::OkStatus();
 }
 
-std::vector<int32_t> RandomTopk(const NsaWorkload& w) {
-  std::mt19937_64 gen(InputSeed(w.seed, kTopk));
+std::vector<int32_t> RandomTopk(const Workload& w) {
+  std::mt19937_64 gen(InputSeed(w.seed, Input::kTopk));
   const int64_t blocks = w.skv / w.block_size;
   const int64_t k = w.block_count;
   std::vector<int32_t> topk;
@@ -116,19 +92,19 @@ std::vector<int32_t> RandomTopk(const NsaWorkload& w) {
 }
 
 absl::StatusOr<v1::NsaSelectedAttentionRequest> MakeNsaForwardRequest(
-    const NsaWorkload& w) {
+    const Workload& w) {
   absl::Status valid = ValidateNsaWorkload(w);
   if (!valid.ok()) return valid;
   const int64_t t1 = w.batch * w.sq, t2 = w.batch * w.skv;
   v1::NsaSelectedAttentionRequest request;
   absl::StatusOr<v1::Tensor> q =
-      RandomInput(w, t1, w.heads, w.head_dim, kQuery);
+      TokenInput(w, t1, w.heads, w.head_dim, Input::kQuery);
   if (!q.ok()) return q.status();
   absl::StatusOr<v1::Tensor> k =
-      RandomInput(w, t2, w.kv_heads, w.head_dim, kKey);
+      TokenInput(w, t2, w.kv_heads, w.head_dim, Input::kKey);
   if (!k.ok()) return k.status();
   absl::StatusOr<v1::Tensor> v =
-      RandomInput(w, t2, w.kv_heads, w.value_dim, kValue);
+      TokenInput(w, t2, w.kv_heads, w.value_dim, Input::kValue);
   if (!v.ok()) return v.status();
   absl::StatusOr<v1::Tensor> topk =
       MakeInt32Tensor(RandomTopk(w), {t1, w.kv_heads, w.block_count});
@@ -142,11 +118,11 @@ absl::StatusOr<v1::NsaSelectedAttentionRequest> MakeNsaForwardRequest(
 }
 
 absl::StatusOr<v1::NsaSelectedAttentionGradRequest> MakeNsaGradRequest(
-    const NsaWorkload& w, v1::NsaSelectedAttentionRequest forward,
+    const Workload& w, v1::NsaSelectedAttentionRequest forward,
     v1::NsaSelectedAttentionResponse result) {
   v1::NsaSelectedAttentionGradRequest request;
   absl::StatusOr<v1::Tensor> dy =
-      RandomInput(w, w.batch * w.sq, w.heads, w.value_dim, kDy);
+      TokenInput(w, w.batch * w.sq, w.heads, w.value_dim, Input::kDy);
   if (!dy.ok()) return dy.status();
   *request.mutable_attention_out_grad() = *std::move(dy);
   request.mutable_query()->Swap(forward.mutable_query());

@@ -1,0 +1,48 @@
+#include "server/rpc_pipeline.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/call_tracker.h"
+#include "server/status_mapping.h"
+
+namespace attnserve::server {
+namespace {
+
+uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
+  uint64_t sum = 0;
+  return __builtin_add_overflow(a, b, &sum) ? UINT64_MAX : sum;
+}
+
+}  // namespace
+
+JobCost CostOf(uint64_t request_bytes, double flops,
+               uint64_t run_memory_bytes) {
+  return JobCost{flops, SaturatingAdd(request_bytes, run_memory_bytes)};
+}
+
+void SetRunStats(const core::RunStats& stats, v1::ExecutionStats* out) {
+  out->set_workspace_bytes(stats.workspace_bytes);
+  out->set_flops(stats.flops);
+}
+
+absl::Status RpcPipeline::CheckResponseSize(uint64_t output_bytes) const {
+  if (output_bytes <= config_.max_message_bytes) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat("the response would carry ",
+                   output_bytes == UINT64_MAX ? "at least 2^64 - 1"
+                                              : absl::StrCat(output_bytes),
+                   " bytes of outputs, over the ", config_.max_message_bytes,
+                   "-byte message limit (--max_message_bytes)"));
+}
+
+grpc::ServerUnaryReactor* RpcPipeline::Finish(
+    grpc::CallbackServerContext* context, RequestRecord record,
+    const absl::Status& status) {
+  record.request_id = RequestIdOf(*context);
+  SetOutcome(status, &record);
+  LogRequest(record);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+}  // namespace attnserve::server

@@ -1,0 +1,38 @@
+#include "attnserve/wire/tensor.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "attnserve/core/status_macros.h"
+#include "attnserve/core/tensor.h"
+#include "attnserve/wire/dtype.h"
+
+namespace attnserve::wire {
+
+std::string ShapeString(const v1::Tensor& tensor) {
+  return absl::StrCat("[", absl::StrJoin(tensor.shape(), ","), "]");
+}
+
+absl::StatusOr<int64_t> ElementCount(const v1::Tensor& tensor,
+                                     const std::string& field) {
+  return core::CheckedNumElements(Shape(tensor), field);
+}
+
+absl::StatusOr<uint64_t> ByteSize(const v1::Tensor& tensor,
+                                  const std::string& field) {
+  ATTN_ASSIGN_OR_RETURN(const core::DType dtype,
+                        ToCoreDType(tensor.dtype(), field + ".dtype"));
+  return core::CheckedByteSize(dtype, Shape(tensor), field);
+}
+
+absl::Status CheckData(const v1::Tensor& tensor, const std::string& field) {
+  ATTN_ASSIGN_OR_RETURN(const uint64_t want, ByteSize(tensor, field));
+  if (tensor.data().size() == want) return absl::OkStatus();
+  return core::InvalidField(
+      field + ".data",
+      absl::StrCat("has ", tensor.data().size(), " bytes, expected ", want,
+                   " = prod(", ShapeString(tensor), ") * ",
+                   *ItemSize(tensor.dtype()), " (",
+                   DataTypeName(tensor.dtype()), ")"));
+}
+
+}  // namespace attnserve::wire
