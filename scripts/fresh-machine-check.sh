@@ -121,6 +121,10 @@ cp /etc/resolv.conf "$chroot_dir/etc/resolv.conf"
 # host's network otherwise).
 printf '#!/bin/sh\nexit 101\n' >"$chroot_dir/usr/sbin/policy-rc.d"
 chmod +x "$chroot_dir/usr/sbin/policy-rc.d"
+# dpkg without an fsync per file, as container images commonly do: the root
+# is thrown away, and the packages install in 60 % of the time. What gets
+# installed is the same.
+echo force-unsafe-io >"$chroot_dir/etc/dpkg/dpkg.cfg.d/unsafe-io"
 extra_ca=()
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   mkdir -p "$chroot_dir/usr/local/share/ca-certificates"
@@ -178,7 +182,8 @@ if [ "$serve_only" -eq 0 ]; then
     tail -n 60 "$work/test.log"
     exit 1
   fi
-  grep -E '^[0-9]+% tests passed|^Total Test time' "$work/test.log" | sed 's/^/fresh-machine-check: /'
+  grep -E '^[0-9]+% tests passed|^Total Test time|^(test.sh|GoogleTest|ctest): ' "$work/test.log" |
+    sed 's/^/fresh-machine-check: /'
   log "README step 2 passed after $(( $(date +%s) - start )) s"
 fi
 log "the README's commands work on a fresh Debian 12"
