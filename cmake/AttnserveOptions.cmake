@@ -56,6 +56,23 @@ function(attnserve_test_code target pch)
   endif()
 endfunction()
 
+# A directory may also add plain ctest tests that run one of its test
+# binaries another way (add_test(NAME x COMMAND some_test --gtest_filter=...)
+# with an ENVIRONMENT of its own). At the end of the directory each of its
+# tests without a GTEST_OUTPUT gets one, so that scripts/test-summary.sh
+# counts their cases as well (a program that is not GoogleTest ignores it).
+function(attnserve_results_of_plain_tests)
+  get_property(tests DIRECTORY PROPERTY TESTS)
+  foreach(t IN LISTS tests)
+    get_test_property(${t} ENVIRONMENT env)
+    if(NOT env MATCHES "GTEST_OUTPUT=")
+      string(REPLACE "/" "." results_name ${t})
+      set_property(TEST ${t} APPEND PROPERTY ENVIRONMENT
+                   GTEST_OUTPUT=xml:${ATTNSERVE_TEST_RESULTS_DIR}/${results_name}.xml)
+    endif()
+  endforeach()
+endfunction()
+
 # One helper registers each GoogleTest binary with ctest.
 #   attnserve_add_test(NAME name SOURCES a.cc b.cc LIBS lib1 lib2
 #                      [LABELS l1 l2] [TIMEOUT seconds] [SHARDS n])
@@ -108,6 +125,11 @@ function(attnserve_add_test)
 
   if(T_TIMEOUT LESS 600)
     set(T_TIMEOUT 600)
+  endif()
+  get_property(results_deferred DIRECTORY PROPERTY ATTNSERVE_TEST_RESULTS_DEFERRED)
+  if(NOT results_deferred)
+    set_property(DIRECTORY PROPERTY ATTNSERVE_TEST_RESULTS_DEFERRED ON)
+    cmake_language(DEFER CALL attnserve_results_of_plain_tests)
   endif()
   math(EXPR last_shard "${T_SHARDS} - 1")
   foreach(shard RANGE ${last_shard})
