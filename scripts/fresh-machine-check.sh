@@ -13,7 +13,8 @@
 # machine's apt sources name; certificate authorities this machine added
 # itself (/usr/local/share/ca-certificates) are trusted inside the root too,
 # so that the root reaches the same registries through the same network.
-# Environment: FRESH_SERVE_TIMEOUT (seconds until SERVING, default 1800).
+# Environment: FRESH_SERVE_TIMEOUT (seconds until SERVING, default 3600; the
+# installation and build took over 30 minutes on a busy 2-core machine).
 set -euo pipefail
 
 root_dir=$(cd "$(dirname "$0")/.." && pwd)
@@ -155,7 +156,7 @@ serve_log=$work/serve.log
 "${root_env[@]}" chroot "$chroot_dir" /bin/bash -c \
   "cd /root/attnserve && exec scripts/serve.sh" >"$serve_log" 2>&1 &
 serve_pid=$!
-deadline=$(( $(date +%s) + ${FRESH_SERVE_TIMEOUT:-1800} ))
+deadline=$(( $(date +%s) + ${FRESH_SERVE_TIMEOUT:-3600} ))
 until in_root "build/client/attnctl health 2>/dev/null" 2>/dev/null | grep -q SERVING; do
   if ! kill -0 "$serve_pid" 2>/dev/null; then
     log "scripts/serve.sh exited before the server was SERVING; its log ends:"
@@ -163,7 +164,7 @@ until in_root "build/client/attnctl health 2>/dev/null" 2>/dev/null | grep -q SE
     exit 1
   fi
   if [ "$(date +%s)" -gt "$deadline" ]; then
-    log "the server was not SERVING within ${FRESH_SERVE_TIMEOUT:-1800} s; log ends:"
+    log "the server was not SERVING within ${FRESH_SERVE_TIMEOUT:-3600} s; log ends:"
     tail -n 30 "$serve_log"
     exit 1
   fi
