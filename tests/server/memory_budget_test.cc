@@ -32,8 +32,7 @@ TEST(MemoryBudgetTest, AccountsShareTheBudget) {
   EXPECT_THAT(budget.TryReserve(MemoryBudget::kTensors, 11),
               StatusIs(absl::StatusCode::kResourceExhausted,
                        AllOf(HasSubstr("storing 11 bytes of tensors"),
-                             HasSubstr("10 free"),
-                             HasSubstr("DeleteTensor"))));
+                             HasSubstr("10 free"), HasSubstr("DeleteTensor"))));
   budget.Release(MemoryBudget::kRequests, 60);
   EXPECT_THAT(budget.TryReserve(MemoryBudget::kRequests, 20), IsOk());
   EXPECT_EQ(budget.used(), 50u);

@@ -37,7 +37,8 @@ v1::Tensor Values(const std::vector<int64_t>& shape, uint32_t seed) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   std::vector<float> values;
-  for (double v : RandomValues(n, seed)) values.push_back(static_cast<float>(v));
+  for (double v : RandomValues(n, seed))
+    values.push_back(static_cast<float>(v));
   return Fp32Tensor(shape, values);
 }
 
@@ -282,9 +283,9 @@ TEST(TensorRpcsBudgetTest, AnUploadThatCannotFitIsRefusedBeforeItsData) {
   Upload second(server.stub(), header);
   status = second.Finish();
   EXPECT_EQ(status.error_code(), grpc::RESOURCE_EXHAUSTED);
-  EXPECT_THAT(status.error_message(),
-              AllOf(HasSubstr("524288 by resident tensors"),
-                    HasSubstr("524288 free")));
+  EXPECT_THAT(
+      status.error_message(),
+      AllOf(HasSubstr("524288 by resident tensors"), HasSubstr("524288 free")));
 }
 
 TEST(TensorRpcsBudgetTest, TheStoreCapRefusesWhatTheBudgetWouldTake) {

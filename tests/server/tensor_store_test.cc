@@ -160,10 +160,9 @@ TEST_F(TensorStoreTest, StoringWhatDoesNotFitSaysHowMuchIsFree) {
                        HasSubstr("30 of its 100 bytes are free")));
   // The memory budget (1000) is the other limit.
   ASSERT_THAT(budget_.TryReserve(MemoryBudget::kRequests, 920), IsOk());
-  EXPECT_THAT(store.Reserve(20),
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       AllOf(HasSubstr("memory budget"),
-                             HasSubstr("10 free"))));
+  EXPECT_THAT(store.Reserve(20), StatusIs(absl::StatusCode::kResourceExhausted,
+                                          AllOf(HasSubstr("memory budget"),
+                                                HasSubstr("10 free"))));
   budget_.Release(MemoryBudget::kRequests, 920);
 }
 
