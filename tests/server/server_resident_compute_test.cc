@@ -7,8 +7,11 @@
 // chunk size.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <tuple>
@@ -315,35 +318,65 @@ TEST(ResidentComputeOwnerTest, AnotherTokensHandleIsNotFoundInACall) {
   std::remove(tokens.c_str());
 }
 
-// The path of tensors larger than any message, at CI size: a 64 KiB message
-// limit, 4 KiB chunks, each of query/key/value about 4 messages' worth.
-TEST(ResidentComputeLargeTest, TensorsBeyondTheMessageLimitGoByHandle) {
-  ServerOptions options = TestServer::DefaultOptions();
-  options.max_message_bytes = 64 << 10;
-  options.tensor_chunk_bytes = 4 << 10;
-  TestServer server(options);
-  RefProblem p;
-  p.b = 1, p.n1 = 2, p.n2 = 2, p.s1 = 512, p.s2 = 512, p.d = 64, p.dv = 64;
-  p.scale = 0.125;
-  v1::FlashAttentionScoreRequest data = Forward(&p);  // 256 KiB each.
-  {  // By data it cannot even be sent.
-    v1::FlashAttentionScoreResponse out;
-    EXPECT_EQ(Call(server, data, &out).error_code(), grpc::RESOURCE_EXHAUSTED);
+// The path of tensors larger than any message: query, key and value
+// uploaded by PutTensor in chunks, the forward by handles with its outputs
+// by handle, attention_out downloaded by GetTensor and its rows checked
+// against a float64 reference computed from the same generator.
+struct BeyondCase {
+  int64_t b, n, s, d;
+  int64_t max_message_bytes;
+  int64_t chunk_bytes;    // PutTensor and GetTensor messages
+  int64_t rows_to_check;  // spread over the whole output
+};
+
+// Value `i` of the reproducible FLOAT32 tensor `seed`, in [-1, 1).
+float Generated(uint64_t seed, uint64_t i) {
+  uint64_t z = (seed << 40) + i + 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return static_cast<float>(static_cast<double>(z >> 40) / (1 << 23) - 1.0);
+}
+
+v1::Tensor GeneratedTensor(uint64_t seed, const std::vector<int64_t>& shape) {
+  int64_t count = 1;
+  for (int64_t d : shape) count *= d;
+  v1::Tensor t;
+  t.set_dtype(v1::DATA_TYPE_FLOAT32);
+  for (int64_t d : shape) t.add_shape(d);
+  std::string* data = t.mutable_data();
+  data->resize(static_cast<size_t>(count) * sizeof(float));
+  for (int64_t i = 0; i < count; ++i) {
+    const float v = Generated(seed, static_cast<uint64_t>(i));
+    std::memcpy(data->data() + i * sizeof(float), &v, sizeof(float));
   }
+  return t;
+}
+
+void RunBeyondTheMessageLimit(const BeyondCase& c) {
+  ServerOptions options = TestServer::DefaultOptions();
+  options.max_message_bytes = c.max_message_bytes;
+  options.tensor_chunk_bytes = c.chunk_bytes;
+  options.max_tensor_elements = int64_t{1} << 31;
+  TestServer server(options);
+  ASSERT_TRUE(server.started());
+  const std::vector<int64_t> shape = {c.b, c.n, c.s, c.d};
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
   v1::FlashAttentionScoreRequest r;
-  for (const auto& [field, tensor] :
-       {std::make_pair(r.mutable_query(), &data.query()),
-        std::make_pair(r.mutable_key(), &data.key()),
-        std::make_pair(r.mutable_value(), &data.value())}) {
+  for (const auto& [field, seed] :
+       {std::make_pair(r.mutable_query(), uint64_t{1}),
+        std::make_pair(r.mutable_key(), uint64_t{2}),
+        std::make_pair(r.mutable_value(), uint64_t{3})}) {
     absl::StatusOr<v1::PutTensorResponse> put =
-        PutRaw(server.stub(), *tensor, /*chunk_bytes=*/4 << 10);
+        PutRaw(server.stub(), GeneratedTensor(seed, shape),
+               static_cast<size_t>(c.chunk_bytes));
     ASSERT_THAT(put, IsOk());
     *field = ByHandle(put->handle());
   }
-  r.set_scale_value(p.scale);
-  r.set_head_num(p.n1);
+  r.set_scale_value(scale);
+  r.set_head_num(c.n);
   r.set_input_layout("BNSD");
-  {  // Outputs as data would not fit a message either.
+  {  // Outputs as data would not fit a message.
     v1::FlashAttentionScoreResponse out;
     const grpc::Status status = Call(server, r, &out);
     EXPECT_EQ(status.error_code(), grpc::RESOURCE_EXHAUSTED);
@@ -351,18 +384,76 @@ TEST(ResidentComputeLargeTest, TensorsBeyondTheMessageLimitGoByHandle) {
   }
   r.mutable_retention()->set_outputs_by_handle(true);
   v1::FlashAttentionScoreResponse out;
-  ASSERT_TRUE(Call(server, r, &out).ok());
+  {
+    grpc::ClientContext context;
+    SetTestDeadline(&context, absl::Minutes(30));
+    const grpc::Status status =
+        server.stub().FlashAttentionScore(&context, r, &out);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
   int messages = 0;
   absl::StatusOr<v1::Tensor> attention_out =
       GetRaw(server.stub(), out.handles().at("attention_out"), "", &messages);
   ASSERT_THAT(attention_out, IsOk());
-  EXPECT_EQ(messages, 64);  // 256 KiB in 4 KiB chunks.
-  const std::vector<double> got = Unpack("BNSD", p.out_dims(), *attention_out);
-  const RefResult ref = ReferenceAttention(p);
-  ASSERT_EQ(got.size(), ref.out.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    ASSERT_NEAR(got[i], ref.out[i], 1e-5 * (1 + std::abs(ref.out[i]))) << i;
+  const int64_t rows = c.b * c.n * c.s;
+  const int64_t bytes = rows * c.d * 4;
+  ASSERT_EQ(static_cast<int64_t>(attention_out->data().size()), bytes);
+  EXPECT_EQ(messages, (bytes + c.chunk_bytes - 1) / c.chunk_bytes);
+  // Rows spread over the output, each against the float64 definition.
+  const int64_t step = std::max<int64_t>(1, rows / c.rows_to_check);
+  std::vector<double> scores(static_cast<size_t>(c.s));
+  for (int64_t row = 0; row < rows; row += step) {
+    const int64_t head = row / c.s;  // (b, n) of this row
+    const uint64_t kv = static_cast<uint64_t>(head * c.s * c.d);
+    double top = -1e300;
+    for (int64_t j = 0; j < c.s; ++j) {
+      double dot = 0;
+      for (int64_t x = 0; x < c.d; ++x) {
+        dot += static_cast<double>(
+                   Generated(1, static_cast<uint64_t>(row * c.d + x))) *
+               Generated(2, kv + static_cast<uint64_t>(j * c.d + x));
+      }
+      scores[static_cast<size_t>(j)] = dot * scale;
+      top = std::max(top, dot * scale);
+    }
+    double sum = 0;
+    for (double& v : scores) sum += (v = std::exp(v - top));
+    for (int64_t x = 0; x < c.d; ++x) {
+      double want = 0;
+      for (int64_t j = 0; j < c.s; ++j) {
+        want += scores[static_cast<size_t>(j)] *
+                Generated(3, kv + static_cast<uint64_t>(j * c.d + x));
+      }
+      want /= sum;
+      float got;
+      std::memcpy(&got, attention_out->data().data() + (row * c.d + x) * 4, 4);
+      ASSERT_NEAR(got, want, 1e-5 * (1 + std::abs(want)))
+          << "row " << row << " column " << x;
+    }
   }
+}
+
+// CI size: a 64 KiB message limit, 4 KiB chunks, each of query/key/value
+// four messages' worth; every row checked.
+TEST(ResidentComputeLargeTest, TensorsBeyondTheMessageLimitGoByHandle) {
+  RunBeyondTheMessageLimit({/*b=*/1, /*n=*/2, /*s=*/512, /*d=*/64,
+                            /*max_message_bytes=*/64 << 10,
+                            /*chunk_bytes=*/4 << 10,
+                            /*rows_to_check=*/1024});
+}
+
+// The real thing, opt-in (ATTNSERVE_LARGE_TESTS=1; about 14 GiB of memory
+// and minutes of compute): query, key and value of 2.25 GiB each, beyond
+// protobuf's 2 GiB message limit, with the default 1 GiB message limit.
+TEST(ResidentComputeLargeTest, TensorsBeyondTwoGibGoByHandle) {
+  const char* opt_in = std::getenv("ATTNSERVE_LARGE_TESTS");
+  if (opt_in == nullptr || std::string(opt_in) != "1") {
+    GTEST_SKIP() << "set ATTNSERVE_LARGE_TESTS=1 to run (about 14 GiB)";
+  }
+  RunBeyondTheMessageLimit({/*b=*/18, /*n=*/1024, /*s=*/256, /*d=*/128,
+                            /*max_message_bytes=*/int64_t{1} << 30,
+                            /*chunk_bytes=*/1 << 20,
+                            /*rows_to_check=*/64});
 }
 
 }  // namespace
