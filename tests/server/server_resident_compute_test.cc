@@ -450,7 +450,7 @@ TEST(ResidentComputeLargeTest, TensorsBeyondTwoGibGoByHandle) {
   if (opt_in == nullptr || std::string(opt_in) != "1") {
     GTEST_SKIP() << "set ATTNSERVE_LARGE_TESTS=1 to run (about 14 GiB)";
   }
-  RunBeyondTheMessageLimit({/*b=*/18, /*n=*/1024, /*s=*/256, /*d=*/128,
+  RunBeyondTheMessageLimit({/*b=*/72, /*n=*/256, /*s=*/256, /*d=*/128,
                             /*max_message_bytes=*/int64_t{1} << 30,
                             /*chunk_bytes=*/1 << 20,
                             /*rows_to_check=*/64});
