@@ -103,6 +103,9 @@ void ComputeCall::OnCancel() {
   token_->Cancel();
 }
 
-void ComputeCall::OnDone() { delete this; }
+void ComputeCall::OnDone() {
+  if (at_done_) at_done_();
+  delete this;
+}
 
 }  // namespace attnserve::server

@@ -65,6 +65,21 @@ ABSL_FLAG(double, small_request_flops, Defaults().small_request_flops,
           "before large ones and have a worker kept for them");
 ABSL_FLAG(int, large_request_workers, Defaults().large_request_workers,
           "workers that may run large requests at once (0 = workers - 1)");
+ABSL_FLAG(uint64_t, tensor_store_bytes, Defaults().tensor_store_bytes,
+          "cap on the bytes of resident tensors (PutTensor, kept outputs), "
+          "which also count against --memory_budget_bytes; 0 = the budget "
+          "only");
+ABSL_FLAG(absl::Duration, tensor_ttl, Defaults().tensor_ttl,
+          "time to live of a resident tensor stored without ttl_seconds; "
+          "every use restarts it");
+ABSL_FLAG(absl::Duration, tensor_max_ttl, Defaults().tensor_max_ttl,
+          "longest ttl_seconds a client may ask for");
+ABSL_FLAG(bool, tensor_store_evict, Defaults().tensor_store_evict,
+          "when a tensor to store does not fit, free the least recently used "
+          "resident tensors no call is using instead of refusing it");
+ABSL_FLAG(int64_t, tensor_chunk_bytes, Defaults().tensor_chunk_bytes,
+          "bytes of tensor data per GetTensor message (at most "
+          "--max_message_bytes less a few bytes of framing)");
 ABSL_FLAG(absl::Duration, drain_timeout, Defaults().drain_timeout,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish "
           "before they are cancelled");
@@ -135,6 +150,11 @@ int main(int argc, char** argv) {
   options.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  options.tensor_store_bytes = absl::GetFlag(FLAGS_tensor_store_bytes);
+  options.tensor_ttl = absl::GetFlag(FLAGS_tensor_ttl);
+  options.tensor_max_ttl = absl::GetFlag(FLAGS_tensor_max_ttl);
+  options.tensor_store_evict = absl::GetFlag(FLAGS_tensor_store_evict);
+  options.tensor_chunk_bytes = absl::GetFlag(FLAGS_tensor_chunk_bytes);
 
   attnserve::server::Server server(options);
   if (absl::Status started = server.Start(); !started.ok()) {
@@ -143,14 +163,14 @@ int main(int argc, char** argv) {
   }
   spdlog::info(
       "attnserve {} listening on {} (port {}, {}{}), {} workers, queue depth "
-      "{}, backends: {}",
+      "{}, backends: {}, instance {}",
       ATTNSERVE_VERSION, options.listen_address, server.port(),
       options.tls_cert_file.empty()
           ? "plaintext"
           : (options.tls_client_ca_file.empty() ? "TLS" : "mutual TLS"),
       options.auth_token_file.empty() ? "" : ", bearer tokens",
       server.workers(), options.queue_depth,
-      absl::StrJoin(server.backends(), ", "));
+      absl::StrJoin(server.backends(), ", "), server.instance_id());
   if (server.metrics_port() != 0) {
     spdlog::info("metrics on {} (port {})", options.metrics_listen,
                  server.metrics_port());

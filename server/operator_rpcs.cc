@@ -8,66 +8,71 @@ namespace attnserve::server {
 namespace {
 
 // The three outputs of both forward operators, moved (not copied).
-void MoveForwardOutputs(core::ForwardResult result, v1::Tensor* attention_out,
-                        v1::Tensor* softmax_max, v1::Tensor* softmax_sum) {
-  MoveToProto(std::move(result.attention_out), attention_out);
-  MoveToProto(std::move(result.softmax_max), softmax_max);
-  MoveToProto(std::move(result.softmax_sum), softmax_sum);
+template <typename Response>
+void MoveForwardOutputs(core::ForwardResult result, Response* response,
+                        OutputSink& sink) {
+  sink.Put("attention_out", std::move(result.attention_out),
+           response->mutable_attention_out());
+  sink.Put("softmax_max", std::move(result.softmax_max),
+           response->mutable_softmax_max());
+  sink.Put("softmax_sum", std::move(result.softmax_sum),
+           response->mutable_softmax_sum());
 }
 
 // dq, dk and dv of both grad operators, moved.
-void MoveGradOutputs(core::BackwardResult& result, v1::Tensor* dq,
-                     v1::Tensor* dk, v1::Tensor* dv) {
-  MoveToProto(std::move(result.dq), dq);
-  MoveToProto(std::move(result.dk), dk);
-  MoveToProto(std::move(result.dv), dv);
+template <typename Response>
+void MoveGradOutputs(core::BackwardResult& result, Response* response,
+                     OutputSink& sink) {
+  sink.Put("dq", std::move(result.dq), response->mutable_dq());
+  sink.Put("dk", std::move(result.dk), response->mutable_dk());
+  sink.Put("dv", std::move(result.dv), response->mutable_dv());
 }
 
 }  // namespace
 
 absl::StatusOr<FlashAttentionScoreRpc::Args> FlashAttentionScoreRpc::ToArgs(
-    const Request& request) {
-  return ToForwardArgs(request);
+    const Request& request, HandleResolver* handles) {
+  return ToForwardArgs(request, handles);
 }
 
-void FlashAttentionScoreRpc::Respond(Result result, Response* response) {
-  MoveForwardOutputs(std::move(result), response->mutable_attention_out(),
-                     response->mutable_softmax_max(),
-                     response->mutable_softmax_sum());
+void FlashAttentionScoreRpc::Respond(Result result, Response* response,
+                                     OutputSink& sink) {
+  MoveForwardOutputs(std::move(result), response, sink);
 }
 
 absl::StatusOr<FlashAttentionScoreGradRpc::Args>
-FlashAttentionScoreGradRpc::ToArgs(const Request& request) {
-  return ToBackwardArgs(request);
+FlashAttentionScoreGradRpc::ToArgs(const Request& request,
+                                   HandleResolver* handles) {
+  return ToBackwardArgs(request, handles);
 }
 
-void FlashAttentionScoreGradRpc::Respond(Result result, Response* response) {
-  MoveGradOutputs(result, response->mutable_dq(), response->mutable_dk(),
-                  response->mutable_dv());
+void FlashAttentionScoreGradRpc::Respond(Result result, Response* response,
+                                         OutputSink& sink) {
+  MoveGradOutputs(result, response, sink);
   if (result.dpse.has_value()) {
-    MoveToProto(std::move(*result.dpse), response->mutable_dpse());
+    sink.Put("dpse", std::move(*result.dpse), response->mutable_dpse());
   }
 }
 
 absl::StatusOr<NsaSelectedAttentionRpc::Args> NsaSelectedAttentionRpc::ToArgs(
-    const Request& request) {
-  return ToNsaForwardArgs(request);
+    const Request& request, HandleResolver* handles) {
+  return ToNsaForwardArgs(request, handles);
 }
 
-void NsaSelectedAttentionRpc::Respond(Result result, Response* response) {
-  MoveForwardOutputs(std::move(result), response->mutable_attention_out(),
-                     response->mutable_softmax_max(),
-                     response->mutable_softmax_sum());
+void NsaSelectedAttentionRpc::Respond(Result result, Response* response,
+                                      OutputSink& sink) {
+  MoveForwardOutputs(std::move(result), response, sink);
 }
 
 absl::StatusOr<NsaSelectedAttentionGradRpc::Args>
-NsaSelectedAttentionGradRpc::ToArgs(const Request& request) {
-  return ToNsaBackwardArgs(request);
+NsaSelectedAttentionGradRpc::ToArgs(const Request& request,
+                                    HandleResolver* handles) {
+  return ToNsaBackwardArgs(request, handles);
 }
 
-void NsaSelectedAttentionGradRpc::Respond(Result result, Response* response) {
-  MoveGradOutputs(result, response->mutable_dq(), response->mutable_dk(),
-                  response->mutable_dv());
+void NsaSelectedAttentionGradRpc::Respond(Result result, Response* response,
+                                          OutputSink& sink) {
+  MoveGradOutputs(result, response, sink);
 }
 
 }  // namespace attnserve::server

@@ -5,9 +5,13 @@
 // pipeline's (rpc_pipeline.h), written once for all of them.
 //
 //   using Rpc = NsaSelectedAttentionRpc;
-//   ATTN_ASSIGN_OR_RETURN(Rpc::Args args, Rpc::ToArgs(request));
+//   ATTN_ASSIGN_OR_RETURN(Rpc::Args args, Rpc::ToArgs(request, &handles));
 //   ...
-//   Rpc::Respond(std::move(result), &response);
+//   Rpc::Respond(std::move(result), &response, MoveToResponse());
+//
+// ToArgs resolves tensors sent by handle through its HandleResolver, and
+// Respond hands every output to its OutputSink (proto_convert.h): the
+// pipeline's resident tensors come in through these two, for every RPC.
 //
 // A new operator RPC is a traits type here, its entry in OperatorRpcs, and
 // its one-line method in AttentionService.
@@ -17,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "attnserve/core/prepared_call.h"
 #include "attnserve/v1/attention.pb.h"
+#include "server/proto_convert.h"
 
 namespace attnserve::server {
 
@@ -40,8 +45,9 @@ struct FlashAttentionScoreRpc
     : OperatorRpc<v1::FlashAttentionScoreRequest,
                   v1::FlashAttentionScoreResponse, core::FlashAttentionScoreOp,
                   v1::GetWorkspaceSizeRequest::kFlashAttentionScore> {
-  static absl::StatusOr<Args> ToArgs(const Request& request);
-  static void Respond(Result result, Response* response);
+  static absl::StatusOr<Args> ToArgs(const Request& request,
+                                     HandleResolver* handles);
+  static void Respond(Result result, Response* response, OutputSink& sink);
 };
 
 struct FlashAttentionScoreGradRpc
@@ -49,8 +55,9 @@ struct FlashAttentionScoreGradRpc
                   v1::FlashAttentionScoreGradResponse,
                   core::FlashAttentionScoreGradOp,
                   v1::GetWorkspaceSizeRequest::kFlashAttentionScoreGrad> {
-  static absl::StatusOr<Args> ToArgs(const Request& request);
-  static void Respond(Result result, Response* response);
+  static absl::StatusOr<Args> ToArgs(const Request& request,
+                                     HandleResolver* handles);
+  static void Respond(Result result, Response* response, OutputSink& sink);
 };
 
 struct NsaSelectedAttentionRpc
@@ -58,8 +65,9 @@ struct NsaSelectedAttentionRpc
                   v1::NsaSelectedAttentionResponse,
                   core::NsaSelectedAttentionOp,
                   v1::GetWorkspaceSizeRequest::kNsaSelectedAttention> {
-  static absl::StatusOr<Args> ToArgs(const Request& request);
-  static void Respond(Result result, Response* response);
+  static absl::StatusOr<Args> ToArgs(const Request& request,
+                                     HandleResolver* handles);
+  static void Respond(Result result, Response* response, OutputSink& sink);
 };
 
 struct NsaSelectedAttentionGradRpc
@@ -67,8 +75,9 @@ struct NsaSelectedAttentionGradRpc
                   v1::NsaSelectedAttentionGradResponse,
                   core::NsaSelectedAttentionGradOp,
                   v1::GetWorkspaceSizeRequest::kNsaSelectedAttentionGrad> {
-  static absl::StatusOr<Args> ToArgs(const Request& request);
-  static void Respond(Result result, Response* response);
+  static absl::StatusOr<Args> ToArgs(const Request& request,
+                                     HandleResolver* handles);
+  static void Respond(Result result, Response* response, OutputSink& sink);
 };
 
 // A list of RPC traits types, visited in order.

@@ -26,8 +26,10 @@
 #include "server/call_guard.h"
 #include "server/call_tracker.h"
 #include "server/clock.h"
+#include "server/memory_budget.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
+#include "server/tensor_store.h"
 #include "server/token_auth.h"
 
 namespace attnserve::server {
@@ -51,6 +53,19 @@ struct ServerOptions {
   uint64_t memory_budget_bytes = 0;
   // Largest element count of one tensor, and of one of its dims.
   int64_t max_tensor_elements = int64_t{1} << 28;
+  // Resident tensors (tensor_store.h). Cap on the bytes kept on the server,
+  // besides the memory budget they also count against; 0 = the budget only.
+  uint64_t tensor_store_bytes = 0;
+  // Time to live of a resident tensor stored without ttl_seconds, and the
+  // longest ttl_seconds accepted. Every use of a handle restarts it.
+  absl::Duration tensor_ttl = absl::Minutes(10);
+  absl::Duration tensor_max_ttl = absl::Hours(1);
+  // When a tensor to store does not fit, free the least recently used
+  // stored tensors that no call is using (instead of RESOURCE_EXHAUSTED).
+  bool tensor_store_evict = false;
+  // Bytes of tensor data per GetTensor message (kept below
+  // max_message_bytes).
+  int64_t tensor_chunk_bytes = int64_t{4} << 20;
   // Intra-request parallelism: most threads one running request may use
   // (its worker plus idle engine helper threads).
   int threads_per_request = HardwareThreads();
@@ -83,8 +98,12 @@ struct ServerOptions {
   absl::Duration drain_linger = absl::Milliseconds(250);
   // How long Shutdown() lets calls in flight finish by default.
   absl::Duration drain_timeout = absl::Seconds(30);
-  // Clock for the scheduler; null = the wall clock. Must outlive the server.
+  // Clock for the scheduler and the tensor store's TTLs; null = the wall
+  // clock. Must outlive the server.
   Clock* clock = nullptr;
+  // Sent as trailing metadata `x-attnserve-instance` on every response;
+  // empty = "<host>-<pid>-<8 random hex digits>", new for every start.
+  std::string instance_id;
 };
 
 // INVALID_ARGUMENT naming the offending option, or OK.
@@ -119,6 +138,10 @@ class Server {
   int running_jobs() const {
     return scheduler_ == nullptr ? 0 : scheduler_->running();
   }
+  // The instance id every response carries (x-attnserve-instance).
+  const std::string& instance_id() const { return tracker_.instance_id(); }
+  // The resident tensors (null before Start()).
+  TensorStore* tensor_store() { return store_.get(); }
   // The metrics (null when no metrics endpoint was asked for).
   const ServerMetrics* metrics() const { return metrics_.get(); }
   core::Engine& engine() { return engine_; }
@@ -147,8 +170,10 @@ class Server {
   core::Engine engine_;
   CallTracker tracker_;
   std::unique_ptr<TokenAuth> auth_;
+  MemoryBudget budget_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<CallGuard> guard_;
+  std::unique_ptr<TensorStore> store_;
   std::unique_ptr<AttentionService> service_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
