@@ -118,6 +118,12 @@ debootstrap --variant=minbase bookworm "$chroot_dir" "$mirror" \
 log "root ready after $(( $(date +%s) - start )) s"
 
 cp /etc/resolv.conf "$chroot_dir/etc/resolv.conf"
+# The installer writes /etc/hosts on every Debian machine; debootstrap does
+# not, and without it "localhost" does not resolve inside the root.
+if [[ ! -e "$chroot_dir/etc/hosts" ]]; then
+  printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
+    >"$chroot_dir/etc/hosts"
+fi
 # No services start inside the root (nginx's package would start one on the
 # host's network otherwise).
 printf '#!/bin/sh\nexit 101\n' >"$chroot_dir/usr/sbin/policy-rc.d"
