@@ -2,6 +2,7 @@
 // family, checked in one place (the resolve_*.cc steps), then the tiling,
 // the workspace size and the output specs.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -23,6 +24,10 @@ namespace {
 constexpr int64_t kTileQ = 128;
 constexpr int64_t kTileKv = 128;
 constexpr int64_t kMaxStartIdx = 2147483647;
+// keep_prob is used as float32 and divided by: the smallest normal float32
+// keeps 1/keep_prob finite (about 8.5e37) on every path, flushed
+// subnormals included.
+constexpr float kMinKeepProb = FLT_MIN;
 
 double ForwardFlops(const AttentionDims& d,
                     const std::vector<BatchSpan>& batches) {
@@ -108,6 +113,12 @@ absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
 
 absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
                             bool* has_residuals) {
+  if (args.softmax_in.has_value()) {
+    return InvalidField("softmax_in",
+                        "is reserved and must not be set (leave the field "
+                        "unset; the residuals are softmax_max, softmax_sum "
+                        "and attention_in)");
+  }
   const int residuals = args.softmax_max.has_value() +
                         args.softmax_sum.has_value() +
                         args.attention_in.has_value();
@@ -129,6 +140,8 @@ absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
     ATTN_RETURN_IF_ERROR(CheckByteSize(*t, name));
   }
   ATTN_RETURN_IF_ERROR(
+      CheckSoftmaxStatistics(*args.softmax_max, *args.softmax_sum));
+  ATTN_RETURN_IF_ERROR(
       CheckDType(*args.attention_in, d.dtype, "attention_in", "same as query"));
   ATTN_RETURN_IF_ERROR(CheckShape(
       *args.attention_in, QueryLikeShape(d, d.n1, d.dv), "attention_in"));
@@ -138,12 +151,23 @@ absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
 }  // namespace
 
 absl::Status CheckScalarOptions(const AttentionOptions& o) {
-  if (!std::isfinite(o.scale_value)) {
-    return InvalidField("scale_value", "must be a finite number");
-  }
+  ATTN_RETURN_IF_ERROR(CheckScaleValue(o.scale_value));
   if (!(o.keep_prob > 0.0 && o.keep_prob <= 1.0)) {
     return InvalidField("keep_prob",
                         absl::StrCat("must be in (0, 1], got ", o.keep_prob));
+  }
+  if (static_cast<float>(o.keep_prob) < kMinKeepProb) {
+    return InvalidField(
+        "keep_prob",
+        absl::StrCat("is used as float32 and must be >= ", kMinKeepProb,
+                     " (the smallest normal float32, so that 1/keep_prob is "
+                     "finite), got ",
+                     o.keep_prob));
+  }
+  if (o.padding_mask.has_value()) {
+    return InvalidField("padding_mask",
+                        "is reserved and must not be set (leave the field "
+                        "unset; masking is atten_mask's and sparse_mode's)");
   }
   if (o.pse_type < 0 || o.pse_type > 3) {
     return InvalidField("pse_type",
