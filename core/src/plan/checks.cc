@@ -1,5 +1,6 @@
 #include "plan/checks.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -70,19 +71,6 @@ absl::Status CheckScaleValue(double value) {
 
 namespace {
 
-// The first element of a FLOAT32 tensor failing `ok`, or -1.
-template <typename Pred>
-int64_t FirstBadFloat(const TensorView& t, Pred ok) {
-  const int64_t n = static_cast<int64_t>(t.size_bytes / sizeof(float));
-  const auto* bytes = static_cast<const unsigned char*>(t.data);
-  for (int64_t i = 0; i < n; ++i) {
-    float x;
-    std::memcpy(&x, bytes + i * sizeof(float), sizeof(float));
-    if (!ok(x)) return i;
-  }
-  return -1;
-}
-
 float FloatAt(const TensorView& t, int64_t i) {
   float x;
   std::memcpy(&x, static_cast<const unsigned char*>(t.data) + i * sizeof(float),
@@ -90,12 +78,27 @@ float FloatAt(const TensorView& t, int64_t i) {
   return x;
 }
 
+// The first element of `ranges` of a FLOAT32 tensor failing `ok`, or -1.
+template <typename Pred>
+int64_t FirstBadFloat(const TensorView& t,
+                      const std::vector<ElementRange>& ranges, Pred ok) {
+  const int64_t n = static_cast<int64_t>(t.size_bytes / sizeof(float));
+  for (const ElementRange& r : ranges) {
+    for (int64_t i = std::max<int64_t>(r.begin, 0); i < std::min(r.end, n);
+         ++i) {
+      if (!ok(FloatAt(t, i))) return i;
+    }
+  }
+  return -1;
+}
+
 }  // namespace
 
 absl::Status CheckSoftmaxStatistics(const TensorView& softmax_max,
-                                    const TensorView& softmax_sum) {
-  const int64_t bad_max =
-      FirstBadFloat(softmax_max, [](float x) { return std::isfinite(x); });
+                                    const TensorView& softmax_sum,
+                                    const std::vector<ElementRange>& rows) {
+  const int64_t bad_max = FirstBadFloat(
+      softmax_max, rows, [](float x) { return std::isfinite(x); });
   if (bad_max >= 0) {
     return InvalidField(
         "softmax_max",
@@ -104,7 +107,7 @@ absl::Status CheckSoftmaxStatistics(const TensorView& softmax_max,
                      bad_max, " is ", FloatAt(softmax_max, bad_max)));
   }
   const int64_t bad_sum = FirstBadFloat(
-      softmax_sum, [](float x) { return x > 0.0f && std::isfinite(x); });
+      softmax_sum, rows, [](float x) { return x > 0.0f && std::isfinite(x); });
   if (bad_sum >= 0) {
     return InvalidField(
         "softmax_sum",

@@ -111,7 +111,24 @@ absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
   return plan;
 }
 
+// The softmax statistics' elements the backward reads: every row for the
+// padded layouts, the tokens of batches with keys for TND ([T1, N1, 8]).
+std::vector<ElementRange> StatisticRows(const AttentionDims& d,
+                                        const std::vector<BatchSpan>& batches) {
+  const int64_t per_token = d.n1 * kSoftmaxLanes;
+  if (d.layout != Layout::kTND) {
+    return {{0, d.b * d.s1 * per_token}};
+  }
+  std::vector<ElementRange> rows;
+  for (const BatchSpan& s : batches) {
+    if (s.s2 == 0 || s.s1 == 0) continue;
+    rows.push_back({s.q_start * per_token, (s.q_start + s.s1) * per_token});
+  }
+  return rows;
+}
+
 absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
+                            const std::vector<BatchSpan>& batches,
                             bool* has_residuals) {
   if (args.softmax_in.has_value()) {
     return InvalidField("softmax_in",
@@ -139,8 +156,8 @@ absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
     ATTN_RETURN_IF_ERROR(CheckShape(*t, SoftmaxShape(d), name));
     ATTN_RETURN_IF_ERROR(CheckByteSize(*t, name));
   }
-  ATTN_RETURN_IF_ERROR(
-      CheckSoftmaxStatistics(*args.softmax_max, *args.softmax_sum));
+  ATTN_RETURN_IF_ERROR(CheckSoftmaxStatistics(
+      *args.softmax_max, *args.softmax_sum, StatisticRows(d, batches)));
   ATTN_RETURN_IF_ERROR(
       CheckDType(*args.attention_in, d.dtype, "attention_in", "same as query"));
   ATTN_RETURN_IF_ERROR(CheckShape(
@@ -222,7 +239,8 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
   ATTN_RETURN_IF_ERROR(
       CheckShape(args.dy, QueryLikeShape(d, d.n1, d.dv), "dy"));
   ATTN_RETURN_IF_ERROR(CheckByteSize(args.dy, "dy"));
-  ATTN_RETURN_IF_ERROR(CheckResiduals(args, d, &plan.has_residuals));
+  ATTN_RETURN_IF_ERROR(
+      CheckResiduals(args, d, plan.batches, &plan.has_residuals));
 
   const double forward_flops = ForwardFlops(d, plan.batches);
   plan.flops = 2.5 * forward_flops;

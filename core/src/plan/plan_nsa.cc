@@ -435,8 +435,9 @@ absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
     ATTN_RETURN_IF_ERROR(CheckShape(*t, StatShape(d), name));
     ATTN_RETURN_IF_ERROR(CheckByteSize(*t, name));
   }
-  ATTN_RETURN_IF_ERROR(
-      CheckSoftmaxStatistics(args.softmax_max, args.softmax_sum));
+  // Every key/value batch holds at least K blocks: every row is read.
+  ATTN_RETURN_IF_ERROR(CheckSoftmaxStatistics(
+      args.softmax_max, args.softmax_sum, {{0, d.t1 * d.n1 * kSoftmaxLanes}}));
   plan.scale = static_cast<float>(o.scale_value);
   plan.flops = 2.0 * static_cast<double>(plan.attended) *
                static_cast<double>(3 * d.d + 2 * d.dv);
