@@ -19,6 +19,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "server/logging.h"
@@ -45,7 +46,9 @@ ABSL_FLAG(int64_t, max_message_bytes, Defaults().max_message_bytes,
           "largest request or response message in bytes (max 2147483647)");
 ABSL_FLAG(uint64_t, memory_budget_bytes, Defaults().memory_budget_bytes,
           "cap on the bytes (request, outputs, workspace) held by the "
-          "requests admitted at once; 0 = unlimited");
+          "requests admitted at once, and on the workspace pool (default: "
+          "40% of the machine's memory, or of its cgroup's limit; "
+          "0 = unlimited)");
 ABSL_FLAG(int64_t, max_tensor_elements, Defaults().max_tensor_elements,
           "largest element count of one tensor (and of any one dimension)");
 ABSL_FLAG(int, threads_per_request, Defaults().threads_per_request,
@@ -163,13 +166,17 @@ int main(int argc, char** argv) {
   }
   spdlog::info(
       "attnserve {} listening on {} (port {}, {}{}), {} workers, queue depth "
-      "{}, backends: {}, instance {}",
+      "{}, memory budget {}, backends: {}, instance {}",
       ATTNSERVE_VERSION, options.listen_address, server.port(),
       options.tls_cert_file.empty()
           ? "plaintext"
           : (options.tls_client_ca_file.empty() ? "TLS" : "mutual TLS"),
       options.auth_token_file.empty() ? "" : ", bearer tokens",
       server.workers(), options.queue_depth,
+      options.memory_budget_bytes == 0
+          ? std::string("unlimited")
+          : absl::StrCat(options.memory_budget_bytes, " bytes (",
+                         options.memory_budget_bytes >> 20, " MiB)"),
       absl::StrJoin(server.backends(), ", "), server.instance_id());
   if (server.metrics_port() != 0) {
     spdlog::info("metrics on {} (port {})", options.metrics_listen,

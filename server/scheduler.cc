@@ -1,6 +1,8 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
+#include <exception>
+#include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -144,6 +146,28 @@ void Scheduler::WorkerLoop() {
   }
 }
 
+namespace {
+
+// The job boundary: a failed allocation (std::bad_alloc from a host tensor or
+// a vector) ends this call with RESOURCE_EXHAUSTED and the worker goes on
+// serving; any other exception is INTERNAL for this call. Everything the job
+// held is released by its destructors on the way out.
+absl::Status RunJob(Job& job) {
+  try {
+    return job.run(*job.cancel);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "the server ran out of memory computing this request; retry later, "
+        "or send a smaller request (the memory budget, "
+        "--memory_budget_bytes, did not cover it)");
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("computing this request failed: ", e.what()));
+  }
+}
+
+}  // namespace
+
 void Scheduler::RunOne(Entry entry, bool large) {
   Job& job = entry.job;
   JobTiming timing;
@@ -163,7 +187,7 @@ void Scheduler::RunOne(Entry entry, bool large) {
         timing);
     return;
   }
-  absl::Status status = job.run(*job.cancel);
+  absl::Status status = RunJob(job);
   timing.run_time = clock_->Now() - start;
   job.done(std::move(status), timing);
 }

@@ -15,6 +15,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "server/heap_stats.h"
+#include "server/startup_warnings.h"
 #include "spdlog/spdlog.h"
 
 namespace attnserve::server {
@@ -92,11 +93,6 @@ class ReflectionOption final : public grpc::ServerBuilderOption {
 };
 
 }  // namespace
-
-int HardwareThreads() {
-  const unsigned hardware = std::thread::hardware_concurrency();
-  return hardware == 0 ? 1 : static_cast<int>(hardware);
-}
 
 absl::Status ValidateServerOptions(const ServerOptions& options) {
   if (options.listen_address.empty()) {
@@ -327,6 +323,9 @@ absl::Status Server::Start() {
     health->SetServingStatus(v1::AttentionService::service_full_name(), true);
   }
   started_ = true;
+  for (const std::string& warning : StartupWarnings(options_)) {
+    spdlog::warn("{}", warning);
+  }
   return absl::OkStatus();
 }
 

@@ -26,6 +26,7 @@
 #include "server/call_guard.h"
 #include "server/call_tracker.h"
 #include "server/clock.h"
+#include "server/machine.h"
 #include "server/memory_budget.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
@@ -33,9 +34,6 @@
 #include "server/token_auth.h"
 
 namespace attnserve::server {
-
-// The number of hardware threads (at least 1).
-int HardwareThreads();
 
 // The server's configuration. These defaults are the production defaults:
 // the attnserve binary's flags take theirs from here.
@@ -49,8 +47,9 @@ struct ServerOptions {
   // Largest request or response message, in bytes (at most 2^31 - 1).
   int64_t max_message_bytes = int64_t{1} << 30;
   // Cap on the memory (request, outputs, workspace) of the requests
-  // admitted at once, and on leased workspace; 0 = unlimited.
-  uint64_t memory_budget_bytes = 0;
+  // admitted at once, and on leased workspace; 0 = unlimited. Default: 40 %
+  // of the machine's memory (or of its cgroup's limit), see machine.h.
+  uint64_t memory_budget_bytes = DefaultMemoryBudget();
   // Largest element count of one tensor, and of one of its dims.
   int64_t max_tensor_elements = int64_t{1} << 28;
   // Resident tensors (tensor_store.h). Cap on the bytes kept on the server,

@@ -3,6 +3,7 @@
 // the workspace size (the kernels' own layout, counted) and the output
 // specs.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -25,6 +26,10 @@ namespace {
 constexpr int64_t kTileQ = 128;
 constexpr int64_t kTileKv = 128;
 constexpr int64_t kMaxStartIdx = 2147483647;
+// keep_prob is used as float32 and divided by: the smallest normal float32
+// keeps 1/keep_prob finite (about 8.5e37) on every path, flushed
+// subnormals included.
+constexpr float kMinKeepProb = FLT_MIN;
 
 double ForwardFlops(const AttentionDims& d,
                     const std::vector<BatchSpan>& batches) {
@@ -101,8 +106,31 @@ absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
   return plan;
 }
 
+// The softmax statistics' elements the backward reads: every row for the
+// padded layouts, the tokens of batches with keys for TND ([T1, N1, 8]).
+std::vector<ElementRange> StatisticRows(const AttentionDims& d,
+                                        const std::vector<BatchSpan>& batches) {
+  const int64_t per_token = d.n1 * kSoftmaxLanes;
+  if (d.layout != Layout::kTND) {
+    return {{0, d.b * d.s1 * per_token}};
+  }
+  std::vector<ElementRange> rows;
+  for (const BatchSpan& s : batches) {
+    if (s.s2 == 0 || s.s1 == 0) continue;
+    rows.push_back({s.q_start * per_token, (s.q_start + s.s1) * per_token});
+  }
+  return rows;
+}
+
 absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
+                            const std::vector<BatchSpan>& batches,
                             bool* has_residuals) {
+  if (args.softmax_in.has_value()) {
+    return InvalidField("softmax_in",
+                        "is reserved and must not be set (leave the field "
+                        "unset; the residuals are softmax_max, softmax_sum "
+                        "and attention_in)");
+  }
   const int residuals = args.softmax_max.has_value() +
                         args.softmax_sum.has_value() +
                         args.attention_in.has_value();
@@ -123,6 +151,8 @@ absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
     ATTN_RETURN_IF_ERROR(CheckShape(*t, SoftmaxShape(d), name));
     ATTN_RETURN_IF_ERROR(CheckByteSize(*t, name));
   }
+  ATTN_RETURN_IF_ERROR(CheckSoftmaxStatistics(
+      *args.softmax_max, *args.softmax_sum, StatisticRows(d, batches)));
   ATTN_RETURN_IF_ERROR(
       CheckDType(*args.attention_in, d.dtype, "attention_in", "same as query"));
   ATTN_RETURN_IF_ERROR(CheckShape(
@@ -133,12 +163,23 @@ absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
 }  // namespace
 
 absl::Status CheckScalarOptions(const AttentionOptions& o) {
-  if (!std::isfinite(o.scale_value)) {
-    return InvalidField("scale_value", "must be a finite number");
-  }
+  ATTN_RETURN_IF_ERROR(CheckScaleValue(o.scale_value));
   if (!(o.keep_prob > 0.0 && o.keep_prob <= 1.0)) {
     return InvalidField("keep_prob",
                         absl::StrCat("must be in (0, 1], got ", o.keep_prob));
+  }
+  if (static_cast<float>(o.keep_prob) < kMinKeepProb) {
+    return InvalidField(
+        "keep_prob",
+        absl::StrCat("is used as float32 and must be >= ", kMinKeepProb,
+                     " (the smallest normal float32, so that 1/keep_prob is "
+                     "finite), got ",
+                     o.keep_prob));
+  }
+  if (o.padding_mask.has_value()) {
+    return InvalidField("padding_mask",
+                        "is reserved and must not be set (leave the field "
+                        "unset; masking is atten_mask's and sparse_mode's)");
   }
   if (o.pse_type < 0 || o.pse_type > 3) {
     return InvalidField("pse_type",
@@ -196,7 +237,8 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
   ATTN_RETURN_IF_ERROR(
       CheckShape(args.dy, QueryLikeShape(d, d.n1, d.dv), "dy"));
   ATTN_RETURN_IF_ERROR(CheckByteSize(args.dy, "dy"));
-  ATTN_RETURN_IF_ERROR(CheckResiduals(args, d, &plan.has_residuals));
+  ATTN_RETURN_IF_ERROR(
+      CheckResiduals(args, d, plan.batches, &plan.has_residuals));
 
   const double forward_flops = ForwardFlops(d, plan.batches);
   plan.flops = 2.5 * forward_flops;

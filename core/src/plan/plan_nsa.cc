@@ -142,9 +142,7 @@ absl::StatusOr<NsaDims> ResolveTensors(const TensorView& q, const TensorView& k,
 }
 
 absl::Status CheckScalars(const NsaOptions& o, NsaDims* dims) {
-  if (!std::isfinite(o.scale_value)) {
-    return InvalidField("scale_value", "must be a finite number");
-  }
+  ATTN_RETURN_IF_ERROR(CheckScaleValue(o.scale_value));
   if (o.sparse_mode != 0 && o.sparse_mode != 2) {
     return InvalidField(
         "sparse_mode",
@@ -423,6 +421,9 @@ absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
     ATTN_RETURN_IF_ERROR(CheckShape(*t, StatShape(d), name));
     ATTN_RETURN_IF_ERROR(CheckByteSize(*t, name));
   }
+  // Every key/value batch holds at least K blocks: every row is read.
+  ATTN_RETURN_IF_ERROR(CheckSoftmaxStatistics(
+      args.softmax_max, args.softmax_sum, {{0, d.t1 * d.n1 * kSoftmaxLanes}}));
   plan.scale = static_cast<float>(o.scale_value);
   plan.flops = 2.0 * static_cast<double>(plan.attended) *
                static_cast<double>(3 * d.d + 2 * d.dv);
