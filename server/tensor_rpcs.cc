@@ -1,7 +1,5 @@
 #include "server/tensor_rpcs.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <atomic>
 #include <new>
@@ -13,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "attnserve/core/status_macros.h"
 #include "attnserve/wire/dtype.h"
+#include "attnserve/wire/huge_pages.h"
 #include "attnserve/wire/tensor.h"
 #include "server/call_tracker.h"
 #include "server/compute_call.h"
@@ -25,21 +24,6 @@ namespace {
 
 constexpr char kPutTensor[] = "PutTensor";
 constexpr char kGetTensor[] = "GetTensor";
-
-// Memory of this size or more is asked to be backed by huge pages: a fresh
-// page costs a fault when first written, and 2 MiB pages take 512 times
-// fewer of them (the kernel decides; this is advice).
-constexpr uint64_t kHugePageBytes = uint64_t{2} << 20;
-
-void AdviseHugePages(const char* data, uint64_t size) {
-  if (size < 2 * kHugePageBytes) return;
-  const auto begin = reinterpret_cast<uintptr_t>(data);
-  const uintptr_t first = (begin + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
-  const uintptr_t last = (begin + size) & ~(kHugePageBytes - 1);
-  if (last > first) {
-    madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-  }
-}
 
 // The status a stream stopped by its client or deadline ends with.
 absl::Status StoppedStatus(const grpc::CallbackServerContext& context,
@@ -142,7 +126,7 @@ class PutTensorCall final
       return absl::ResourceExhaustedError(
           absl::StrCat("cannot allocate ", size_, " bytes for the tensor"));
     }
-    AdviseHugePages(bytes_.data(), size_);
+    wire::AdviseHugePages(bytes_.data(), size_);
     started_ = true;
     return Append();
   }

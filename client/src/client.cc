@@ -14,6 +14,7 @@
 #include "attnserve/client/status_conversion.h"
 #include "attnserve/client/tensor_helpers.h"
 #include "attnserve/v1/attention.grpc.pb.h"
+#include "attnserve/wire/huge_pages.h"
 #include "attnserve/wire/tensor.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
@@ -284,6 +285,7 @@ absl::StatusOr<v1::Tensor> Client::GetTensor(
       if (bytes.ok()) {
         expected = *bytes;
         tensor.mutable_data()->reserve(expected);
+        wire::AdviseHugePages(tensor.data().data(), expected);
       }
     }
     tensor.mutable_data()->append(message.chunk());

@@ -1,11 +1,17 @@
 // The wire library: the DataType table, element and byte counts with
-// overflow checks, and the data-length check, against hand-computed values.
+// overflow checks, and the data-length check, against hand-computed values;
+// huge-page advice against what the kernel reports for the memory.
+#include <sys/mman.h>
+
 #include <cstdint>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "attnserve/core/dtype.h"
 #include "attnserve/core/status_macros.h"
 #include "attnserve/wire/dtype.h"
+#include "attnserve/wire/huge_pages.h"
 #include "attnserve/wire/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -113,6 +119,64 @@ TEST(WireTensorTest, DataLengthMustMatchTheShape) {
   EXPECT_EQ(core::FieldOf(
                 CheckData(Tensor(v1::DATA_TYPE_UNSPECIFIED, {1}, 4), "value")),
             "value.dtype");
+}
+
+// The "AnonHugePages:" of the mappings inside [begin, end) in
+// /proc/self/smaps, in kB (madvise may split a mapping where advice starts).
+int64_t AnonHugePagesKb(uintptr_t begin, uintptr_t end) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  int64_t total = 0;
+  while (std::getline(smaps, line)) {
+    uintptr_t from = 0;
+    uintptr_t to = 0;
+    char dash = 0;
+    std::istringstream fields(line);
+    if (fields >> std::hex >> from >> dash >> to && dash == '-') {
+      inside = from >= begin && to <= end;
+      continue;
+    }
+    if (inside && line.rfind("AnonHugePages:", 0) == 0) {
+      total += std::stoll(line.substr(14));
+    }
+  }
+  return total;
+}
+
+std::string ThpMode() {
+  std::ifstream file("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string text;
+  std::getline(file, text);
+  return text;
+}
+
+TEST(HugePagesTest, AdvisedFreshMemoryIsBackedByHugePages) {
+  const std::string mode = ThpMode();
+  if (mode.empty() || mode.find("[never]") != std::string::npos) {
+    GTEST_SKIP() << "transparent huge pages are off on this host (\"" << mode
+                 << "\"): the advice cannot be observed";
+  }
+  constexpr size_t kBytes = size_t{16} << 20;
+  void* memory = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(memory, MAP_FAILED);
+  // Misaligned on purpose: only the aligned interior may be advised.
+  char* data = static_cast<char*>(memory) + 4096;
+  AdviseHugePages(data, kBytes - 4096);
+  for (size_t i = 0; i < kBytes - 4096; i += 4096) data[i] = 1;
+  const auto begin = reinterpret_cast<uintptr_t>(memory);
+  const int64_t huge_kb = AnonHugePagesKb(begin, begin + kBytes);
+  munmap(memory, kBytes);
+  // At least one 2 MiB page of the 12 MiB aligned interior.
+  EXPECT_GE(huge_kb, 2048) << "THP mode \"" << mode << "\"";
+}
+
+TEST(HugePagesTest, SmallOrEmptyBuffersAreLeftAlone) {
+  char small[64] = {};
+  AdviseHugePages(small, sizeof(small));
+  AdviseHugePages(nullptr, 0);
+  EXPECT_EQ(small[0], 0);
 }
 
 }  // namespace
