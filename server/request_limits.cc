@@ -15,8 +15,28 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
+// No operator takes a tensor of higher rank (pse and masks are 4-D at most).
+constexpr int kMaxRank = 8;
+// The largest batch B the operators accept (2M), hence the longest list of
+// per-batch numbers.
+constexpr int kMaxRepeated = 2 * 1024 * 1024;
+// Layout names and handles are short.
+constexpr size_t kMaxString = 256;
+
 absl::Status CheckTensor(const v1::Tensor& tensor, const std::string& field,
                          int64_t max_elements) {
+  // First, before anything reads the dimensions one by one.
+  if (tensor.shape_size() > kMaxRank) {
+    return core::InvalidField(
+        field + ".shape",
+        absl::StrCat("has rank ", tensor.shape_size(),
+                     "; no operator takes a tensor of rank above ", kMaxRank));
+  }
+  if (tensor.handle().size() > kMaxString) {
+    return core::InvalidField(field + ".handle",
+                              absl::StrCat("has ", tensor.handle().size(),
+                                           " bytes; at most ", kMaxString));
+  }
   // A dimension above the limit is refused even when another is 0 (the
   // product alone would let it through).
   for (int i = 0; i < tensor.shape_size(); ++i) {
@@ -41,6 +61,35 @@ absl::Status CheckTensor(const v1::Tensor& tensor, const std::string& field,
   return absl::OkStatus();
 }
 
+// Repeated numbers (actual_seq_*, prefix, start indices: one per batch)
+// and strings (layouts, handles), before anything copies them.
+absl::Status CheckScalarField(const Message& message,
+                              const FieldDescriptor& field,
+                              const std::string& path) {
+  const Reflection* reflection = message.GetReflection();
+  if (field.is_repeated()) {
+    const int n = reflection->FieldSize(message, &field);
+    if (n > kMaxRepeated) {
+      return core::InvalidField(
+          path, absl::StrCat("has ", n, " entries; at most ", kMaxRepeated,
+                             " (one per batch, and B is at most ", kMaxRepeated,
+                             ")"));
+    }
+    return absl::OkStatus();
+  }
+  if (field.type() == FieldDescriptor::TYPE_STRING) {  // Not bytes.
+    std::string scratch;
+    const std::string& text =
+        reflection->GetStringReference(message, &field, &scratch);
+    if (text.size() > kMaxString) {
+      return core::InvalidField(
+          path,
+          absl::StrCat("has ", text.size(), " bytes; at most ", kMaxString));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckMessage(const Message& message, const std::string& prefix,
                           int64_t max_elements) {
   const Descriptor* descriptor = message.GetDescriptor();
@@ -52,10 +101,13 @@ absl::Status CheckMessage(const Message& message, const std::string& prefix,
   std::vector<const FieldDescriptor*> fields;
   reflection->ListFields(message, &fields);  // Only the fields that are set.
   for (const FieldDescriptor* field : fields) {
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
     const std::string path = prefix.empty()
                                  ? field->name()
                                  : absl::StrCat(prefix, ".", field->name());
+    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) {
+      ATTN_RETURN_IF_ERROR(CheckScalarField(message, *field, path));
+      continue;
+    }
     if (field->is_repeated()) {
       const int n = reflection->FieldSize(message, field);
       for (int i = 0; i < n; ++i) {

@@ -5,9 +5,11 @@
 //
 // Every attnserve.v1.Tensor in the message (found by reflection, so every
 // operator and GetWorkspaceSize's nested requests are covered) must have:
-// dims >= 0, each dim <= max_elements, and prod(shape) <= max_elements,
-// computed without overflow. The check reads shapes only and allocates
-// nothing in proportion to them. Pure and thread-safe.
+// rank <= 8, dims >= 0, each dim <= max_elements, and prod(shape) <=
+// max_elements, computed without overflow. Every repeated number field (the
+// per-batch lists) has at most 2^21 entries (the largest batch), and every
+// string (layouts, handles) at most 256 bytes. The check reads sizes first,
+// and allocates nothing in proportion to them. Pure and thread-safe.
 #ifndef ATTNSERVE_SERVER_REQUEST_LIMITS_H_
 #define ATTNSERVE_SERVER_REQUEST_LIMITS_H_
 

@@ -25,6 +25,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "attnserve/core/client_text.h"
 #include "attnserve/v1/attention.pb.h"
 #include "attnserve/wire/dtype.h"
 #include "attnserve/wire/tensor.h"
@@ -37,7 +38,7 @@ struct RequestRecord {
   std::string request_id;
   std::string q_shape, k_shape, v_shape;
   std::string dtype;   // Query dtype without prefix, e.g. "FLOAT32".
-  std::string layout;  // input_layout as sent.
+  std::string layout;  // input_layout as sent, escaped (core::ClientText).
   absl::StatusCode code = absl::StatusCode::kOk;
   std::string error;  // Status message when `code` is not OK.
   // True once the request went through the scheduler (queued, then run or
@@ -84,7 +85,7 @@ RequestRecord RecordOf(std::string_view op, const Request& request) {
   record.k_shape = LoggedShape(request.key());
   record.v_shape = LoggedShape(request.value());
   record.dtype = wire::DataTypeName(request.query().dtype());
-  record.layout = request.input_layout();
+  record.layout = core::ClientText(request.input_layout());
   return record;
 }
 

@@ -42,6 +42,17 @@ TEST_F(PlanTest, RejectsUnknownLayout) {
   EXPECT_TRUE(IsInvalidField(PlanForward(args).status(), "input_layout"));
 }
 
+TEST_F(PlanTest, UnknownLayoutIsEchoedEscapedAndCut) {
+  ForwardArgs args = ValidForward();
+  args.options.input_layout = "BSND\n" + std::string(100, 'x');
+  const absl::Status status = PlanForward(args).status();
+  EXPECT_TRUE(IsInvalidField(status, "input_layout"));
+  EXPECT_EQ(status.message(),
+            "input_layout: must be one of BSH, SBH, BSND, BNSD, TND, got "
+            "\"BSND\\n" +
+                std::string(27, 'x') + "...(105 bytes)\"");
+}
+
 TEST_F(PlanTest, RejectsQueryRankWrongForLayout) {
   ForwardArgs args = ValidForward(Layout::kBNSD);
   args.options.input_layout = "BSH";  // Rank 3 expected, query has 4.

@@ -31,6 +31,24 @@ TEST(RequestLogTest, LineHoldsShapesDtypeLayoutStatusAndTimings) {
             "queue_ms=1.500 compute_ms=500.000 gflops=4.00");
 }
 
+TEST(RequestLogTest, ClientStringsCannotForgeLinesOrFieldsOrFloodThem) {
+  v1::FlashAttentionScoreRequest request = Request();
+  request.set_input_layout("BSND status=OK\nFlashAttentionScore q=[1]");
+  request.mutable_key()->mutable_shape()->Resize(100000, 1);
+  const std::string line =
+      FormatRequestLine(RecordOf("FlashAttentionScore", request));
+  EXPECT_THAT(line, Not(HasSubstr("\n")));
+  // The first 32 bytes, escaped: the space and the newline cannot start a
+  // field or a line.
+  EXPECT_THAT(line, HasSubstr("layout=BSND\\x20status=OK\\nFlashAttentionSco"
+                              "...(40 bytes) status=OK"));
+  EXPECT_THAT(line, HasSubstr("k=[2,256,2,64,1,1,1,1,...] (rank 100000) v="));
+  EXPECT_LT(line.size(), 400u);
+  const std::string json =
+      FormatRequestJsonFields(RecordOf("FlashAttentionScore", request));
+  EXPECT_THAT(json, Not(HasSubstr("\n")));
+}
+
 TEST(RequestLogTest, FailedRequestShowsCodeAndMessage) {
   RequestRecord record =
       RecordOf("FlashAttentionScoreGrad", v1::FlashAttentionScoreGradRequest());

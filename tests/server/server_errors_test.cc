@@ -132,6 +132,31 @@ TEST_F(ServerErrorsTest, UnknownLayoutNamesInputLayout) {
   EXPECT_EQ(ViolatedField(Forward(server_, r)), "input_layout");
 }
 
+TEST_F(ServerErrorsTest, OutsizedShapesListsAndStringsAreNamedNotEchoed) {
+  ASSERT_TRUE(server_.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  r.mutable_key()->mutable_shape()->Resize(1 << 20, 1);
+  grpc::Status status = Forward(server_, r);
+  EXPECT_EQ(ViolatedField(status), "key.shape");
+  EXPECT_LT(status.error_message().size(), 200u);
+
+  r = ValidRequest();
+  r.mutable_prefix()->Resize(2 * 1024 * 1024 + 1, 0);
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "prefix");
+
+  r = ValidRequest();
+  r.set_input_layout(std::string(4096, 'B'));
+  status = Forward(server_, r);
+  EXPECT_EQ(ViolatedField(status), "input_layout");
+  EXPECT_LT(status.error_message().size(), 200u);
+
+  r = ValidRequest();
+  r.set_input_layout("NS\nBD");
+  status = Forward(server_, r);
+  EXPECT_EQ(ViolatedField(status), "input_layout");
+  EXPECT_THAT(status.error_message(), HasSubstr("got \"NS\\nBD\""));
+}
+
 TEST_F(ServerErrorsTest, GradWithWrongDyShapeNamesDy) {
   ASSERT_TRUE(server_.started());
   const v1::FlashAttentionScoreRequest f = ValidRequest();

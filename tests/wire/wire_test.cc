@@ -77,6 +77,10 @@ TEST(WireTensorTest, CountsElementsAndBytes) {
   EXPECT_EQ(ByteSize(t, "q").value(), 60u);
   EXPECT_THAT(CheckData(t, "q"), IsOk());
   EXPECT_EQ(ShapeString(t), "[2,3,5]");
+  // Ranks above 8 (refused by the server's limits) show their first dims.
+  v1::Tensor deep = Tensor(v1::DATA_TYPE_FLOAT32, {}, 0);
+  deep.mutable_shape()->Resize(1000, 2);
+  EXPECT_EQ(ShapeString(deep), "[2,2,2,2,2,2,2,2,...] (rank 1000)");
   // A scalar has one element; an empty dimension none.
   EXPECT_EQ(ElementCount(Tensor(v1::DATA_TYPE_FLOAT32, {}, 4), "s").value(), 1);
   EXPECT_EQ(

@@ -9,7 +9,14 @@
 namespace attnserve::wire {
 
 std::string ShapeString(const v1::Tensor& tensor) {
-  return absl::StrCat("[", absl::StrJoin(tensor.shape(), ","), "]");
+  constexpr int kShown = 8;  // The largest rank a request may have.
+  if (tensor.shape_size() <= kShown) {
+    return absl::StrCat("[", absl::StrJoin(tensor.shape(), ","), "]");
+  }
+  return absl::StrCat("[",
+                      absl::StrJoin(tensor.shape().begin(),
+                                    tensor.shape().begin() + kShown, ","),
+                      ",...] (rank ", tensor.shape_size(), ")");
 }
 
 absl::StatusOr<int64_t> ElementCount(const v1::Tensor& tensor,

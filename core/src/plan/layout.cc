@@ -1,5 +1,6 @@
 #include "plan/layout.h"
 
+#include "attnserve/core/client_text.h"
 #include "attnserve/core/status_macros.h"
 
 namespace attnserve::core {
@@ -15,9 +16,8 @@ absl::StatusOr<Layout> ParseLayout(const std::string& name) {
                         "is required: one of BSH, SBH, BSND, BNSD, TND");
   }
   return InvalidField("input_layout",
-                      "must be one of BSH, SBH, BSND, BNSD, "
-                      "TND, got \"" +
-                          name + "\"");
+                      "must be one of BSH, SBH, BSND, BNSD, TND, got \"" +
+                          ClientText(name) + "\"");
 }
 
 const char* LayoutName(Layout layout) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "attnserve/core/client_text.h"
 #include "attnserve/core/nsa.h"
 #include "attnserve/core/status_macros.h"
 #include "kernels/nsa_attention.h"
@@ -59,7 +60,7 @@ absl::StatusOr<NsaDims> ResolveTensors(const TensorView& q, const TensorView& k,
     return InvalidField("input_layout",
                         absl::StrCat("must be TND for NSA selected attention, "
                                      "got \"",
-                                     o.input_layout, "\""));
+                                     ClientText(o.input_layout), "\""));
   }
   if (!IsFloatingCompute(q.dtype)) {
     return InvalidField("query.dtype",
