@@ -86,6 +86,32 @@ ABSL_FLAG(int64_t, tensor_chunk_bytes, Defaults().tensor_chunk_bytes,
 ABSL_FLAG(absl::Duration, drain_timeout, Defaults().drain_timeout,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish "
           "before they are cancelled");
+ABSL_FLAG(int, max_concurrent_streams,
+          Defaults().transport.max_concurrent_streams,
+          "calls one client connection may have open at once; further calls "
+          "wait in the client");
+ABSL_FLAG(absl::Duration, keepalive_time, Defaults().transport.keepalive_time,
+          "ping a connection quiet for this long, and close it when the ping "
+          "is not answered within --keepalive_timeout");
+ABSL_FLAG(absl::Duration, keepalive_timeout,
+          Defaults().transport.keepalive_timeout,
+          "how long a keepalive ping may go unanswered");
+ABSL_FLAG(absl::Duration, min_client_ping_interval,
+          Defaults().transport.min_client_ping_interval,
+          "clients pinging more often than this are disconnected "
+          "(too_many_pings); 0 = any rate");
+ABSL_FLAG(absl::Duration, max_connection_idle,
+          Defaults().transport.max_connection_idle,
+          "close connections without calls for this long; 0 = never");
+ABSL_FLAG(absl::Duration, max_connection_age,
+          Defaults().transport.max_connection_age,
+          "close connections older than this (gracefully, see "
+          "--max_connection_age_grace), so that a load balancer can spread "
+          "long-lived clients; 0 = never");
+ABSL_FLAG(absl::Duration, max_connection_age_grace,
+          Defaults().transport.max_connection_age_grace,
+          "how long calls on a connection closed for its age may take to "
+          "finish; 0 = no limit");
 ABSL_FLAG(std::string, tls_cert, Defaults().tls_cert_file,
           "server certificate chain (PEM); with --tls_key, serve TLS only");
 ABSL_FLAG(std::string, tls_key, Defaults().tls_key_file,
@@ -153,6 +179,18 @@ int main(int argc, char** argv) {
   options.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  options.transport.max_concurrent_streams =
+      absl::GetFlag(FLAGS_max_concurrent_streams);
+  options.transport.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.transport.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  options.transport.min_client_ping_interval =
+      absl::GetFlag(FLAGS_min_client_ping_interval);
+  options.transport.max_connection_idle =
+      absl::GetFlag(FLAGS_max_connection_idle);
+  options.transport.max_connection_age =
+      absl::GetFlag(FLAGS_max_connection_age);
+  options.transport.max_connection_age_grace =
+      absl::GetFlag(FLAGS_max_connection_age_grace);
   options.tensor_store_bytes = absl::GetFlag(FLAGS_tensor_store_bytes);
   options.tensor_ttl = absl::GetFlag(FLAGS_tensor_ttl);
   options.tensor_max_ttl = absl::GetFlag(FLAGS_tensor_max_ttl);

@@ -95,6 +95,7 @@ class ReflectionOption final : public grpc::ServerBuilderOption {
 }  // namespace
 
 absl::Status ValidateServerOptions(const ServerOptions& options) {
+  ATTN_RETURN_IF_ERROR(ValidateTransportLimits(options.transport));
   if (options.listen_address.empty()) {
     return core::InvalidField("listen_address", "must not be empty");
   }
@@ -303,6 +304,7 @@ absl::Status Server::Start() {
   builder.SetMaxReceiveMessageSize(
       static_cast<int>(options_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
+  ApplyTransportLimits(options_.transport, &builder);
   builder.RegisterService(service_.get());
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>

@@ -32,6 +32,7 @@
 #include "server/scheduler.h"
 #include "server/tensor_store.h"
 #include "server/token_auth.h"
+#include "server/transport_limits.h"
 
 namespace attnserve::server {
 
@@ -97,6 +98,9 @@ struct ServerOptions {
   absl::Duration drain_linger = absl::Milliseconds(250);
   // How long Shutdown() lets calls in flight finish by default.
   absl::Duration drain_timeout = absl::Seconds(30);
+  // HTTP/2 connection limits (streams per connection, keepalive, idle and
+  // maximum connection age).
+  TransportLimits transport;
   // Clock for the scheduler and the tensor store's TTLs; null = the wall
   // clock. Must outlive the server.
   Clock* clock = nullptr;
