@@ -186,7 +186,7 @@ absl::StatusOr<core::NsaBackwardArgs> ToNsaBackwardArgs(
 void MoveToProto(core::HostTensor tensor, v1::Tensor* out) {
   out->set_dtype(wire::ToWireDType(tensor.dtype));
   out->mutable_shape()->Assign(tensor.shape.begin(), tensor.shape.end());
-  out->mutable_data()->swap(tensor.bytes);
+  out->set_data(tensor.bytes.data(), tensor.bytes.size());
 }
 
 void ToProto(const core::OutputSpec& spec, v1::TensorSpec* out) {
