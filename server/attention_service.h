@@ -25,14 +25,25 @@ namespace attnserve::server {
 
 // One compute RPC: the generated method `Name`, served by the pipeline with
 // the traits `Name##Rpc` of operator_rpcs.h.
-#define ATTN_OPERATOR_RPC(Name)                                           \
-  grpc::ServerUnaryReactor* Name(grpc::CallbackServerContext* context,    \
-                                 const v1::Name##Request* request,        \
-                                 v1::Name##Response* response) override { \
-    return pipeline_.Serve<Name##Rpc>(context, request, response);        \
+// The method takes the request as received and gives the response as sent
+// (bytes): the pipeline decodes and encodes them itself.
+#define ATTN_OPERATOR_RPC(Name)                                         \
+  grpc::ServerUnaryReactor* Name(grpc::CallbackServerContext* context,  \
+                                 const grpc::ByteBuffer* request,       \
+                                 grpc::ByteBuffer* response) override { \
+    return pipeline_.Serve<Name##Rpc>(context, request, response);      \
   }
 
-class AttentionService final : public v1::AttentionService::CallbackService {
+// The generated service with the compute RPCs' methods on bytes.
+using AttentionServiceBase =
+    v1::AttentionService::WithRawCallbackMethod_FlashAttentionScore<
+        v1::AttentionService::WithRawCallbackMethod_FlashAttentionScoreGrad<
+            v1::AttentionService::WithRawCallbackMethod_NsaSelectedAttention<
+                v1::AttentionService::
+                    WithRawCallbackMethod_NsaSelectedAttentionGrad<
+                        v1::AttentionService::CallbackService>>>>;
+
+class AttentionService final : public AttentionServiceBase {
  public:
   // `engine`, `scheduler` and `guard` must outlive the service.
   AttentionService(core::Engine* engine, Scheduler* scheduler,

@@ -5,9 +5,13 @@
 // pipeline's (rpc_pipeline.h), written once for all of them.
 //
 //   using Rpc = NsaSelectedAttentionRpc;
-//   ATTN_ASSIGN_OR_RETURN(Rpc::Args args, Rpc::ToArgs(request));
+//   ATTN_ASSIGN_OR_RETURN(Rpc::Args args, Rpc::ToArgs(request, &payloads));
 //   ...
-//   Rpc::Respond(std::move(result), &response);
+//   Rpc::Respond(std::move(result), &response, &outgoing);
+//
+// ToArgs reads tensors' data from the request's received payloads when
+// given them (proto_convert.h), and Respond makes the outputs payloads of
+// the response (sent from their buffers) when given `outgoing`.
 //
 // A new operator RPC is a traits type here, its entry in OperatorRpcs, and
 // its one-line method in AttentionService.
@@ -17,6 +21,8 @@
 #include "absl/status/statusor.h"
 #include "attnserve/core/prepared_call.h"
 #include "attnserve/v1/attention.pb.h"
+#include "attnserve/wire/message_encoder.h"
+#include "attnserve/wire/request_payloads.h"
 
 namespace attnserve::server {
 
@@ -40,8 +46,10 @@ struct FlashAttentionScoreRpc
     : OperatorRpc<v1::FlashAttentionScoreRequest,
                   v1::FlashAttentionScoreResponse, core::FlashAttentionScoreOp,
                   v1::GetWorkspaceSizeRequest::kFlashAttentionScore> {
-  static absl::StatusOr<Args> ToArgs(const Request& request);
-  static void Respond(Result result, Response* response);
+  static absl::StatusOr<Args> ToArgs(const Request& request,
+                                     wire::RequestPayloads* payloads = nullptr);
+  static void Respond(Result result, Response* response,
+                      wire::OutgoingPayloads* outgoing = nullptr);
 };
 
 struct FlashAttentionScoreGradRpc
@@ -49,8 +57,10 @@ struct FlashAttentionScoreGradRpc
                   v1::FlashAttentionScoreGradResponse,
                   core::FlashAttentionScoreGradOp,
                   v1::GetWorkspaceSizeRequest::kFlashAttentionScoreGrad> {
-  static absl::StatusOr<Args> ToArgs(const Request& request);
-  static void Respond(Result result, Response* response);
+  static absl::StatusOr<Args> ToArgs(const Request& request,
+                                     wire::RequestPayloads* payloads = nullptr);
+  static void Respond(Result result, Response* response,
+                      wire::OutgoingPayloads* outgoing = nullptr);
 };
 
 struct NsaSelectedAttentionRpc
@@ -58,8 +68,10 @@ struct NsaSelectedAttentionRpc
                   v1::NsaSelectedAttentionResponse,
                   core::NsaSelectedAttentionOp,
                   v1::GetWorkspaceSizeRequest::kNsaSelectedAttention> {
-  static absl::StatusOr<Args> ToArgs(const Request& request);
-  static void Respond(Result result, Response* response);
+  static absl::StatusOr<Args> ToArgs(const Request& request,
+                                     wire::RequestPayloads* payloads = nullptr);
+  static void Respond(Result result, Response* response,
+                      wire::OutgoingPayloads* outgoing = nullptr);
 };
 
 struct NsaSelectedAttentionGradRpc
@@ -67,8 +79,10 @@ struct NsaSelectedAttentionGradRpc
                   v1::NsaSelectedAttentionGradResponse,
                   core::NsaSelectedAttentionGradOp,
                   v1::GetWorkspaceSizeRequest::kNsaSelectedAttentionGrad> {
-  static absl::StatusOr<Args> ToArgs(const Request& request);
-  static void Respond(Result result, Response* response);
+  static absl::StatusOr<Args> ToArgs(const Request& request,
+                                     wire::RequestPayloads* payloads = nullptr);
+  static void Respond(Result result, Response* response,
+                      wire::OutgoingPayloads* outgoing = nullptr);
 };
 
 // A list of RPC traits types, visited in order.

@@ -29,26 +29,26 @@ const v1::Tensor* TensorField(const google::protobuf::Message& request,
 // Views of the required tensor fields (name, destination) of `request`; a
 // missing one is INVALID_ARGUMENT naming it.
 absl::Status Required(
-    const google::protobuf::Message& request,
+    const google::protobuf::Message& request, wire::RequestPayloads* payloads,
     std::initializer_list<std::pair<const char*, core::TensorView*>> fields) {
   for (const auto& [name, out] : fields) {
     const v1::Tensor* tensor = TensorField(request, name);
     if (tensor == nullptr) return core::InvalidField(name, "is required");
-    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name));
+    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, payloads));
   }
   return absl::OkStatus();
 }
 
 // The same for optional tensor fields: absent ones stay nullopt.
 absl::Status Optional(
-    const google::protobuf::Message& request,
+    const google::protobuf::Message& request, wire::RequestPayloads* payloads,
     std::initializer_list<
         std::pair<const char*, std::optional<core::TensorView>*>>
         fields) {
   for (const auto& [name, out] : fields) {
     const v1::Tensor* tensor = TensorField(request, name);
     if (tensor == nullptr) continue;
-    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name));
+    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, payloads));
   }
   return absl::OkStatus();
 }
@@ -62,12 +62,13 @@ std::vector<int64_t> ToVector(
 // share (same names, different field numbers).
 template <typename Request>
 absl::Status FillOptions(const Request& request,
+                         wire::RequestPayloads* payloads,
                          core::AttentionOptions* options) {
-  ATTN_RETURN_IF_ERROR(
-      Optional(request, {{"pse", &options->pse},
-                         {"drop_mask", &options->drop_mask},
-                         {"padding_mask", &options->padding_mask},
-                         {"atten_mask", &options->atten_mask}}));
+  ATTN_RETURN_IF_ERROR(Optional(request, payloads,
+                                {{"pse", &options->pse},
+                                 {"drop_mask", &options->drop_mask},
+                                 {"padding_mask", &options->padding_mask},
+                                 {"atten_mask", &options->atten_mask}}));
   options->prefix = ToVector(request.prefix());
   options->actual_seq_qlen = ToVector(request.actual_seq_qlen());
   options->actual_seq_kvlen = ToVector(request.actual_seq_kvlen());
@@ -93,9 +94,11 @@ absl::Status FillOptions(const Request& request,
 // The fields NsaSelectedAttentionRequest and NsaSelectedAttentionGradRequest
 // share.
 template <typename Request>
-absl::Status FillNsaOptions(const Request& request, core::NsaOptions* options) {
+absl::Status FillNsaOptions(const Request& request,
+                            wire::RequestPayloads* payloads,
+                            core::NsaOptions* options) {
   ATTN_RETURN_IF_ERROR(
-      Optional(request, {{"atten_mask", &options->atten_mask}}));
+      Optional(request, payloads, {{"atten_mask", &options->atten_mask}}));
   options->actual_seq_qlen = ToVector(request.actual_seq_qlen());
   options->actual_seq_kvlen = ToVector(request.actual_seq_kvlen());
   options->scale_value =
@@ -111,7 +114,8 @@ absl::Status FillNsaOptions(const Request& request, core::NsaOptions* options) {
 }  // namespace
 
 absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
-                                              const std::string& field) {
+                                              const std::string& field,
+                                              wire::RequestPayloads* payloads) {
   if (!tensor.handle().empty()) {
     // No tensor is kept on the server yet, so every handle is unknown.
     return absl::NotFoundError(absl::StrCat(
@@ -119,74 +123,101 @@ absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
         ".handle: this server holds no tensor with that handle; send "
         "the data instead"));
   }
-  ATTN_RETURN_IF_ERROR(wire::CheckData(tensor, field));
+  const std::optional<size_t> received =
+      payloads == nullptr
+          ? std::nullopt
+          : payloads->SizeOf(tensor, v1::Tensor::kDataFieldNumber);
   core::TensorView view;
+  if (received.has_value()) {
+    ATTN_RETURN_IF_ERROR(wire::CheckDataSize(tensor, *received, field));
+    const core::Buffer* bytes =
+        payloads->Get(tensor, v1::Tensor::kDataFieldNumber);
+    if (bytes == nullptr) {
+      return absl::InternalError(
+          absl::StrCat(field, ".data: the received bytes are gone"));
+    }
+    view.data = bytes->data();
+    view.size_bytes = bytes->size();
+  } else {
+    ATTN_RETURN_IF_ERROR(wire::CheckData(tensor, field));
+    view.data = tensor.data().data();
+    view.size_bytes = tensor.data().size();
+  }
   ATTN_ASSIGN_OR_RETURN(view.dtype,
                         wire::ToCoreDType(tensor.dtype(), field + ".dtype"));
   view.shape.assign(tensor.shape().begin(), tensor.shape().end());
-  view.data = tensor.data().data();
-  view.size_bytes = tensor.data().size();
   return view;
 }
 
 absl::StatusOr<core::ForwardArgs> ToForwardArgs(
-    const v1::FlashAttentionScoreRequest& request) {
+    const v1::FlashAttentionScoreRequest& request,
+    wire::RequestPayloads* payloads) {
   core::ForwardArgs args;
   ATTN_RETURN_IF_ERROR(Required(
-      request,
+      request, payloads,
       {{"query", &args.query}, {"key", &args.key}, {"value", &args.value}}));
-  ATTN_RETURN_IF_ERROR(FillOptions(request, &args.options));
+  ATTN_RETURN_IF_ERROR(FillOptions(request, payloads, &args.options));
   return args;
 }
 
 absl::StatusOr<core::BackwardArgs> ToBackwardArgs(
-    const v1::FlashAttentionScoreGradRequest& request) {
+    const v1::FlashAttentionScoreGradRequest& request,
+    wire::RequestPayloads* payloads) {
   core::BackwardArgs args;
-  ATTN_RETURN_IF_ERROR(Required(request, {{"query", &args.query},
-                                          {"key", &args.key},
-                                          {"value", &args.value},
-                                          {"dy", &args.dy}}));
-  ATTN_RETURN_IF_ERROR(
-      Optional(request, {{"softmax_max", &args.softmax_max},
-                         {"softmax_sum", &args.softmax_sum},
-                         {"softmax_in", &args.softmax_in},
-                         {"attention_in", &args.attention_in}}));
-  ATTN_RETURN_IF_ERROR(FillOptions(request, &args.options));
+  ATTN_RETURN_IF_ERROR(Required(request, payloads,
+                                {{"query", &args.query},
+                                 {"key", &args.key},
+                                 {"value", &args.value},
+                                 {"dy", &args.dy}}));
+  ATTN_RETURN_IF_ERROR(Optional(request, payloads,
+                                {{"softmax_max", &args.softmax_max},
+                                 {"softmax_sum", &args.softmax_sum},
+                                 {"softmax_in", &args.softmax_in},
+                                 {"attention_in", &args.attention_in}}));
+  ATTN_RETURN_IF_ERROR(FillOptions(request, payloads, &args.options));
   return args;
 }
 
 absl::StatusOr<core::NsaForwardArgs> ToNsaForwardArgs(
-    const v1::NsaSelectedAttentionRequest& request) {
+    const v1::NsaSelectedAttentionRequest& request,
+    wire::RequestPayloads* payloads) {
   core::NsaForwardArgs args;
-  ATTN_RETURN_IF_ERROR(
-      Required(request, {{"query", &args.query},
-                         {"key", &args.key},
-                         {"value", &args.value},
-                         {"topk_indices", &args.topk_indices}}));
-  ATTN_RETURN_IF_ERROR(FillNsaOptions(request, &args.options));
+  ATTN_RETURN_IF_ERROR(Required(request, payloads,
+                                {{"query", &args.query},
+                                 {"key", &args.key},
+                                 {"value", &args.value},
+                                 {"topk_indices", &args.topk_indices}}));
+  ATTN_RETURN_IF_ERROR(FillNsaOptions(request, payloads, &args.options));
   return args;
 }
 
 absl::StatusOr<core::NsaBackwardArgs> ToNsaBackwardArgs(
-    const v1::NsaSelectedAttentionGradRequest& request) {
+    const v1::NsaSelectedAttentionGradRequest& request,
+    wire::RequestPayloads* payloads) {
   core::NsaBackwardArgs args;
   ATTN_RETURN_IF_ERROR(
-      Required(request, {{"query", &args.query},
-                         {"key", &args.key},
-                         {"value", &args.value},
-                         {"attention_out", &args.attention_out},
-                         {"attention_out_grad", &args.attention_out_grad},
-                         {"softmax_max", &args.softmax_max},
-                         {"softmax_sum", &args.softmax_sum},
-                         {"topk_indices", &args.topk_indices}}));
-  ATTN_RETURN_IF_ERROR(FillNsaOptions(request, &args.options));
+      Required(request, payloads,
+               {{"query", &args.query},
+                {"key", &args.key},
+                {"value", &args.value},
+                {"attention_out", &args.attention_out},
+                {"attention_out_grad", &args.attention_out_grad},
+                {"softmax_max", &args.softmax_max},
+                {"softmax_sum", &args.softmax_sum},
+                {"topk_indices", &args.topk_indices}}));
+  ATTN_RETURN_IF_ERROR(FillNsaOptions(request, payloads, &args.options));
   return args;
 }
 
-void MoveToProto(core::HostTensor tensor, v1::Tensor* out) {
+void MoveToProto(core::HostTensor tensor, v1::Tensor* out,
+                 wire::OutgoingPayloads* payloads) {
   out->set_dtype(wire::ToWireDType(tensor.dtype));
   out->mutable_shape()->Assign(tensor.shape.begin(), tensor.shape.end());
-  out->set_data(tensor.bytes.data(), tensor.bytes.size());
+  if (payloads != nullptr) {
+    payloads->Set(out, v1::Tensor::kDataFieldNumber, std::move(tensor.bytes));
+  } else {
+    out->set_data(tensor.bytes.data(), tensor.bytes.size());
+  }
 }
 
 void ToProto(const core::OutputSpec& spec, v1::TensorSpec* out) {

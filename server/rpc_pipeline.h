@@ -10,6 +10,16 @@
 //   5. respond   outputs moved into the response, ExecutionStats, one log
 //                line, Finish exactly once
 //
+// The service's compute RPCs take their requests as received bytes
+// (Serve<Rpc> on grpc::ByteBuffer): the request is decoded by the wire codec
+// (attnserve/wire/message_decoder.h) with its tensors' data left in the
+// received bytes, each copied once, after its size was checked, into a
+// pooled buffer of the engine's (core::BufferPool) that the kernel reads;
+// the response is encoded as slices, the outputs' sent from the buffers the
+// kernel wrote (attnserve/wire/message_encoder.h). Bytes that are not a
+// valid request are INVALID_ARGUMENT naming the message type, logged like
+// any other refusal.
+//
 // Compute RPCs take all of it (Serve<Rpc>, driven by the traits of
 // operator_rpcs.h); GetWorkspaceSize runs steps 0-2 for the same traits
 // (Size<Rpc>), so it reports exactly what the call would lease; the other
@@ -26,6 +36,7 @@
 #include <cstdint>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -34,6 +45,8 @@
 #include "attnserve/core/prepared_call.h"
 #include "attnserve/core/status_macros.h"
 #include "attnserve/v1/attention.pb.h"
+#include "attnserve/wire/message_encoder.h"
+#include "attnserve/wire/request_payloads.h"
 #include "grpcpp/grpcpp.h"
 #include "server/call_guard.h"
 #include "server/compute_call.h"
@@ -68,6 +81,13 @@ class RpcPipeline {
                                   const typename Rpc::Request* request,
                                   typename Rpc::Response* response) const;
 
+  // The same for the request as received (decoded here) and the response as
+  // sent (encoded here, outputs sent from their buffers).
+  template <typename Rpc>
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) const;
+
   // Steps 1-2 for `Rpc`'s request, as Serve prepares it: the call's
   // workspace, FLOPs and output specs into `response`.
   template <typename Rpc>
@@ -83,10 +103,31 @@ class RpcPipeline {
                                    RequestRecord record, Fn answer) const;
 
  private:
+  // A compute call's request and response as messages, with their tensors'
+  // bytes outside them when it was received and is sent as bytes.
+  template <typename Rpc>
+  struct Exchange {
+    grpc::CallbackServerContext* context;
+    const typename Rpc::Request* request;
+    typename Rpc::Response* response;
+    // Null when the request's tensors hold their bytes themselves.
+    wire::RequestPayloads* payloads = nullptr;
+    // Null when the outputs go into the response message.
+    wire::OutgoingPayloads* outgoing = nullptr;
+    // The request's size as received.
+    uint64_t request_bytes = 0;
+  };
+
+  // Steps 0-5 for `exchange`, whose parts live until `reactor` is done.
+  template <typename Rpc>
+  void Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
+           std::shared_ptr<void> keep_alive) const;
+
   // Steps 1-2.
   template <typename Rpc>
   absl::StatusOr<typename Rpc::Call> Prepare(
-      const typename Rpc::Request& request) const;
+      const typename Rpc::Request& request,
+      wire::RequestPayloads* payloads = nullptr) const;
 
   // Step 3's own check: RESOURCE_EXHAUSTED when `output_bytes` of outputs
   // would not fit in one message.
@@ -111,10 +152,27 @@ JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes);
 // The engine's share of ExecutionStats; the call fills in the timings.
 void SetRunStats(const core::RunStats& stats, v1::ExecutionStats* out);
 
+// Decodes `bytes` into `request`, keeping the received slices in `received`
+// (the payloads' ranges point into them) and making `payloads` copy from
+// them into `pool`. INVALID_ARGUMENT "not a valid <message type>: ..." (with
+// the field, when one is to blame) for bytes that are not one.
+absl::Status DecodeRequest(const grpc::ByteBuffer& bytes,
+                           core::BufferPool* pool,
+                           std::vector<grpc::Slice>* received,
+                           google::protobuf::Message* request,
+                           wire::RequestPayloads* payloads);
+
+// `response` with `payloads` in their fields, as slices: the payloads' point
+// at their buffers (which they keep alive), the rest is copied.
+grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,
+                                const wire::OutgoingPayloads& payloads);
+
 template <typename Rpc>
 absl::StatusOr<typename Rpc::Call> RpcPipeline::Prepare(
-    const typename Rpc::Request& request) const {
-  ATTN_ASSIGN_OR_RETURN(typename Rpc::Args args, Rpc::ToArgs(request));
+    const typename Rpc::Request& request,
+    wire::RequestPayloads* payloads) const {
+  ATTN_ASSIGN_OR_RETURN(typename Rpc::Args args,
+                        Rpc::ToArgs(request, payloads));
   return Rpc::Call::Prepare(std::move(args), config_.threads);
 }
 
@@ -122,36 +180,85 @@ template <typename Rpc>
 grpc::ServerUnaryReactor* RpcPipeline::Serve(
     grpc::CallbackServerContext* context, const typename Rpc::Request* request,
     typename Rpc::Response* response) const {
-  using Call = typename Rpc::Call;
   ComputeCall* reactor =
       ComputeCall::Create(context, RecordOf(Rpc::kName, *request));
+  Exchange<Rpc> exchange{context, request, response};
+  exchange.request_bytes = request->ByteSizeLong();
+  Run<Rpc>(reactor, exchange, nullptr);
+  return reactor;
+}
+
+template <typename Rpc>
+grpc::ServerUnaryReactor* RpcPipeline::Serve(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) const {
+  // What the call holds until gRPC is done with it.
+  struct State {
+    std::vector<grpc::Slice> received;
+    typename Rpc::Request request;
+    wire::RequestPayloads payloads;
+    typename Rpc::Response response;
+    wire::OutgoingPayloads outgoing;
+  };
+  auto state = std::make_shared<State>();
+  const absl::Status decoded =
+      DecodeRequest(*request, &engine_->buffer_pool(), &state->received,
+                    &state->request, &state->payloads);
+  ComputeCall* reactor =
+      ComputeCall::Create(context, RecordOf(Rpc::kName, state->request));
+  reactor->AtDone([state] {});
+  if (!decoded.ok()) {
+    reactor->FinishNow(decoded);
+    return reactor;
+  }
+  reactor->BeforeOkFinish([state, response] {
+    *response = EncodeResponse(state->response, state->outgoing);
+  });
+  Exchange<Rpc> exchange{context, &state->request, &state->response,
+                         &state->payloads, &state->outgoing};
+  exchange.request_bytes = request->Length();
+  Run<Rpc>(reactor, exchange, state);
+  // The tensors the call reads were copied out of the received bytes while
+  // it was prepared: those go back to gRPC now.
+  state->payloads.ReleaseReceived();
+  state->received.clear();
+  return reactor;
+}
+
+template <typename Rpc>
+void RpcPipeline::Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
+                      std::shared_ptr<void> keep_alive) const {
+  using Call = typename Rpc::Call;
   const absl::Time start = absl::Now();
   absl::StatusOr<Call> prepared = [&]() -> absl::StatusOr<Call> {
-    ATTN_RETURN_IF_ERROR(guard_->Admit(*context, Rpc::kName, *request));
-    ATTN_ASSIGN_OR_RETURN(Call call, Prepare<Rpc>(*request));
+    ATTN_RETURN_IF_ERROR(
+        guard_->Admit(*exchange.context, Rpc::kName, *exchange.request));
+    ATTN_ASSIGN_OR_RETURN(Call call,
+                          Prepare<Rpc>(*exchange.request, exchange.payloads));
     ATTN_RETURN_IF_ERROR(CheckResponseSize(call.output_bytes()));
     return call;
   }();
   if (!prepared.ok()) {
     reactor->FinishNow(prepared.status());
-    return reactor;
+    return;
   }
   // Shared by the job's closure, which the scheduler may copy.
   auto call = std::make_shared<const Call>(*std::move(prepared));
   const JobCost cost =
-      CostOf(request->ByteSizeLong(), call->flops(), call->memory_bytes());
+      CostOf(exchange.request_bytes, call->flops(), call->memory_bytes());
   core::Engine* engine = engine_;
-  auto run = [engine, call,
-              response](const core::CancelToken& token) -> absl::Status {
+  typename Rpc::Response* response = exchange.response;
+  wire::OutgoingPayloads* outgoing = exchange.outgoing;
+  auto run = [engine, call, response, outgoing,
+              keep_alive](const core::CancelToken& token) -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(typename Rpc::Result result,
                           engine->Run(*call, token));
     SetRunStats(result.stats, response->mutable_stats());
-    Rpc::Respond(std::move(result), response);
+    Rpc::Respond(std::move(result), response, outgoing);
     return absl::OkStatus();
   };
   reactor->Submit(scheduler_, cost, absl::Now() - start, std::move(run),
                   response->mutable_stats());
-  return reactor;
 }
 
 template <typename Rpc>
