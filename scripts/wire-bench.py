@@ -109,7 +109,6 @@ def run_attnctl(attnctl, target, args, repeat):
     for m in re.finditer(r"run (\d+)/\d+: round_trip_s=([\d.]+) "
                          r"compute_s=([\d.]+) queue_s=([\d.]+)", out.stdout):
         runs.append(tuple(float(m.group(i)) for i in (2, 3, 4)))
-    req = re.search(r"request_bytes[=:] ?(\d+)", out.stdout)
     return runs, out.stdout
 
 
@@ -125,14 +124,20 @@ def tensor_bytes(stdout):
     return total
 
 
-def start_server(binary, port):
-    proc = subprocess.Popen([binary, f"--listen=127.0.0.1:{port}"],
+def start_server(binary, port, unix_path=None):
+    listen = f"unix:{unix_path}" if unix_path else f"127.0.0.1:{port}"
+    proc = subprocess.Popen([binary, f"--listen={listen}"],
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            if unix_path:
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(unix_path)
+                s.close()
+            else:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
             return proc
         except OSError:
             time.sleep(0.2)
@@ -147,6 +152,8 @@ def main():
                     help="label=path of an attnserve binary")
     ap.add_argument("--repeat", type=int, default=4)
     ap.add_argument("--cases", default="", help="regex of case names")
+    ap.add_argument("--unix", action="store_true",
+                    help="serve and call over a unix socket, not TCP")
     a = ap.parse_args()
     print(f"load: {os.getloadavg()}")
     mc = memcpy_rate()
@@ -158,13 +165,15 @@ def main():
     for spec in a.server:
         label, binary = spec.split("=", 1)
         port += 1
-        proc = start_server(binary, port)
+        unix_path = f"/tmp/wire-bench-{os.getpid()}-{port}.sock" \
+            if a.unix else None
+        target = f"unix:{unix_path}" if a.unix else f"127.0.0.1:{port}"
+        proc = start_server(binary, port, unix_path)
         try:
             for name, args in CASES:
                 if a.cases and not re.search(a.cases, name):
                     continue
-                runs, stdout = run_attnctl(a.attnctl, f"127.0.0.1:{port}",
-                                           args, a.repeat)
+                runs, stdout = run_attnctl(a.attnctl, target, args, a.repeat)
                 if not runs:
                     print(f"{label:8} {name:38} FAILED {stdout}")
                     continue
@@ -179,6 +188,8 @@ def main():
         finally:
             proc.terminate()
             proc.wait()
+            if unix_path and os.path.exists(unix_path):
+                os.unlink(unix_path)
     print(f"load: {os.getloadavg()}")
 
 
