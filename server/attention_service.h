@@ -41,7 +41,12 @@ using AttentionServiceBase =
             v1::AttentionService::WithRawCallbackMethod_NsaSelectedAttention<
                 v1::AttentionService::
                     WithRawCallbackMethod_NsaSelectedAttentionGrad<
-                        v1::AttentionService::CallbackService>>>>;
+                        v1::AttentionService::
+                            WithRawCallbackMethod_GetWorkspaceSize<
+                                v1::AttentionService::
+                                    WithRawCallbackMethod_GetServerInfo<
+                                        v1::AttentionService::
+                                            CallbackService>>>>>>;
 
 class AttentionService final : public AttentionServiceBase {
  public:
@@ -54,16 +59,25 @@ class AttentionService final : public AttentionServiceBase {
   ATTN_OPERATOR_RPC(NsaSelectedAttention)
   ATTN_OPERATOR_RPC(NsaSelectedAttentionGrad)
 
+  // Small messages: parsed and serialized by protobuf, but here, so that
+  // bytes that are not a request are INVALID_ARGUMENT (after the guard).
   grpc::ServerUnaryReactor* GetWorkspaceSize(
-      grpc::CallbackServerContext* context,
-      const v1::GetWorkspaceSizeRequest* request,
-      v1::GetWorkspaceSizeResponse* response) override;
-  grpc::ServerUnaryReactor* GetServerInfo(
-      grpc::CallbackServerContext* context,
-      const v1::GetServerInfoRequest* request,
-      v1::GetServerInfoResponse* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
 
  private:
+  grpc::ServerUnaryReactor* GetWorkspaceSize(
+      grpc::CallbackServerContext* context,
+      const v1::GetWorkspaceSizeRequest& request, const absl::Status& parsed,
+      v1::GetWorkspaceSizeResponse* answer, grpc::ByteBuffer* out);
+  grpc::ServerUnaryReactor* GetServerInfo(
+      grpc::CallbackServerContext* context,
+      const v1::GetServerInfoRequest& request, const absl::Status& parsed,
+      v1::GetServerInfoResponse* response, grpc::ByteBuffer* out);
+
   core::Engine* const engine_;
   Scheduler* const scheduler_;
   const PipelineConfig config_;

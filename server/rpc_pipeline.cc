@@ -65,6 +65,23 @@ absl::Status DecodeRequest(const grpc::ByteBuffer& bytes,
   return absl::OkStatus();
 }
 
+absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
+                          google::protobuf::Message* request) {
+  std::vector<grpc::Slice> slices;
+  std::string flat;
+  if (bytes.Valid() && bytes.Dump(&slices).ok()) {
+    flat.reserve(bytes.Length());
+    for (const grpc::Slice& slice : slices) {
+      flat.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+    if (request->ParseFromString(flat)) return absl::OkStatus();
+  }
+  request->Clear();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "not a valid ", request->GetDescriptor()->full_name(),
+      " (the request's bytes are not that message's protobuf encoding)"));
+}
+
 grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,
                                 const wire::OutgoingPayloads& payloads) {
   const wire::EncodedMessage encoded = wire::EncodeMessage(response, payloads);

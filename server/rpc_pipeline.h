@@ -162,6 +162,11 @@ absl::Status DecodeRequest(const grpc::ByteBuffer& bytes,
                            google::protobuf::Message* request,
                            wire::RequestPayloads* payloads);
 
+// Parses `bytes` (a small message) into `request` with protobuf;
+// INVALID_ARGUMENT "not a valid <message type>" when they are not one.
+absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
+                          google::protobuf::Message* request);
+
 // `response` with `payloads` in their fields, as slices: the payloads' point
 // at their buffers (which they keep alive), the rest is copied.
 grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,

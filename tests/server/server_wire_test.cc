@@ -187,6 +187,25 @@ TEST_F(ServerUnparseableTest, GarbageIsInvalidArgumentNamingTheMessageType) {
               HasSubstr("not a valid attnserve.v1.FlashAttentionScoreRequest"));
 }
 
+TEST_F(ServerUnparseableTest, SmallRpcsRefuseGarbageNamingTheMessageType) {
+  ASSERT_TRUE(server_.started());
+  for (const char* name : {"GetWorkspaceSize", "GetServerInfo"}) {
+    grpc::Status status = CallWithBytes(
+        server_, std::string("/attnserve.v1.AttentionService/") + name,
+        std::string("\x0f\xff\xff", 3));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(
+        status.error_message(),
+        HasSubstr(std::string("not a valid attnserve.v1.") + name + "Request"));
+  }
+  // And still answer valid ones.
+  grpc::ClientContext context;
+  SetTestDeadline(&context);
+  v1::GetServerInfoResponse info;
+  EXPECT_TRUE(server_.stub().GetServerInfo(&context, {}, &info).ok());
+  EXPECT_FALSE(info.version().empty());
+}
+
 TEST_F(ServerUnparseableTest, TruncatedTensorNamesItsField) {
   ASSERT_TRUE(server_.started());
   std::string bytes = ForwardRequest(Bnsd{1, 2, 16, 16}, v1::DATA_TYPE_FLOAT32)
