@@ -20,6 +20,7 @@ namespace {
 
 constexpr char kGetWorkspaceSize[] = "GetWorkspaceSize";
 constexpr char kGetServerInfo[] = "GetServerInfo";
+constexpr char kDeleteTensor[] = "DeleteTensor";
 
 // The member of GetWorkspaceSizeRequest.op numbered `op_case`.
 const google::protobuf::FieldDescriptor* SizeField(int op_case) {
@@ -60,12 +61,31 @@ absl::Status OpNotSet() {
 }  // namespace
 
 AttentionService::AttentionService(core::Engine* engine, Scheduler* scheduler,
-                                   const CallGuard* guard,
-                                   const PipelineConfig& config)
+                                   const CallGuard* guard, TensorStore* store,
+                                   const PipelineConfig& config,
+                                   const TensorRpcConfig& tensor_config)
     : engine_(engine),
       scheduler_(scheduler),
+      guard_(guard),
+      store_(store),
       config_(config),
-      pipeline_(engine, scheduler, guard, config) {}
+      pipeline_(engine, scheduler, guard, store, config),
+      tensor_rpcs_(guard, store, tensor_config) {}
+
+grpc::ServerUnaryReactor* AttentionService::DeleteTensor(
+    grpc::CallbackServerContext* context,
+    const v1::DeleteTensorRequest* request,
+    v1::DeleteTensorResponse* /*response*/) {
+  RequestRecord record;
+  record.op = kDeleteTensor;
+  return pipeline_.Answer(context, kDeleteTensor, *request, std::move(record),
+                          [&]() -> absl::Status {
+                            // Deleting what is not there is not an error.
+                            store_->Erase(guard_->Owner(*context),
+                                          request->handle());
+                            return absl::OkStatus();
+                          });
+}
 
 grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
@@ -100,9 +120,10 @@ grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
         OperatorRpcs::ForEach([&](auto rpc) {
           using Rpc = decltype(rpc);
           if (request->op_case() != Rpc::kSizeCase) return;
-          status = NestField(
-              pipeline_.Size<Rpc>(NestedRequest<Rpc>(*request), response),
-              SizeField(Rpc::kSizeCase)->name());
+          status =
+              NestField(pipeline_.Size<Rpc>(
+                            *context, NestedRequest<Rpc>(*request), response),
+                        SizeField(Rpc::kSizeCase)->name());
         });
         if (!status.ok()) return status;
         *out = EncodeResponse(*response, wire::OutgoingPayloads());

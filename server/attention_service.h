@@ -3,12 +3,16 @@
 // Every method is a call into the pipeline (rpc_pipeline.h): each compute
 // RPC is one line, Serve<traits> (operator_rpcs.h); GetWorkspaceSize
 // prepares the nested request exactly as its RPC would (Size<traits>);
-// GetServerInfo answers from the configuration. Each passes the guard first.
+// GetServerInfo answers from the configuration; the resident tensors'
+// PutTensor and GetTensor stream (tensor_rpcs.h) and DeleteTensor removes a
+// stored tensor. Each passes the guard first.
 //
 //   core::Engine engine(core::EngineOptions{});
 //   Scheduler scheduler(SchedulerOptions{.workers = 2});
 //   CallGuard guard(GuardOptions{});
-//   AttentionService service(&engine, &scheduler, &guard, PipelineConfig{});
+//   TensorStore store(TensorStoreOptions{}, &budget);
+//   AttentionService service(&engine, &scheduler, &guard, &store,
+//                            PipelineConfig{}, TensorRpcConfig{});
 //   builder.RegisterService(&service);
 #ifndef ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
 #define ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
@@ -20,6 +24,8 @@
 #include "server/operator_rpcs.h"
 #include "server/rpc_pipeline.h"
 #include "server/scheduler.h"
+#include "server/tensor_rpcs.h"
+#include "server/tensor_store.h"
 
 namespace attnserve::server {
 
@@ -50,9 +56,11 @@ using AttentionServiceBase =
 
 class AttentionService final : public AttentionServiceBase {
  public:
-  // `engine`, `scheduler` and `guard` must outlive the service.
+  // `engine`, `scheduler`, `guard` and `store` must outlive the service.
   AttentionService(core::Engine* engine, Scheduler* scheduler,
-                   const CallGuard* guard, const PipelineConfig& config);
+                   const CallGuard* guard, TensorStore* store,
+                   const PipelineConfig& config,
+                   const TensorRpcConfig& tensor_config);
 
   ATTN_OPERATOR_RPC(FlashAttentionScore)
   ATTN_OPERATOR_RPC(FlashAttentionScoreGrad)
@@ -68,6 +76,25 @@ class AttentionService final : public AttentionServiceBase {
                                           const grpc::ByteBuffer* request,
                                           grpc::ByteBuffer* response) override;
 
+  grpc::ServerReadReactor<v1::PutTensorRequest>* PutTensor(
+      grpc::CallbackServerContext* context,
+      v1::PutTensorResponse* response) override {
+    return tensor_rpcs_.PutTensor(context, response);
+  }
+  grpc::ServerWriteReactor<v1::GetTensorResponse>* GetTensor(
+      grpc::CallbackServerContext* context,
+      const v1::GetTensorRequest* request) override {
+    return tensor_rpcs_.GetTensor(context, request);
+  }
+  grpc::ServerUnaryReactor* DeleteTensor(
+      grpc::CallbackServerContext* context,
+      const v1::DeleteTensorRequest* request,
+      v1::DeleteTensorResponse* response) override;
+
+  // Cancels the PutTensor and GetTensor streams in progress (a drain that
+  // ran out of time): uploads free what they received.
+  void CancelStreams() { tensor_rpcs_.CancelStreams(); }
+
  private:
   grpc::ServerUnaryReactor* GetWorkspaceSize(
       grpc::CallbackServerContext* context,
@@ -80,8 +107,11 @@ class AttentionService final : public AttentionServiceBase {
 
   core::Engine* const engine_;
   Scheduler* const scheduler_;
+  const CallGuard* const guard_;
+  TensorStore* const store_;
   const PipelineConfig config_;
   const RpcPipeline pipeline_;
+  TensorRpcs tensor_rpcs_;
 };
 
 #undef ATTN_OPERATOR_RPC

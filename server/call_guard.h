@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -47,6 +48,13 @@ class CallGuard {
   absl::Status Admit(const grpc::CallbackServerContext& context,
                      absl::string_view method,
                      const google::protobuf::Message& request) const;
+
+  // Who the caller is, for what it keeps on the server (resident tensors
+  // belong to their owner): with token auth on, the SHA-256 of the call's
+  // bearer token; with a verified client certificate (mutual TLS), the
+  // SHA-256 of that certificate; both when both apply; "" when neither (every
+  // caller is the same owner). Call after Admit() succeeded. Thread-safe.
+  std::string Owner(const grpc::ServerContextBase& context) const;
 
   // Refuses every later call with UNAVAILABLE. Idempotent; thread-safe.
   void StartDraining() { draining_ = true; }

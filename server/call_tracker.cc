@@ -1,6 +1,9 @@
 #include "server/call_tracker.h"
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <map>
 
 #include "absl/random/random.h"
@@ -30,9 +33,11 @@ class TrackingInterceptor final : public grpc::experimental::Interceptor {
       AdoptRequestId(methods->GetRecvInitialMetadata());
     }
     if (methods->QueryInterceptionHookPoint(
-            InterceptionHookPoints::PRE_SEND_STATUS) &&
-        !id_.empty()) {
-      methods->GetSendTrailingMetadata()->emplace(kRequestIdKey, id_);
+            InterceptionHookPoints::PRE_SEND_STATUS)) {
+      std::multimap<std::string, std::string>* trailing =
+          methods->GetSendTrailingMetadata();
+      if (!id_.empty()) trailing->emplace(kRequestIdKey, id_);
+      trailing->emplace(kInstanceKey, tracker_->instance_id());
     }
     methods->Proceed();
   }
@@ -97,6 +102,20 @@ std::string NewRequestId() {
   const uint64_t hi = absl::Uniform<uint64_t>(gen);
   const uint64_t lo = absl::Uniform<uint64_t>(gen);
   return absl::StrFormat("%016x%016x", hi, lo);
+}
+
+std::string NewInstanceId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+    std::snprintf(host, sizeof(host), "attnserve");
+  }
+  std::string id =
+      absl::StrFormat("%s-%d-%s", host, getpid(), NewRequestId().substr(0, 8));
+  // Metadata values are printable ASCII.
+  for (char& c : id) {
+    if (c < 0x21 || c > 0x7e) c = '_';
+  }
+  return id;
 }
 
 std::string RequestIdOf(const grpc::ServerContextBase& context) {

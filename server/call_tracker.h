@@ -16,11 +16,17 @@
 //
 // In flight: calls to attnserve.v1.AttentionService from their arrival until
 // gRPC is done with them (queued, running, or being answered).
+//
+// Instance: every call's trailing metadata also carries
+// `x-attnserve-instance`, the server instance's id (stable for the process
+// and new for every start), so that clients and load balancers can tell
+// which instance answered (resident tensors belong to one instance).
 #ifndef ATTNSERVE_SERVER_CALL_TRACKER_H_
 #define ATTNSERVE_SERVER_CALL_TRACKER_H_
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
@@ -32,6 +38,7 @@
 namespace attnserve::server {
 
 inline constexpr char kRequestIdKey[] = "x-request-id";
+inline constexpr char kInstanceKey[] = "x-attnserve-instance";
 
 // True when `id` may be used as a request id as received.
 bool IsValidRequestId(absl::string_view id);
@@ -39,13 +46,18 @@ bool IsValidRequestId(absl::string_view id);
 // A new random request id (32 lower-case hex digits). Thread-safe.
 std::string NewRequestId();
 
+// A new instance id: "<host>-<pid>-<8 random hex digits>". Thread-safe.
+std::string NewInstanceId();
+
 // The call's request id (set by the tracker's interceptor), or "" when the
 // call carries none (a server built without the tracker).
 std::string RequestIdOf(const grpc::ServerContextBase& context);
 
 class CallTracker {
  public:
-  CallTracker() = default;
+  // `instance_id` is sent with every call's trailing metadata.
+  explicit CallTracker(std::string instance_id = NewInstanceId())
+      : instance_id_(std::move(instance_id)) {}
   CallTracker(const CallTracker&) = delete;
   CallTracker& operator=(const CallTracker&) = delete;
 
@@ -53,6 +65,8 @@ class CallTracker {
   // the server it is installed in.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
   NewInterceptorFactory();
+
+  const std::string& instance_id() const { return instance_id_; }
 
   // AttentionService calls in flight. Thread-safe.
   int in_flight() const;
@@ -66,6 +80,7 @@ class CallTracker {
   void CallStarted();
   void CallEnded();
 
+  const std::string instance_id_;
   mutable absl::Mutex mu_;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
 };

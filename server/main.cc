@@ -19,6 +19,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "server/logging.h"
@@ -45,7 +46,9 @@ ABSL_FLAG(int64_t, max_message_bytes, Defaults().max_message_bytes,
           "largest request or response message in bytes (max 2147483647)");
 ABSL_FLAG(uint64_t, memory_budget_bytes, Defaults().memory_budget_bytes,
           "cap on the bytes (request, outputs, workspace) held by the "
-          "requests admitted at once; 0 = unlimited");
+          "requests admitted at once, and on the workspace pool (default: "
+          "40% of the machine's memory, or of its cgroup's limit; "
+          "0 = unlimited)");
 ABSL_FLAG(int64_t, max_tensor_elements, Defaults().max_tensor_elements,
           "largest element count of one tensor (and of any one dimension)");
 ABSL_FLAG(int, threads_per_request, Defaults().threads_per_request,
@@ -53,6 +56,10 @@ ABSL_FLAG(int, threads_per_request, Defaults().threads_per_request,
           "plus engine helper threads that are idle (default: the number of "
           "hardware threads, so a large request running alone uses every "
           "core)");
+ABSL_FLAG(bool, bf16_tile_products, Defaults().bf16_tile_products,
+          "run BFLOAT16 requests' tile products in bf16 (fp32 accumulation) "
+          "on CPUs with AVX-512 BF16 or AMX; false keeps the fp32 products "
+          "(and their rounding) for every dtype");
 ABSL_FLAG(double, flops_per_thread, Defaults().flops_per_thread,
           "a request gets one thread per this many FLOPs, up to "
           "--threads_per_request (0 = always --threads_per_request)");
@@ -61,6 +68,21 @@ ABSL_FLAG(double, small_request_flops, Defaults().small_request_flops,
           "before large ones and have a worker kept for them");
 ABSL_FLAG(int, large_request_workers, Defaults().large_request_workers,
           "workers that may run large requests at once (0 = workers - 1)");
+ABSL_FLAG(uint64_t, tensor_store_bytes, Defaults().tensor_store_bytes,
+          "cap on the bytes of resident tensors (PutTensor, kept outputs), "
+          "which also count against --memory_budget_bytes; 0 = the budget "
+          "only");
+ABSL_FLAG(absl::Duration, tensor_ttl, Defaults().tensor_ttl,
+          "time to live of a resident tensor stored without ttl_seconds; "
+          "every use restarts it");
+ABSL_FLAG(absl::Duration, tensor_max_ttl, Defaults().tensor_max_ttl,
+          "longest ttl_seconds a client may ask for");
+ABSL_FLAG(bool, tensor_store_evict, Defaults().tensor_store_evict,
+          "when a tensor to store does not fit, free the least recently used "
+          "resident tensors no call is using instead of refusing it");
+ABSL_FLAG(int64_t, tensor_chunk_bytes, Defaults().tensor_chunk_bytes,
+          "bytes of tensor data per GetTensor message (at most "
+          "--max_message_bytes less a few bytes of framing)");
 ABSL_FLAG(absl::Duration, drain_timeout, Defaults().drain_timeout,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish "
           "before they are cancelled");
@@ -121,6 +143,7 @@ int main(int argc, char** argv) {
   options.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
   options.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
   options.threads_per_request = absl::GetFlag(FLAGS_threads_per_request);
+  options.bf16_tile_products = absl::GetFlag(FLAGS_bf16_tile_products);
   options.flops_per_thread = absl::GetFlag(FLAGS_flops_per_thread);
   options.small_request_flops = absl::GetFlag(FLAGS_small_request_flops);
   options.large_request_workers = absl::GetFlag(FLAGS_large_request_workers);
@@ -130,6 +153,11 @@ int main(int argc, char** argv) {
   options.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  options.tensor_store_bytes = absl::GetFlag(FLAGS_tensor_store_bytes);
+  options.tensor_ttl = absl::GetFlag(FLAGS_tensor_ttl);
+  options.tensor_max_ttl = absl::GetFlag(FLAGS_tensor_max_ttl);
+  options.tensor_store_evict = absl::GetFlag(FLAGS_tensor_store_evict);
+  options.tensor_chunk_bytes = absl::GetFlag(FLAGS_tensor_chunk_bytes);
 
   attnserve::server::Server server(options);
   if (absl::Status started = server.Start(); !started.ok()) {
@@ -138,14 +166,18 @@ int main(int argc, char** argv) {
   }
   spdlog::info(
       "attnserve {} listening on {} (port {}, {}{}), {} workers, queue depth "
-      "{}, backends: {}",
+      "{}, memory budget {}, backends: {}, instance {}",
       ATTNSERVE_VERSION, options.listen_address, server.port(),
       options.tls_cert_file.empty()
           ? "plaintext"
           : (options.tls_client_ca_file.empty() ? "TLS" : "mutual TLS"),
       options.auth_token_file.empty() ? "" : ", bearer tokens",
       server.workers(), options.queue_depth,
-      absl::StrJoin(server.backends(), ", "));
+      options.memory_budget_bytes == 0
+          ? std::string("unlimited")
+          : absl::StrCat(options.memory_budget_bytes, " bytes (",
+                         options.memory_budget_bytes >> 20, " MiB)"),
+      absl::StrJoin(server.backends(), ", "), server.instance_id());
   if (server.metrics_port() != 0) {
     spdlog::info("metrics on {} (port {})", options.metrics_listen,
                  server.metrics_port());

@@ -1,6 +1,8 @@
 #include "server/metrics.h"
 
 #include <exception>
+#include <initializer_list>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -57,6 +59,47 @@ class SampledGauges final : public prometheus::Collectable {
         "Bytes malloc has handed out and not got back (unlike RSS, without "
         "what the allocator keeps after a free).",
         sources_.heap_bytes_in_use, &families);
+    Add("attnserve_tensor_store_bytes",
+        "Bytes held for resident tensors: stored, being uploaded, or deleted "
+        "but still read by a running call.",
+        sources_.tensor_store_bytes, &families);
+    Add("attnserve_tensor_store_entries", "Resident tensors stored.",
+        sources_.tensor_store_entries, &families);
+    Add("attnserve_tensor_store_capacity_bytes",
+        "Cap of the tensor store (--tensor_store_bytes); 0 = the memory "
+        "budget only.",
+        sources_.tensor_store_capacity_bytes, &families);
+    const TensorStoreCounters counters = sources_.tensor_store_counters
+                                             ? sources_.tensor_store_counters()
+                                             : TensorStoreCounters();
+    MetricFamily puts = Counter("attnserve_tensor_puts_total",
+                                "Resident tensors stored, by how they came: "
+                                "PutTensor or a call's retention.");
+    AddCounterValue(&puts, {{"via", "PutTensor"}}, counters.puts);
+    AddCounterValue(&puts, {{"via", "retention"}}, counters.kept);
+    families.push_back(std::move(puts));
+    for (const auto& [name, help, value] :
+         std::initializer_list<std::tuple<const char*, const char*, uint64_t>>{
+             {"attnserve_tensor_gets_total", "GetTensor downloads started.",
+              counters.gets},
+             {"attnserve_tensor_handle_uses_total",
+              "Handles resolved by compute calls.", counters.uses},
+             {"attnserve_tensor_deletes_total",
+              "Resident tensors removed by DeleteTensor.", counters.deletes},
+             {"attnserve_tensor_expiries_total",
+              "Resident tensors freed because their time to live passed.",
+              counters.expiries},
+             {"attnserve_tensor_evictions_total",
+              "Resident tensors freed to make room (--tensor_store_evict).",
+              counters.evictions},
+             {"attnserve_tensor_not_found_total",
+              "Handles asked for that the store does not hold for the "
+              "caller (NOT_FOUND).",
+              counters.not_found}}) {
+      MetricFamily family = Counter(name, help);
+      AddCounterValue(&family, {}, value);
+      families.push_back(std::move(family));
+    }
     return families;
   }
 
@@ -71,6 +114,28 @@ class SampledGauges final : public prometheus::Collectable {
     family.metric.emplace_back();
     family.metric.back().gauge.value = read ? read() : 0.0;
     families->push_back(std::move(family));
+  }
+
+  static MetricFamily Counter(const std::string& name,
+                              const std::string& help) {
+    MetricFamily family;
+    family.name = name;
+    family.help = help;
+    family.type = MetricType::Counter;
+    return family;
+  }
+  static void AddCounterValue(
+      MetricFamily* family,
+      std::initializer_list<std::pair<const char*, const char*>> labels,
+      uint64_t value) {
+    family->metric.emplace_back();
+    for (const auto& [name, label_value] : labels) {
+      prometheus::ClientMetric::Label label;
+      label.name = name;
+      label.value = label_value;
+      family->metric.back().label.push_back(std::move(label));
+    }
+    family->metric.back().counter.value = static_cast<double>(value);
   }
 
   const MetricsSources sources_;

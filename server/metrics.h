@@ -21,6 +21,14 @@
 //                                    gauge, memory held by admitted jobs
 //   heap_bytes_in_use                gauge, what malloc has handed out and
 //                                    not got back (see heap_stats.h)
+//   tensor_store_bytes / _entries / _capacity_bytes
+//                                    gauge, resident tensors held
+//   tensor_puts_total{via}           counter, tensors stored by PutTensor
+//                                    (via="PutTensor") or kept by a call
+//                                    (via="retention")
+//   tensor_gets_total, tensor_handle_uses_total, tensor_deletes_total,
+//   tensor_expiries_total, tensor_evictions_total, tensor_not_found_total
+//                                    counter, see tensor_store.h
 // Gauges are read from `sources` at scrape time. Thread-safe.
 #ifndef ATTNSERVE_SERVER_METRICS_H_
 #define ATTNSERVE_SERVER_METRICS_H_
@@ -37,6 +45,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "server/request_log.h"
+#include "server/tensor_store.h"
 
 namespace prometheus {
 class Exposer;
@@ -55,6 +64,10 @@ struct MetricsSources {
   std::function<double()> admitted_memory_bytes;
   std::function<double()> memory_budget_bytes;
   std::function<double()> heap_bytes_in_use;
+  std::function<double()> tensor_store_bytes;
+  std::function<double()> tensor_store_entries;
+  std::function<double()> tensor_store_capacity_bytes;
+  std::function<TensorStoreCounters()> tensor_store_counters;
 };
 
 class ServerMetrics final : public RequestObserver {

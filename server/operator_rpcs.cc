@@ -8,74 +8,75 @@ namespace attnserve::server {
 namespace {
 
 // The three outputs of both forward operators, moved (not copied).
-void MoveForwardOutputs(core::ForwardResult result, v1::Tensor* attention_out,
-                        v1::Tensor* softmax_max, v1::Tensor* softmax_sum,
-                        wire::OutgoingPayloads* outgoing) {
-  MoveToProto(std::move(result.attention_out), attention_out, outgoing);
-  MoveToProto(std::move(result.softmax_max), softmax_max, outgoing);
-  MoveToProto(std::move(result.softmax_sum), softmax_sum, outgoing);
+template <typename Response>
+void MoveForwardOutputs(core::ForwardResult result, Response* response,
+                        OutputSink& sink) {
+  sink.Put("attention_out", std::move(result.attention_out),
+           response->mutable_attention_out());
+  sink.Put("softmax_max", std::move(result.softmax_max),
+           response->mutable_softmax_max());
+  sink.Put("softmax_sum", std::move(result.softmax_sum),
+           response->mutable_softmax_sum());
 }
 
 // dq, dk and dv of both grad operators, moved.
-void MoveGradOutputs(core::BackwardResult& result, v1::Tensor* dq,
-                     v1::Tensor* dk, v1::Tensor* dv,
-                     wire::OutgoingPayloads* outgoing) {
-  MoveToProto(std::move(result.dq), dq, outgoing);
-  MoveToProto(std::move(result.dk), dk, outgoing);
-  MoveToProto(std::move(result.dv), dv, outgoing);
+template <typename Response>
+void MoveGradOutputs(core::BackwardResult& result, Response* response,
+                     OutputSink& sink) {
+  sink.Put("dq", std::move(result.dq), response->mutable_dq());
+  sink.Put("dk", std::move(result.dk), response->mutable_dk());
+  sink.Put("dv", std::move(result.dv), response->mutable_dv());
 }
 
 }  // namespace
 
 absl::StatusOr<FlashAttentionScoreRpc::Args> FlashAttentionScoreRpc::ToArgs(
-    const Request& request, wire::RequestPayloads* payloads) {
-  return ToForwardArgs(request, payloads);
+    const Request& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads) {
+  return ToForwardArgs(request, handles, payloads);
 }
 
 void FlashAttentionScoreRpc::Respond(Result result, Response* response,
-                                     wire::OutgoingPayloads* outgoing) {
-  MoveForwardOutputs(std::move(result), response->mutable_attention_out(),
-                     response->mutable_softmax_max(),
-                     response->mutable_softmax_sum(), outgoing);
+                                     OutputSink& sink) {
+  MoveForwardOutputs(std::move(result), response, sink);
 }
 
 absl::StatusOr<FlashAttentionScoreGradRpc::Args>
 FlashAttentionScoreGradRpc::ToArgs(const Request& request,
+                                   HandleResolver* handles,
                                    wire::RequestPayloads* payloads) {
-  return ToBackwardArgs(request, payloads);
+  return ToBackwardArgs(request, handles, payloads);
 }
 
 void FlashAttentionScoreGradRpc::Respond(Result result, Response* response,
-                                         wire::OutgoingPayloads* outgoing) {
-  MoveGradOutputs(result, response->mutable_dq(), response->mutable_dk(),
-                  response->mutable_dv(), outgoing);
+                                         OutputSink& sink) {
+  MoveGradOutputs(result, response, sink);
   if (result.dpse.has_value()) {
-    MoveToProto(std::move(*result.dpse), response->mutable_dpse(), outgoing);
+    sink.Put("dpse", std::move(*result.dpse), response->mutable_dpse());
   }
 }
 
 absl::StatusOr<NsaSelectedAttentionRpc::Args> NsaSelectedAttentionRpc::ToArgs(
-    const Request& request, wire::RequestPayloads* payloads) {
-  return ToNsaForwardArgs(request, payloads);
+    const Request& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads) {
+  return ToNsaForwardArgs(request, handles, payloads);
 }
 
 void NsaSelectedAttentionRpc::Respond(Result result, Response* response,
-                                      wire::OutgoingPayloads* outgoing) {
-  MoveForwardOutputs(std::move(result), response->mutable_attention_out(),
-                     response->mutable_softmax_max(),
-                     response->mutable_softmax_sum(), outgoing);
+                                      OutputSink& sink) {
+  MoveForwardOutputs(std::move(result), response, sink);
 }
 
 absl::StatusOr<NsaSelectedAttentionGradRpc::Args>
 NsaSelectedAttentionGradRpc::ToArgs(const Request& request,
+                                    HandleResolver* handles,
                                     wire::RequestPayloads* payloads) {
-  return ToNsaBackwardArgs(request, payloads);
+  return ToNsaBackwardArgs(request, handles, payloads);
 }
 
 void NsaSelectedAttentionGradRpc::Respond(Result result, Response* response,
-                                          wire::OutgoingPayloads* outgoing) {
-  MoveGradOutputs(result, response->mutable_dq(), response->mutable_dk(),
-                  response->mutable_dv(), outgoing);
+                                          OutputSink& sink) {
+  MoveGradOutputs(result, response, sink);
 }
 
 }  // namespace attnserve::server

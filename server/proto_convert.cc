@@ -1,5 +1,6 @@
 #include "server/proto_convert.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cstdint>
 #include <initializer_list>
@@ -7,6 +8,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/types/span.h"
 #include "attnserve/core/status_macros.h"
 #include "attnserve/wire/dtype.h"
 #include "attnserve/wire/tensor.h"
@@ -29,26 +32,28 @@ const v1::Tensor* TensorField(const google::protobuf::Message& request,
 // Views of the required tensor fields (name, destination) of `request`; a
 // missing one is INVALID_ARGUMENT naming it.
 absl::Status Required(
-    const google::protobuf::Message& request, wire::RequestPayloads* payloads,
+    const google::protobuf::Message& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads,
     std::initializer_list<std::pair<const char*, core::TensorView*>> fields) {
   for (const auto& [name, out] : fields) {
     const v1::Tensor* tensor = TensorField(request, name);
     if (tensor == nullptr) return core::InvalidField(name, "is required");
-    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, payloads));
+    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, handles, payloads));
   }
   return absl::OkStatus();
 }
 
 // The same for optional tensor fields: absent ones stay nullopt.
 absl::Status Optional(
-    const google::protobuf::Message& request, wire::RequestPayloads* payloads,
+    const google::protobuf::Message& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads,
     std::initializer_list<
         std::pair<const char*, std::optional<core::TensorView>*>>
         fields) {
   for (const auto& [name, out] : fields) {
     const v1::Tensor* tensor = TensorField(request, name);
     if (tensor == nullptr) continue;
-    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, payloads));
+    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, handles, payloads));
   }
   return absl::OkStatus();
 }
@@ -61,10 +66,10 @@ std::vector<int64_t> ToVector(
 // The fields FlashAttentionScoreRequest and FlashAttentionScoreGradRequest
 // share (same names, different field numbers).
 template <typename Request>
-absl::Status FillOptions(const Request& request,
+absl::Status FillOptions(const Request& request, HandleResolver* handles,
                          wire::RequestPayloads* payloads,
                          core::AttentionOptions* options) {
-  ATTN_RETURN_IF_ERROR(Optional(request, payloads,
+  ATTN_RETURN_IF_ERROR(Optional(request, handles, payloads,
                                 {{"pse", &options->pse},
                                  {"drop_mask", &options->drop_mask},
                                  {"padding_mask", &options->padding_mask},
@@ -94,11 +99,11 @@ absl::Status FillOptions(const Request& request,
 // The fields NsaSelectedAttentionRequest and NsaSelectedAttentionGradRequest
 // share.
 template <typename Request>
-absl::Status FillNsaOptions(const Request& request,
+absl::Status FillNsaOptions(const Request& request, HandleResolver* handles,
                             wire::RequestPayloads* payloads,
                             core::NsaOptions* options) {
-  ATTN_RETURN_IF_ERROR(
-      Optional(request, payloads, {{"atten_mask", &options->atten_mask}}));
+  ATTN_RETURN_IF_ERROR(Optional(request, handles, payloads,
+                                {{"atten_mask", &options->atten_mask}}));
   options->actual_seq_qlen = ToVector(request.actual_seq_qlen());
   options->actual_seq_kvlen = ToVector(request.actual_seq_kvlen());
   options->scale_value =
@@ -111,17 +116,72 @@ absl::Status FillNsaOptions(const Request& request,
   return absl::OkStatus();
 }
 
+// "[2,8,128]".
+std::string DimsString(absl::Span<const int64_t> dims) {
+  return absl::StrCat("[", absl::StrJoin(dims, ","), "]");
+}
+
+// The view of a tensor sent by handle, checked against what the request
+// states about it.
+absl::StatusOr<core::TensorView> ResolveHandle(
+    const v1::Tensor& tensor, const std::string& field, HandleResolver* handles,
+    const wire::RequestPayloads* payloads) {
+  const std::optional<size_t> received =
+      payloads == nullptr
+          ? std::nullopt
+          : payloads->SizeOf(tensor, v1::Tensor::kDataFieldNumber);
+  if (!tensor.data().empty() || received.value_or(0) > 0) {
+    return core::InvalidField(
+        field + ".data",
+        absl::StrCat("must be empty when ", field,
+                     ".handle is set (send the data or the handle, not both)"));
+  }
+  if (handles == nullptr) {
+    return absl::NotFoundError(absl::StrCat(
+        field, ".handle: this server keeps no tensors; send the data instead"));
+  }
+  ATTN_ASSIGN_OR_RETURN(core::TensorView view,
+                        handles->Resolve(field, tensor.handle()));
+  if (tensor.dtype() != v1::DATA_TYPE_UNSPECIFIED &&
+      tensor.dtype() != wire::ToWireDType(view.dtype)) {
+    return core::InvalidField(
+        field + ".dtype",
+        absl::StrCat("is ", wire::DataTypeName(tensor.dtype()),
+                     " but the stored tensor ", field, ".handle names is ",
+                     wire::DataTypeName(wire::ToWireDType(view.dtype))));
+  }
+  if (tensor.shape_size() > 0 &&
+      !std::equal(tensor.shape().begin(), tensor.shape().end(),
+                  view.shape.begin(), view.shape.end())) {
+    return core::InvalidField(
+        field + ".shape",
+        absl::StrCat("is ", wire::ShapeString(tensor),
+                     " but the stored tensor ", field, ".handle names is ",
+                     DimsString(view.shape)));
+  }
+  return view;
+}
+
 }  // namespace
+
+OutputSink& MoveToResponse() {
+  class Sink final : public OutputSink {
+   public:
+    void Put(const std::string& /*field*/, core::HostTensor tensor,
+             v1::Tensor* out) override {
+      MoveToProto(std::move(tensor), out);
+    }
+  };
+  static Sink* const sink = new Sink();
+  return *sink;
+}
 
 absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
                                               const std::string& field,
+                                              HandleResolver* handles,
                                               wire::RequestPayloads* payloads) {
   if (!tensor.handle().empty()) {
-    // No tensor is kept on the server yet, so every handle is unknown.
-    return absl::NotFoundError(absl::StrCat(
-        field,
-        ".handle: this server holds no tensor with that handle; send "
-        "the data instead"));
+    return ResolveHandle(tensor, field, handles, payloads);
   }
   const std::optional<size_t> received =
       payloads == nullptr
@@ -129,6 +189,7 @@ absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
           : payloads->SizeOf(tensor, v1::Tensor::kDataFieldNumber);
   core::TensorView view;
   if (received.has_value()) {
+    // Checked before the bytes are copied out of the received message.
     ATTN_RETURN_IF_ERROR(wire::CheckDataSize(tensor, *received, field));
     const core::Buffer* bytes =
         payloads->Get(tensor, v1::Tensor::kDataFieldNumber);
@@ -150,53 +211,54 @@ absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
 }
 
 absl::StatusOr<core::ForwardArgs> ToForwardArgs(
-    const v1::FlashAttentionScoreRequest& request,
+    const v1::FlashAttentionScoreRequest& request, HandleResolver* handles,
     wire::RequestPayloads* payloads) {
   core::ForwardArgs args;
   ATTN_RETURN_IF_ERROR(Required(
-      request, payloads,
+      request, handles, payloads,
       {{"query", &args.query}, {"key", &args.key}, {"value", &args.value}}));
-  ATTN_RETURN_IF_ERROR(FillOptions(request, payloads, &args.options));
+  ATTN_RETURN_IF_ERROR(FillOptions(request, handles, payloads, &args.options));
   return args;
 }
 
 absl::StatusOr<core::BackwardArgs> ToBackwardArgs(
-    const v1::FlashAttentionScoreGradRequest& request,
+    const v1::FlashAttentionScoreGradRequest& request, HandleResolver* handles,
     wire::RequestPayloads* payloads) {
   core::BackwardArgs args;
-  ATTN_RETURN_IF_ERROR(Required(request, payloads,
+  ATTN_RETURN_IF_ERROR(Required(request, handles, payloads,
                                 {{"query", &args.query},
                                  {"key", &args.key},
                                  {"value", &args.value},
                                  {"dy", &args.dy}}));
-  ATTN_RETURN_IF_ERROR(Optional(request, payloads,
+  ATTN_RETURN_IF_ERROR(Optional(request, handles, payloads,
                                 {{"softmax_max", &args.softmax_max},
                                  {"softmax_sum", &args.softmax_sum},
                                  {"softmax_in", &args.softmax_in},
                                  {"attention_in", &args.attention_in}}));
-  ATTN_RETURN_IF_ERROR(FillOptions(request, payloads, &args.options));
+  ATTN_RETURN_IF_ERROR(FillOptions(request, handles, payloads, &args.options));
   return args;
 }
 
 absl::StatusOr<core::NsaForwardArgs> ToNsaForwardArgs(
-    const v1::NsaSelectedAttentionRequest& request,
+    const v1::NsaSelectedAttentionRequest& request, HandleResolver* handles,
     wire::RequestPayloads* payloads) {
   core::NsaForwardArgs args;
-  ATTN_RETURN_IF_ERROR(Required(request, payloads,
+  ATTN_RETURN_IF_ERROR(Required(request, handles, payloads,
                                 {{"query", &args.query},
                                  {"key", &args.key},
                                  {"value", &args.value},
                                  {"topk_indices", &args.topk_indices}}));
-  ATTN_RETURN_IF_ERROR(FillNsaOptions(request, payloads, &args.options));
+  ATTN_RETURN_IF_ERROR(
+      FillNsaOptions(request, handles, payloads, &args.options));
   return args;
 }
 
 absl::StatusOr<core::NsaBackwardArgs> ToNsaBackwardArgs(
-    const v1::NsaSelectedAttentionGradRequest& request,
+    const v1::NsaSelectedAttentionGradRequest& request, HandleResolver* handles,
     wire::RequestPayloads* payloads) {
   core::NsaBackwardArgs args;
   ATTN_RETURN_IF_ERROR(
-      Required(request, payloads,
+      Required(request, handles, payloads,
                {{"query", &args.query},
                 {"key", &args.key},
                 {"value", &args.value},
@@ -205,7 +267,8 @@ absl::StatusOr<core::NsaBackwardArgs> ToNsaBackwardArgs(
                 {"softmax_max", &args.softmax_max},
                 {"softmax_sum", &args.softmax_sum},
                 {"topk_indices", &args.topk_indices}}));
-  ATTN_RETURN_IF_ERROR(FillNsaOptions(request, payloads, &args.options));
+  ATTN_RETURN_IF_ERROR(
+      FillNsaOptions(request, handles, payloads, &args.options));
   return args;
 }
 

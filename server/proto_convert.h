@@ -5,8 +5,11 @@
 // (attnserve/wire/message_decoder.h), into the pooled buffers its payloads
 // are copied to (RequestPayloads): the request and its payloads must outlive
 // every use of the returned args (the server keeps them until the call
-// finishes). Outputs become payloads of the response, sent from their
-// buffers (attnserve/wire/message_encoder.h), or are copied into it.
+// finishes). A tensor sent by `handle` becomes a view of the stored tensor's
+// bytes, found through a HandleResolver that keeps it alive for the call (no
+// copy either). Outputs go where an OutputSink puts them: into the response
+// (as payloads sent from their buffers, attnserve/wire/message_encoder.h,
+// or copied into the message) or into the tensor store.
 //
 //   ATTN_ASSIGN_OR_RETURN(core::ForwardArgs args, ToForwardArgs(request));
 //   ... run ...
@@ -36,33 +39,67 @@
 
 namespace attnserve::server {
 
+// Where the tensors a request names by `handle` are found (resident
+// tensors): the server's tensor store, as seen by one call's caller.
+class HandleResolver {
+ public:
+  virtual ~HandleResolver() = default;
+  // A view of the stored tensor `handle`, valid until the call ends (the
+  // resolver holds the tensor), for the request field `field` ("key").
+  // NOT_FOUND naming "<field>.handle" when there is no such tensor.
+  virtual absl::StatusOr<core::TensorView> Resolve(
+      const std::string& field, const std::string& handle) = 0;
+};
+
+// Where a call's outputs go: moved into the response (MoveToProto), or kept
+// on the server (the pipeline's sink, see call_tensors.h).
+class OutputSink {
+ public:
+  virtual ~OutputSink() = default;
+  // Puts the output named `field` ("attention_out") into `out`.
+  virtual void Put(const std::string& field, core::HostTensor tensor,
+                   v1::Tensor* out) = 0;
+};
+
+// The sink that moves every output into the response.
+OutputSink& MoveToResponse();
+
 // A view of `tensor`'s bytes after the wire checks above. `field` is the
 // tensor's name in the request ("query"); errors name "query.dtype",
 // "query.shape[2]", "query.shape" or "query.data". The view borrows
 // `tensor.data()`, or, when `payloads` (may be null) holds the tensor's
 // data, that payload's buffer: its size is checked before it is copied out
-// of the received bytes. A tensor sent by `handle` is NOT_FOUND
-// ("query.handle"): this server keeps no tensors yet.
+// of the received bytes.
+// A tensor sent by `handle` is resolved by `handles` (null: every handle is
+// NOT_FOUND "query.handle"); it must carry no data, and the dtype and shape
+// it states, if any, must be the stored tensor's (INVALID_ARGUMENT naming
+// "query.data", "query.dtype" or "query.shape").
 absl::StatusOr<core::TensorView> ToTensorView(
     const v1::Tensor& tensor, const std::string& field,
+    HandleResolver* handles = nullptr,
     wire::RequestPayloads* payloads = nullptr);
 
 // Request conversions. Unset optional scalars take the documented defaults
 // (scale_value 1.0, keep_prob 1.0, pre/next_tokens 2147483647, pse_type 1);
-// a missing required tensor is INVALID_ARGUMENT naming it.
+// a missing required tensor is INVALID_ARGUMENT naming it. Tensors sent by
+// handle are resolved by `handles` as ToTensorView says.
 absl::StatusOr<core::ForwardArgs> ToForwardArgs(
     const v1::FlashAttentionScoreRequest& request,
+    HandleResolver* handles = nullptr,
     wire::RequestPayloads* payloads = nullptr);
 absl::StatusOr<core::BackwardArgs> ToBackwardArgs(
     const v1::FlashAttentionScoreGradRequest& request,
+    HandleResolver* handles = nullptr,
     wire::RequestPayloads* payloads = nullptr);
 // NSA selected attention: every tensor but atten_mask is required; an unset
 // scale_value is 1.0.
 absl::StatusOr<core::NsaForwardArgs> ToNsaForwardArgs(
     const v1::NsaSelectedAttentionRequest& request,
+    HandleResolver* handles = nullptr,
     wire::RequestPayloads* payloads = nullptr);
 absl::StatusOr<core::NsaBackwardArgs> ToNsaBackwardArgs(
     const v1::NsaSelectedAttentionGradRequest& request,
+    HandleResolver* handles = nullptr,
     wire::RequestPayloads* payloads = nullptr);
 
 // `tensor`'s dtype and shape into `out`; its bytes become `out`'s data in

@@ -67,15 +67,22 @@ class RequestObserver {
 void AddRequestObserver(RequestObserver* observer);
 void RemoveRequestObserver(RequestObserver* observer);
 
+// A request tensor's shape for the log: "[2,128,8,64]", or "handle" for a
+// tensor sent by handle without its shape.
+inline std::string LoggedShape(const v1::Tensor& tensor) {
+  if (!tensor.handle().empty() && tensor.shape_size() == 0) return "handle";
+  return wire::ShapeString(tensor);
+}
+
 // The request-describing part of a record (status and timings left zero).
 // `Request` is any operator request with query/key/value/input_layout.
 template <typename Request>
 RequestRecord RecordOf(std::string_view op, const Request& request) {
   RequestRecord record;
   record.op = std::string(op);
-  record.q_shape = wire::ShapeString(request.query());
-  record.k_shape = wire::ShapeString(request.key());
-  record.v_shape = wire::ShapeString(request.value());
+  record.q_shape = LoggedShape(request.query());
+  record.k_shape = LoggedShape(request.key());
+  record.v_shape = LoggedShape(request.value());
   record.dtype = wire::DataTypeName(request.query().dtype());
   record.layout = request.input_layout();
   return record;

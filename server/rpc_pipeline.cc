@@ -106,9 +106,12 @@ grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
 
-JobCost CostOf(uint64_t request_bytes, double flops,
-               uint64_t run_memory_bytes) {
-  return JobCost{flops, SaturatingAdd(request_bytes, run_memory_bytes)};
+JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes,
+               uint64_t kept_bytes) {
+  const uint64_t held = SaturatingAdd(request_bytes, run_memory_bytes);
+  return JobCost{flops, held == UINT64_MAX || kept_bytes > held
+                            ? held
+                            : held - kept_bytes};
 }
 
 void SetRunStats(const core::RunStats& stats, v1::ExecutionStats* out) {

@@ -1,14 +1,20 @@
 // The one path every call of the AttentionService takes:
 //
 //   0. guard     auth, drain, tensor limits (call_guard.h)
-//   1. convert   proto -> the operator's core arguments (views, no copy)
+//   1. convert   proto -> the operator's core arguments (views, no copy);
+//                tensors sent by handle resolve to the stored bytes
 //   2. prepare   core::PreparedCall: validation, threads from the FLOPs,
 //                workspace, outputs
 //   3. admit     response size, then the scheduler's lanes, queue and
 //                memory budget with cost = (FLOPs, request + run memory)
 //   4. run       on a compute worker: Engine::Run(call)
-//   5. respond   outputs moved into the response, ExecutionStats, one log
-//                line, Finish exactly once
+//   5. respond   outputs moved into the response (or kept on the server, as
+//                TensorRetention asks), inputs kept, `handles`,
+//                ExecutionStats, one log line, Finish exactly once
+//
+// Resident tensors (call_tensors.h) enter at steps 1 (handles resolved),
+// 3 (what the call keeps is reserved in the tensor store before admission;
+// outputs returned by handle do not count against the message size) and 5.
 //
 // The service's compute RPCs take their requests as received bytes
 // (Serve<Rpc> on grpc::ByteBuffer): the request is decoded by the wire codec
@@ -26,10 +32,12 @@
 // RPCs run step 0 and answer at once (Answer). Admission is therefore the
 // same for every operator by construction.
 //
-//   RpcPipeline pipeline(&engine, &scheduler, &guard, PipelineConfig{...});
+//   RpcPipeline pipeline(&engine, &scheduler, &guard, &store,
+//                        PipelineConfig{...});
 //   return pipeline.Serve<FlashAttentionScoreRpc>(context, request, response);
 //
-// Thread-safe; the engine, scheduler and guard must outlive the pipeline.
+// Thread-safe; the engine, scheduler, guard and store must outlive the
+// pipeline.
 #ifndef ATTNSERVE_SERVER_RPC_PIPELINE_H_
 #define ATTNSERVE_SERVER_RPC_PIPELINE_H_
 
@@ -49,10 +57,12 @@
 #include "attnserve/wire/request_payloads.h"
 #include "grpcpp/grpcpp.h"
 #include "server/call_guard.h"
+#include "server/call_tensors.h"
 #include "server/compute_call.h"
 #include "server/proto_convert.h"
 #include "server/request_log.h"
 #include "server/scheduler.h"
+#include "server/tensor_store.h"
 
 namespace attnserve::server {
 
@@ -67,11 +77,14 @@ struct PipelineConfig {
 
 class RpcPipeline {
  public:
+  // `store` may be null: the server then keeps no tensors.
   RpcPipeline(core::Engine* engine, Scheduler* scheduler,
-              const CallGuard* guard, const PipelineConfig& config)
+              const CallGuard* guard, TensorStore* store,
+              const PipelineConfig& config)
       : engine_(engine),
         scheduler_(scheduler),
         guard_(guard),
+        store_(store),
         config_(config) {}
 
   // Steps 0-5 for the compute RPC `Rpc`. Returns the call's reactor at once;
@@ -88,10 +101,12 @@ class RpcPipeline {
                                   const grpc::ByteBuffer* request,
                                   grpc::ByteBuffer* response) const;
 
-  // Steps 1-2 for `Rpc`'s request, as Serve prepares it: the call's
+  // Steps 1-2 for `Rpc`'s request, as Serve prepares it (tensors sent by
+  // handle resolved for `context`'s caller; retention ignored): the call's
   // workspace, FLOPs and output specs into `response`.
   template <typename Rpc>
-  absl::Status Size(const typename Rpc::Request& request,
+  absl::Status Size(const grpc::CallbackServerContext& context,
+                    const typename Rpc::Request& request,
                     v1::GetWorkspaceSizeResponse* response) const;
 
   // Step 0 for `method` (the RPC's short name), then `answer()` on this
@@ -126,7 +141,7 @@ class RpcPipeline {
   // Steps 1-2.
   template <typename Rpc>
   absl::StatusOr<typename Rpc::Call> Prepare(
-      const typename Rpc::Request& request,
+      const typename Rpc::Request& request, HandleResolver* handles,
       wire::RequestPayloads* payloads = nullptr) const;
 
   // Step 3's own check: RESOURCE_EXHAUSTED when `output_bytes` of outputs
@@ -141,13 +156,16 @@ class RpcPipeline {
   core::Engine* const engine_;
   Scheduler* const scheduler_;
   const CallGuard* const guard_;
+  TensorStore* const store_;
   const PipelineConfig config_;
 };
 
 // What admitting a prepared call costs: its FLOPs (lane), and the bytes it
 // holds while admitted (the request as received plus what the run
-// allocates). Saturates instead of overflowing.
-JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes);
+// allocates), less `kept_bytes` that the tensor store already holds for it.
+// Saturates instead of overflowing.
+JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes,
+               uint64_t kept_bytes = 0);
 
 // The engine's share of ExecutionStats; the call fills in the timings.
 void SetRunStats(const core::RunStats& stats, v1::ExecutionStats* out);
@@ -174,11 +192,13 @@ grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,
 
 template <typename Rpc>
 absl::StatusOr<typename Rpc::Call> RpcPipeline::Prepare(
-    const typename Rpc::Request& request,
+    const typename Rpc::Request& request, HandleResolver* handles,
     wire::RequestPayloads* payloads) const {
   ATTN_ASSIGN_OR_RETURN(typename Rpc::Args args,
-                        Rpc::ToArgs(request, payloads));
-  return Rpc::Call::Prepare(std::move(args), config_.threads);
+                        Rpc::ToArgs(request, handles, payloads));
+  // Planned for the engine's tile products, so that the run accepts it.
+  return Rpc::Call::Prepare(std::move(args), config_.threads,
+                            engine_->bf16_tile_products());
 }
 
 template <typename Rpc>
@@ -211,7 +231,6 @@ grpc::ServerUnaryReactor* RpcPipeline::Serve(
                     &state->request, &state->payloads);
   ComputeCall* reactor =
       ComputeCall::Create(context, RecordOf(Rpc::kName, state->request));
-  reactor->AtDone([state] {});
   if (!decoded.ok()) {
     reactor->FinishNow(decoded);
     return reactor;
@@ -235,31 +254,45 @@ void RpcPipeline::Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
                       std::shared_ptr<void> keep_alive) const {
   using Call = typename Rpc::Call;
   const absl::Time start = absl::Now();
+  grpc::CallbackServerContext& context = *exchange.context;
+  const typename Rpc::Request& request = *exchange.request;
+  // Shared by the job's closure and the reactor, which holds it (and
+  // `keep_alive`) until gRPC is done with the call: the outputs being sent
+  // and the stored tensors they share stay held until then.
+  std::shared_ptr<CallTensors> tensors;
   absl::StatusOr<Call> prepared = [&]() -> absl::StatusOr<Call> {
-    ATTN_RETURN_IF_ERROR(
-        guard_->Admit(*exchange.context, Rpc::kName, *exchange.request));
-    ATTN_ASSIGN_OR_RETURN(Call call,
-                          Prepare<Rpc>(*exchange.request, exchange.payloads));
-    ATTN_RETURN_IF_ERROR(CheckResponseSize(call.output_bytes()));
+    ATTN_RETURN_IF_ERROR(guard_->Admit(context, Rpc::kName, request));
+    tensors = std::make_shared<CallTensors>(store_, guard_->Owner(context),
+                                            request.retention());
+    tensors->SetPayloads(exchange.payloads, exchange.outgoing);
+    ATTN_RETURN_IF_ERROR(tensors->CheckRetention());
+    ATTN_ASSIGN_OR_RETURN(
+        Call call, Prepare<Rpc>(request, tensors.get(), exchange.payloads));
+    ATTN_RETURN_IF_ERROR(CheckResponseSize(
+        tensors->outputs_by_handle() ? 0 : call.output_bytes()));
+    ATTN_RETURN_IF_ERROR(tensors->ReserveKept(request, call.output_bytes()));
     return call;
   }();
+  reactor->AtDone([keep_alive, tensors] {});
   if (!prepared.ok()) {
     reactor->FinishNow(prepared.status());
     return;
   }
   // Shared by the job's closure, which the scheduler may copy.
   auto call = std::make_shared<const Call>(*std::move(prepared));
-  const JobCost cost =
-      CostOf(exchange.request_bytes, call->flops(), call->memory_bytes());
+  const JobCost cost = CostOf(exchange.request_bytes, call->flops(),
+                              call->memory_bytes(), tensors->kept_bytes());
   core::Engine* engine = engine_;
+  const typename Rpc::Request* request_ptr = exchange.request;
   typename Rpc::Response* response = exchange.response;
-  wire::OutgoingPayloads* outgoing = exchange.outgoing;
-  auto run = [engine, call, response, outgoing,
+  auto run = [engine, call, tensors, request_ptr, response,
               keep_alive](const core::CancelToken& token) -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(typename Rpc::Result result,
                           engine->Run(*call, token));
     SetRunStats(result.stats, response->mutable_stats());
-    Rpc::Respond(std::move(result), response, outgoing);
+    Rpc::Respond(std::move(result), response, *tensors);
+    tensors->KeepInputs(*request_ptr);
+    tensors->FillHandles(response->mutable_handles());
     return absl::OkStatus();
   };
   reactor->Submit(scheduler_, cost, absl::Now() - start, std::move(run),
@@ -267,9 +300,12 @@ void RpcPipeline::Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
 }
 
 template <typename Rpc>
-absl::Status RpcPipeline::Size(const typename Rpc::Request& request,
+absl::Status RpcPipeline::Size(const grpc::CallbackServerContext& context,
+                               const typename Rpc::Request& request,
                                v1::GetWorkspaceSizeResponse* response) const {
-  ATTN_ASSIGN_OR_RETURN(typename Rpc::Call call, Prepare<Rpc>(request));
+  CallTensors tensors(store_, guard_->Owner(context), v1::TensorRetention());
+  ATTN_ASSIGN_OR_RETURN(typename Rpc::Call call,
+                        Prepare<Rpc>(request, &tensors));
   response->set_workspace_bytes(call.workspace_bytes());
   response->set_flops(call.flops());
   for (const core::OutputSpec& spec : call.outputs()) {

@@ -1,6 +1,8 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
+#include <exception>
+#include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -24,7 +26,11 @@ SchedulerOptions Normalized(SchedulerOptions options) {
 
 Scheduler::Scheduler(const SchedulerOptions& options, Clock* clock)
     : options_(Normalized(options)),
-      clock_(clock != nullptr ? clock : Clock::Real()) {
+      clock_(clock != nullptr ? clock : Clock::Real()),
+      own_budget_(options.budget != nullptr ? nullptr
+                                            : std::make_unique<MemoryBudget>(
+                                                  options.memory_budget_bytes)),
+      budget_(options.budget != nullptr ? options.budget : own_budget_.get()) {
   threads_.reserve(static_cast<size_t>(options_.workers));
   for (int i = 0; i < options_.workers; ++i) {
     threads_.emplace_back([this] { WorkerLoop(); });
@@ -50,22 +56,11 @@ absl::Status Scheduler::Submit(Job job) {
         "queue full: ", waiting, " requests waiting (--queue_depth=",
         options_.queue_depth, "); retry later"));
   }
-  const uint64_t budget = options_.memory_budget_bytes;
-  if (budget > 0 && job.memory_bytes > budget) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "memory budget: the request needs ", job.memory_bytes,
-        " bytes (request, outputs and workspace), more than the whole budget "
-        "of ",
-        budget, " bytes (--memory_budget_bytes)"));
+  if (absl::Status fits =
+          budget_->TryReserve(MemoryBudget::kRequests, job.memory_bytes);
+      !fits.ok()) {
+    return fits;
   }
-  if (budget > 0 && job.memory_bytes > budget - memory_in_use_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "memory budget: the request needs ", job.memory_bytes, " bytes but ",
-        memory_in_use_, " of ", budget,
-        " bytes are held by requests in flight (--memory_budget_bytes); "
-        "retry later"));
-  }
-  memory_in_use_ += job.memory_bytes;
   (small ? small_ : large_).push_back(Entry{std::move(job), now});
   return absl::OkStatus();
 }
@@ -97,8 +92,7 @@ int Scheduler::queued() const {
 }
 
 uint64_t Scheduler::memory_in_use() const {
-  absl::MutexLock lock(&mu_);
-  return memory_in_use_;
+  return budget_->used(MemoryBudget::kRequests);
 }
 
 int Scheduler::running() const {
@@ -146,11 +140,33 @@ void Scheduler::WorkerLoop() {
     RunOne(std::move(entry), large);
     absl::MutexLock lock(&mu_);
     --(large ? running_large_ : running_small_);
-    memory_in_use_ -= memory_bytes;
+    budget_->Release(MemoryBudget::kRequests, memory_bytes);
     running_tokens_.erase(
         std::find(running_tokens_.begin(), running_tokens_.end(), token));
   }
 }
+
+namespace {
+
+// The job boundary: a failed allocation (std::bad_alloc from a host tensor or
+// a vector) ends this call with RESOURCE_EXHAUSTED and the worker goes on
+// serving; any other exception is INTERNAL for this call. Everything the job
+// held is released by its destructors on the way out.
+absl::Status RunJob(Job& job) {
+  try {
+    return job.run(*job.cancel);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "the server ran out of memory computing this request; retry later, "
+        "or send a smaller request (the memory budget, "
+        "--memory_budget_bytes, did not cover it)");
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("computing this request failed: ", e.what()));
+  }
+}
+
+}  // namespace
 
 void Scheduler::RunOne(Entry entry, bool large) {
   Job& job = entry.job;
@@ -171,7 +187,7 @@ void Scheduler::RunOne(Entry entry, bool large) {
         timing);
     return;
   }
-  absl::Status status = job.run(*job.cancel);
+  absl::Status status = RunJob(job);
   timing.run_time = clock_->Now() - start;
   job.done(std::move(status), timing);
 }

@@ -22,7 +22,9 @@
 //   than one worker the default keeps one worker for small jobs, so a burst
 //   of huge requests cannot occupy every worker.
 // - Each job declares the memory it will hold (request, outputs, workspace);
-//   jobs queued or running together hold at most `memory_budget_bytes`. One
+//   jobs queued or running together hold at most `memory_budget_bytes`
+//   (together with whatever else is charged to the same MemoryBudget, e.g.
+//   resident tensors). One
 //   more is refused at once with RESOURCE_EXHAUSTED ("memory budget").
 //
 // A job whose deadline has passed or whose token is cancelled by the time a
@@ -45,6 +47,7 @@
 #include "absl/time/time.h"
 #include "attnserve/core/cancel.h"
 #include "server/clock.h"
+#include "server/memory_budget.h"
 
 namespace attnserve::server {
 
@@ -88,7 +91,12 @@ struct SchedulerOptions {
   // worker it could use; at least 1.
   int max_overtakes = 8;
   // Cap on the memory_bytes of the jobs admitted at once; 0 = unlimited.
+  // Ignored when `budget` is given.
   uint64_t memory_budget_bytes = 0;
+  // A budget shared with other holders of memory (the tensor store): jobs
+  // are charged to its kRequests account. Null = the scheduler's own budget
+  // of memory_budget_bytes. Must outlive the scheduler.
+  MemoryBudget* budget = nullptr;
 };
 
 class Scheduler {
@@ -124,7 +132,7 @@ class Scheduler {
   int running() const;
   // Sum of memory_bytes of the jobs admitted and not done. Thread-safe.
   uint64_t memory_in_use() const;
-  uint64_t memory_budget_bytes() const { return options_.memory_budget_bytes; }
+  uint64_t memory_budget_bytes() const { return budget_->budget_bytes(); }
   int workers() const { return static_cast<int>(threads_.size()); }
   int queue_depth() const { return options_.queue_depth; }
   int large_job_workers() const { return options_.large_job_workers; }
@@ -145,6 +153,9 @@ class Scheduler {
 
   SchedulerOptions options_;
   Clock* const clock_;
+  // options_.budget, or own_budget_.
+  std::unique_ptr<MemoryBudget> own_budget_;
+  MemoryBudget* const budget_;
   mutable absl::Mutex mu_;
   std::deque<Entry> small_ ABSL_GUARDED_BY(mu_);
   std::deque<Entry> large_ ABSL_GUARDED_BY(mu_);
@@ -152,7 +163,6 @@ class Scheduler {
   int running_large_ ABSL_GUARDED_BY(mu_) = 0;
   // Small jobs started in a row while a large one could have started.
   int overtakes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t memory_in_use_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Tokens of the jobs running now (one entry per running job).
   std::vector<std::shared_ptr<core::CancelToken>> running_tokens_

@@ -15,6 +15,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "server/heap_stats.h"
+#include "server/startup_warnings.h"
 #include "spdlog/spdlog.h"
 
 namespace attnserve::server {
@@ -93,11 +94,6 @@ class ReflectionOption final : public grpc::ServerBuilderOption {
 
 }  // namespace
 
-int HardwareThreads() {
-  const unsigned hardware = std::thread::hardware_concurrency();
-  return hardware == 0 ? 1 : static_cast<int>(hardware);
-}
-
 absl::Status ValidateServerOptions(const ServerOptions& options) {
   if (options.listen_address.empty()) {
     return core::InvalidField("listen_address", "must not be empty");
@@ -152,6 +148,25 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
         absl::StrCat("must be >= 0, got ",
                      absl::FormatDuration(options.drain_timeout)));
   }
+  if (options.tensor_ttl <= absl::ZeroDuration() ||
+      options.tensor_ttl > options.tensor_max_ttl) {
+    return core::InvalidField(
+        "tensor_ttl",
+        absl::StrCat("must be > 0 and at most --tensor_max_ttl (",
+                     absl::FormatDuration(options.tensor_max_ttl), "), got ",
+                     absl::FormatDuration(options.tensor_ttl)));
+  }
+  if (options.tensor_max_ttl > absl::Seconds(UINT32_MAX)) {
+    return core::InvalidField(
+        "tensor_max_ttl",
+        absl::StrCat("must be at most ", UINT32_MAX, "s, got ",
+                     absl::FormatDuration(options.tensor_max_ttl)));
+  }
+  if (options.tensor_chunk_bytes < 1) {
+    return core::InvalidField(
+        "tensor_chunk_bytes",
+        absl::StrCat("must be >= 1, got ", options.tensor_chunk_bytes));
+  }
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return core::InvalidField(
         options.tls_cert_file.empty() ? "tls_cert" : "tls_key",
@@ -179,8 +194,12 @@ core::BufferPoolOptions BufferOptions(const ServerOptions& options) {
 Server::Server(const ServerOptions& options)
     : options_(options),
       engine_(core::EngineOptions{options.memory_budget_bytes,
-                                  options.threads_per_request},
-              BufferOptions(options)) {}
+                                  options.threads_per_request,
+                                  options.bf16_tile_products},
+              BufferOptions(options)),
+      tracker_(options.instance_id.empty() ? NewInstanceId()
+                                           : options.instance_id),
+      budget_(options.memory_budget_bytes) {}
 
 Server::~Server() { Shutdown(absl::ZeroDuration()); }
 
@@ -214,16 +233,32 @@ absl::Status Server::Start() {
   scheduling.small_job_cost = options_.small_request_flops;
   scheduling.large_job_workers = options_.large_request_workers;
   scheduling.memory_budget_bytes = options_.memory_budget_bytes;
+  scheduling.budget = &budget_;
   scheduler_ = std::make_unique<Scheduler>(scheduling, options_.clock);
   guard_ = std::make_unique<CallGuard>(
       GuardOptions{auth_.get(), options_.max_tensor_elements});
+  TensorStoreOptions storing;
+  storing.capacity_bytes = options_.tensor_store_bytes;
+  storing.default_ttl = options_.tensor_ttl;
+  storing.max_ttl = options_.tensor_max_ttl;
+  storing.evict = options_.tensor_store_evict;
+  storing.clock = options_.clock;
+  store_ = std::make_unique<TensorStore>(storing, &budget_);
   PipelineConfig pipeline;
   pipeline.threads = core::ThreadPolicy(options_.threads_per_request,
                                         options_.flops_per_thread);
   pipeline.max_message_bytes =
       static_cast<uint64_t>(options_.max_message_bytes);
+  TensorRpcConfig tensor_rpcs;
+  tensor_rpcs.max_tensor_elements = options_.max_tensor_elements;
+  // A GetTensor message carries its chunk and a few bytes of framing.
+  constexpr int64_t kFraming = 64;
+  tensor_rpcs.chunk_bytes = static_cast<uint64_t>(
+      std::max<int64_t>(1, std::min(options_.tensor_chunk_bytes,
+                                    options_.max_message_bytes - kFraming)));
   service_ = std::make_unique<AttentionService>(&engine_, scheduler_.get(),
-                                                guard_.get(), pipeline);
+                                                guard_.get(), store_.get(),
+                                                pipeline, tensor_rpcs);
 
   if (!options_.metrics_listen.empty()) {
     MetricsSources sources;
@@ -249,6 +284,17 @@ absl::Status Server::Start() {
     sources.heap_bytes_in_use = [] {
       return static_cast<double>(HeapBytesInUse());
     };
+    TensorStore* store = store_.get();
+    sources.tensor_store_bytes = [store] {
+      return static_cast<double>(store->bytes());
+    };
+    sources.tensor_store_entries = [store] {
+      return static_cast<double>(store->entries());
+    };
+    sources.tensor_store_capacity_bytes = [store] {
+      return static_cast<double>(store->capacity_bytes());
+    };
+    sources.tensor_store_counters = [store] { return store->counters(); };
     metrics_ = std::make_unique<ServerMetrics>(std::move(sources));
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
         MetricsEndpoint::Start(options_.metrics_listen, metrics_.get());
@@ -295,6 +341,9 @@ absl::Status Server::Start() {
     }
   });
   started_ = true;
+  for (const std::string& warning : StartupWarnings(options_)) {
+    spdlog::warn("{}", warning);
+  }
   return absl::OkStatus();
 }
 
@@ -327,8 +376,10 @@ void Server::Shutdown(absl::Duration drain_timeout) {
     spdlog::warn(
         "drain timeout: {} call(s) still in flight after {}; cancelling them",
         tracker_.in_flight(), absl::FormatDuration(drain_timeout));
-    // Their jobs stop within a few tiles and the calls end CANCELLED.
+    // Their jobs stop within a few tiles and the calls end CANCELLED;
+    // uploads in progress free what they received.
     scheduler_->CancelAll();
+    service_->CancelStreams();
     tracker_.WaitUntilIdle(absl::Now() + absl::Seconds(5));
   } else {
     // 3. Linger before closing. gRPC hands a unary call to the server (and

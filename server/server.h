@@ -28,14 +28,14 @@
 #include "server/call_guard.h"
 #include "server/call_tracker.h"
 #include "server/clock.h"
+#include "server/machine.h"
+#include "server/memory_budget.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
+#include "server/tensor_store.h"
 #include "server/token_auth.h"
 
 namespace attnserve::server {
-
-// The number of hardware threads (at least 1).
-int HardwareThreads();
 
 // The server's configuration. These defaults are the production defaults:
 // the attnserve binary's flags take theirs from here.
@@ -49,13 +49,30 @@ struct ServerOptions {
   // Largest request or response message, in bytes (at most 2^31 - 1).
   int64_t max_message_bytes = int64_t{1} << 30;
   // Cap on the memory (request, outputs, workspace) of the requests
-  // admitted at once, and on leased workspace; 0 = unlimited.
-  uint64_t memory_budget_bytes = 0;
+  // admitted at once, and on leased workspace; 0 = unlimited. Default: 40 %
+  // of the machine's memory (or of its cgroup's limit), see machine.h.
+  uint64_t memory_budget_bytes = DefaultMemoryBudget();
   // Largest element count of one tensor, and of one of its dims.
   int64_t max_tensor_elements = int64_t{1} << 28;
+  // Resident tensors (tensor_store.h). Cap on the bytes kept on the server,
+  // besides the memory budget they also count against; 0 = the budget only.
+  uint64_t tensor_store_bytes = 0;
+  // Time to live of a resident tensor stored without ttl_seconds, and the
+  // longest ttl_seconds accepted. Every use of a handle restarts it.
+  absl::Duration tensor_ttl = absl::Minutes(10);
+  absl::Duration tensor_max_ttl = absl::Hours(1);
+  // When a tensor to store does not fit, free the least recently used
+  // stored tensors that no call is using (instead of RESOURCE_EXHAUSTED).
+  bool tensor_store_evict = false;
+  // Bytes of tensor data per GetTensor message (kept below
+  // max_message_bytes).
+  int64_t tensor_chunk_bytes = int64_t{4} << 20;
   // Intra-request parallelism: most threads one running request may use
   // (its worker plus idle engine helper threads).
   int threads_per_request = HardwareThreads();
+  // BFLOAT16 requests run bf16 tile products where the CPU has them
+  // (core::EngineOptions::bf16_tile_products); false: fp32 products only.
+  bool bf16_tile_products = true;
   // One thread per this many FLOPs of a request, up to threads_per_request;
   // 0 = always threads_per_request.
   double flops_per_thread = 2.5e8;
@@ -82,8 +99,12 @@ struct ServerOptions {
   absl::Duration drain_linger = absl::Milliseconds(250);
   // How long Shutdown() lets calls in flight finish by default.
   absl::Duration drain_timeout = absl::Seconds(30);
-  // Clock for the scheduler; null = the wall clock. Must outlive the server.
+  // Clock for the scheduler and the tensor store's TTLs; null = the wall
+  // clock. Must outlive the server.
   Clock* clock = nullptr;
+  // Sent as trailing metadata `x-attnserve-instance` on every response;
+  // empty = "<host>-<pid>-<8 random hex digits>", new for every start.
+  std::string instance_id;
 };
 
 // INVALID_ARGUMENT naming the offending option, or OK.
@@ -118,6 +139,10 @@ class Server {
   int running_jobs() const {
     return scheduler_ == nullptr ? 0 : scheduler_->running();
   }
+  // The instance id every response carries (x-attnserve-instance).
+  const std::string& instance_id() const { return tracker_.instance_id(); }
+  // The resident tensors (null before Start()).
+  TensorStore* tensor_store() { return store_.get(); }
   // The metrics (null when no metrics endpoint was asked for).
   const ServerMetrics* metrics() const { return metrics_.get(); }
   core::Engine& engine() { return engine_; }
@@ -146,8 +171,10 @@ class Server {
   core::Engine engine_;
   CallTracker tracker_;
   std::unique_ptr<TokenAuth> auth_;
+  MemoryBudget budget_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<CallGuard> guard_;
+  std::unique_ptr<TensorStore> store_;
   std::unique_ptr<AttentionService> service_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;

@@ -1,6 +1,9 @@
 #include "attnctl/commands.h"
 
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -10,6 +13,8 @@
 #include "attnctl/attention_requests.h"
 #include "attnctl/nsa_requests.h"
 #include "attnctl/report.h"
+#include "attnctl/resident.h"
+#include "attnserve/client/resident.h"
 #include "attnserve/client/tensor_helpers.h"
 
 namespace attnserve::attnctl {
@@ -68,6 +73,25 @@ int Fail(const absl::Status& status, std::ostream& err) {
   return kExitFailure;
 }
 
+// Calls f(handle) for every output a response returned by handle only.
+template <typename Response>
+void ForEachOutputHandle(const Response& response,
+                         const std::function<void(const std::string&)>& f) {
+  const google::protobuf::Descriptor* descriptor = response.GetDescriptor();
+  const google::protobuf::Reflection* reflection = response.GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
+    if (field->is_repeated() ||
+        field->message_type() != v1::Tensor::descriptor() ||
+        !reflection->HasField(response, field)) {
+      continue;
+    }
+    const auto& tensor =
+        static_cast<const v1::Tensor&>(reflection->GetMessage(response, field));
+    if (!tensor.handle().empty()) f(tensor.handle());
+  }
+}
+
 // Calls `call()` and records the round trip and the response's stats.
 template <typename Call>
 auto Timed(Call call, std::vector<CallTiming>* timings) {
@@ -80,23 +104,50 @@ auto Timed(Call call, std::vector<CallTiming>* timings) {
   return response;
 }
 
-// Calls `method` `repeat` times with `request`, printing a line per run,
-// then the outputs and the summary. The exit code.
-template <typename Request, typename Method>
-int RunTimed(const Client& client, Method method, const Request& request,
-             const CommandOptions& options, std::ostream& out,
-             std::ostream& err) {
+// The call of `method` with a request: plain, or, in resident mode, with the
+// data of the session's handles resent on NOT_FOUND.
+template <typename Request, typename Response>
+auto CallOf(const Client& client,
+            absl::StatusOr<Response> (Client::*method)(
+                const Request&, std::optional<absl::Duration>) const,
+            const CommandOptions& options, const ResidentSession* session) {
+  return [&client, method, &options, session](const Request& request) {
+    if (session == nullptr) return (client.*method)(request, options.timeout);
+    return CallResendingOnNotFound(client, method, request, session->data(),
+                                   options.timeout);
+  };
+}
+
+// Calls `call` `repeat` times with `request`, printing a line per run,
+// then the outputs, the summary and the request's size. The exit code.
+// With --outputs_by_handle only the last call's outputs stay on the server:
+// `forget(response)` frees an earlier call's.
+template <typename Request, typename Call, typename Forget>
+int RunTimed(Call call, const Request& request, const CommandOptions& options,
+             Forget forget, std::ostream& out, std::ostream& err) {
   std::vector<CallTiming> timings;
-  decltype((client.*method)(request, options.timeout)) response;
+  decltype(call(request)) response = absl::UnknownError("not called");
   for (int i = 0; i < options.repeat; ++i) {
-    response = Timed([&] { return (client.*method)(request, options.timeout); },
-                     &timings);
+    if (response.ok()) forget(*response);
+    response = Timed([&] { return call(request); }, &timings);
     if (!response.ok()) return Fail(response.status(), err);
     out << RunLine(i + 1, options.repeat, timings.back()) << "\n";
   }
   PrintOutputs(*response, out);
   PrintSummary(timings, out);
+  out << "request_bytes: " << request.ByteSizeLong() << "\n"
+      << "response_bytes: " << response->ByteSizeLong() << "\n";
   return kExitOk;
+}
+
+// Frees the outputs a response left on the server (--outputs_by_handle).
+template <typename Response>
+void ForgetOutputs(const Client& client, const CommandOptions& options,
+                   const Response& response) {
+  if (!options.outputs_by_handle) return;
+  ForEachOutputHandle(response, [&](const std::string& handle) {
+    client.DeleteTensor(handle, options.timeout).IgnoreError();
+  });
 }
 
 template <typename F>
@@ -107,7 +158,24 @@ int Forward(const Client& client, const Workload& w,
   if (!request.ok()) return Fail(request.status(), err);
   out << "op: " << RpcName<decltype(BuiltBy(F::kMakeForward))>() << " "
       << F::kDescribe(w) << "\n";
-  return RunTimed(client, F::kForward, *request, options, out, err);
+  std::unique_ptr<ResidentSession> session;
+  if (options.resident) {
+    session =
+        std::make_unique<ResidentSession>(client, options.put, options.timeout);
+    absl::Status uploaded = session->Upload(&*request, out);
+    if (!uploaded.ok()) return Fail(uploaded, err);
+  }
+  if (options.outputs_by_handle) {
+    request->mutable_retention()->set_outputs_by_handle(true);
+    if (options.put.ttl_seconds.has_value()) {
+      request->mutable_retention()->set_ttl_seconds(*options.put.ttl_seconds);
+    }
+  }
+  using Response = typename decltype((client.*F::kForward)(
+      *request, options.timeout))::value_type;
+  return RunTimed(
+      CallOf(client, F::kForward, options, session.get()), *request, options,
+      [&](const Response& r) { ForgetOutputs(client, options, r); }, out, err);
 }
 
 template <typename F>
@@ -118,15 +186,35 @@ int Backward(const Client& client, const Workload& w,
   if (!forward.ok()) return Fail(forward.status(), err);
   out << "op: " << RpcName<decltype(BuiltBy(F::kMakeGrad))>() << " "
       << F::kDescribe(w) << "\n";
+  std::unique_ptr<ResidentSession> session;
+  if (options.resident) {
+    session =
+        std::make_unique<ResidentSession>(client, options.put, options.timeout);
+    absl::Status uploaded = session->Upload(&*forward, out);
+    if (!uploaded.ok()) return Fail(uploaded, err);
+    forward->mutable_retention()->set_keep(true);
+    if (options.put.ttl_seconds.has_value()) {
+      forward->mutable_retention()->set_ttl_seconds(*options.put.ttl_seconds);
+    }
+  }
   std::vector<CallTiming> forward_timing;
-  auto result =
-      Timed([&] { return (client.*F::kForward)(*forward, options.timeout); },
-            &forward_timing);
+  auto result = Timed(
+      [&] {
+        return CallOf(client, F::kForward, options, session.get())(*forward);
+      },
+      &forward_timing);
   if (!result.ok()) return Fail(result.status(), err);
   out << "forward: " << TimingFields(forward_timing.back()) << "\n";
+  // The grad names the forward's kept outputs by handle.
+  if (session != nullptr) session->AdoptOutputs(result->handles(), &*result);
+  forward->clear_retention();
   auto request = F::kMakeGrad(w, *std::move(forward), *std::move(result));
   if (!request.ok()) return Fail(request.status(), err);
-  return RunTimed(client, F::kGrad, *request, options, out, err);
+  using Response = typename decltype((client.*F::kGrad)(
+      *request, options.timeout))::value_type;
+  return RunTimed(
+      CallOf(client, F::kGrad, options, session.get()), *request, options,
+      [](const Response&) {}, out, err);
 }
 
 }  // namespace

@@ -23,6 +23,15 @@ inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 
 struct CommandOptions {
+  // forward/backward: upload the inputs once (PutTensor) and call by handle;
+  // backward keeps the forward's outputs on the server too and sends only
+  // dy. Data is resent when the server answers NOT_FOUND.
+  bool resident = false;
+  // forward: leave the outputs on the server (printed as handles, kept
+  // after attnctl exits; fetch them with get).
+  bool outputs_by_handle = false;
+  // How resident tensors are uploaded (ttl_seconds, chunk size).
+  PutOptions put;
   // Per-call deadline.
   absl::Duration timeout = absl::Minutes(5);
   // Number of times forward/backward repeat their timed call.
@@ -51,14 +60,16 @@ absl::Status ValidateWorkload(Family family, const Workload& workload);
 
 // Runs the family's forward `repeat` times on random inputs and prints the
 // outputs' checksums and the timings (NSA: gflops count the selected keys
-// only).
+// only), and the bytes of the request sent. With options.resident the
+// inputs are uploaded first and each call names them by handle.
 int RunForward(const Client& client, Family family, const Workload& workload,
                const CommandOptions& options, std::ostream& out,
                std::ostream& err);
 
 // Runs one forward for its outputs, then the grad `repeat` times with a
 // random output gradient, and prints the gradients' checksums and the grad
-// timings.
+// timings. With options.resident the forward keeps its inputs and outputs
+// on the server and the grad sends only the output gradient.
 int RunBackward(const Client& client, Family family, const Workload& workload,
                 const CommandOptions& options, std::ostream& out,
                 std::ostream& err);

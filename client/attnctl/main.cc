@@ -1,6 +1,7 @@
 // attnctl: command-line client for an attnserve server.
 //
 //   attnctl health|info|forward|backward|nsa-forward|nsa-backward [flags]
+//   attnctl put [flags] | get HANDLE [--output FILE] | rm HANDLE
 //
 // Flags only: parsing, building the Workload and dispatching to commands.cc.
 #include <cmath>
@@ -25,6 +26,7 @@
 #include "attnctl/commands.h"
 #include "attnctl/connection_flags.h"
 #include "attnctl/report.h"
+#include "attnctl/resident.h"
 #include "attnctl/workload.h"
 #include "attnserve/client/client.h"
 #include "attnserve/client/tensor_helpers.h"
@@ -58,6 +60,24 @@ ABSL_FLAG(std::optional<int64_t>, dv, std::nullopt,
           "nsa-*: value head dimension Dv; default: -d.");
 ABSL_FLAG(int64_t, block_size, 64, "nsa-*: selected_block_size.");
 ABSL_FLAG(int64_t, block_count, 16, "nsa-*: selected_block_count.");
+ABSL_FLAG(bool, resident, false,
+          "forward/backward: upload the inputs once (PutTensor) and call by "
+          "handle; backward keeps the forward's outputs on the server and "
+          "sends only dy (data is resent if the server answers NOT_FOUND).");
+ABSL_FLAG(bool, outputs_by_handle, false,
+          "forward: leave the outputs on the server and print their handles "
+          "(fetch them with `attnctl get`).");
+ABSL_FLAG(std::optional<uint32_t>, ttl, std::nullopt,
+          "put, --resident, --outputs_by_handle: seconds the server keeps the "
+          "tensors after their last use; default: the server's.");
+ABSL_FLAG(int64_t, chunk_bytes, int64_t{4} << 20,
+          "put, --resident: bytes of tensor data per PutTensor message.");
+ABSL_FLAG(std::string, shape, "",
+          "put: the tensor's shape, e.g. 1,8,4096,128.");
+ABSL_FLAG(std::string, input, "",
+          "put: file of the tensor's raw bytes (row-major, little-endian); "
+          "default: random values in [-1, 1) from --seed.");
+ABSL_FLAG(std::string, output, "", "get: write the tensor's raw bytes here.");
 ABSL_FLAG(int64_t, sparse_mode, 0,
           "nsa-*: 0 (every selected key) or 2 (causal; the random selection "
           "then prefers blocks at or before each query).");
@@ -75,11 +95,16 @@ constexpr char kUsage[] =
     "  nsa-forward   NsaSelectedAttention (TND, -s tokens per batch) on "
     "random inputs and topk_indices\n"
     "  nsa-backward  nsa-forward, then NsaSelectedAttentionGrad on random "
-    "attention_out_grad\n\n"
+    "attention_out_grad\n"
+    "  put       upload a tensor (PutTensor); prints its handle\n"
+    "  get HANDLE    download a resident tensor (GetTensor)\n"
+    "  rm HANDLE     delete a resident tensor (DeleteTensor)\n\n"
     "Examples:\n"
     "  attnctl forward --layout BNSD --dtype bf16 -b 1 -n 8 -s 1024 -d 128\n"
     "  attnctl nsa-forward --dtype bf16 -n 16 --kv_heads 1 -s 4096 -d 192 "
-    "--dv 128 --block_size 64 --block_count 16";
+    "--dv 128 --block_size 64 --block_count 16\n"
+    "  attnctl backward --resident -n 8 -s 4096 -d 128\n"
+    "  attnctl put --dtype bf16 --shape 1,8,4096,128 --ttl 600";
 
 // The workload the flags describe, checked for `family`.
 absl::StatusOr<Workload> WorkloadFromFlags(Family family) {
@@ -133,25 +158,43 @@ int Main(int argc, char** argv) {
   absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(kUsage);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  if (positional.size() != 2) {
+  if (positional.size() < 2) {
     return UsageError(absl::InvalidArgumentError(
-        positional.size() < 2
-            ? "missing command (health, info, forward, backward, "
-              "nsa-forward or nsa-backward)"
-            : absl::StrCat("unexpected argument \"", positional[2], "\"")));
+        "missing command (health, info, forward, backward, nsa-forward, "
+        "nsa-backward, put, get or rm)"));
   }
   const std::string command = positional[1];
   if (command != "health" && command != "info" && command != "forward" &&
       command != "backward" && command != "nsa-forward" &&
-      command != "nsa-backward") {
+      command != "nsa-backward" && command != "put" && command != "get" &&
+      command != "rm") {
     return UsageError(absl::InvalidArgumentError(
         absl::StrCat("unknown command \"", command, "\"")));
+  }
+  const bool takes_handle = command == "get" || command == "rm";
+  if (takes_handle && positional.size() < 3) {
+    return UsageError(absl::InvalidArgumentError(
+        absl::StrCat(command, ": missing the tensor's handle")));
+  }
+  if (positional.size() > (takes_handle ? 3u : 2u)) {
+    return UsageError(absl::InvalidArgumentError(absl::StrCat(
+        "unexpected argument \"", positional[takes_handle ? 3 : 2], "\"")));
   }
 
   CommandOptions options;
   options.timeout = absl::GetFlag(FLAGS_timeout);
   options.repeat = absl::GetFlag(FLAGS_repeat);
   options.health_service = absl::GetFlag(FLAGS_service);
+  options.resident = absl::GetFlag(FLAGS_resident);
+  options.outputs_by_handle = absl::GetFlag(FLAGS_outputs_by_handle);
+  options.put.ttl_seconds = absl::GetFlag(FLAGS_ttl);
+  if (absl::GetFlag(FLAGS_chunk_bytes) < 1) {
+    return UsageError(absl::InvalidArgumentError(
+        absl::StrCat("--chunk_bytes: must be at least 1, got ",
+                     absl::GetFlag(FLAGS_chunk_bytes))));
+  }
+  options.put.chunk_bytes =
+      static_cast<size_t>(absl::GetFlag(FLAGS_chunk_bytes));
   if (options.repeat < 1) {
     return UsageError(absl::InvalidArgumentError(
         absl::StrCat("--repeat: must be at least 1, got ", options.repeat)));
@@ -167,6 +210,32 @@ int Main(int argc, char** argv) {
     return RunHealth(*client, options, std::cout, std::cerr);
   }
   if (command == "info") return RunInfo(*client, options, std::cout, std::cerr);
+  if (command == "get") {
+    return RunGet(*client, positional[2], absl::GetFlag(FLAGS_output),
+                  options.timeout, std::cout, std::cerr);
+  }
+  if (command == "rm") {
+    return RunRemove(*client, positional[2], options.timeout, std::cout,
+                     std::cerr);
+  }
+  if (command == "put") {
+    PutCommand put;
+    absl::StatusOr<v1::DataType> dtype =
+        ParseDataType(absl::GetFlag(FLAGS_dtype));
+    if (!dtype.ok()) {
+      return UsageError(absl::InvalidArgumentError(
+          absl::StrCat("--", dtype.status().message())));
+    }
+    put.dtype = *dtype;
+    absl::StatusOr<std::vector<int64_t>> shape =
+        ParseShape(absl::GetFlag(FLAGS_shape));
+    if (!shape.ok()) return UsageError(shape.status());
+    put.shape = *std::move(shape);
+    put.input_file = absl::GetFlag(FLAGS_input);
+    put.seed = absl::GetFlag(FLAGS_seed);
+    return RunPut(*client, put, options.put, options.timeout, std::cout,
+                  std::cerr);
+  }
   const Family family = absl::StartsWith(command, "nsa-")
                             ? Family::kNsa
                             : Family::kFlashAttention;

@@ -15,6 +15,11 @@ std::string TensorLine(absl::string_view name, const v1::Tensor& tensor) {
   std::string line =
       absl::StrCat(name, ": shape=[", absl::StrJoin(tensor.shape(), ","),
                    "] dtype=", DataTypeName(tensor.dtype()));
+  if (!tensor.handle().empty() && tensor.data().empty()) {
+    // Left on the server (outputs_by_handle): fetch it with `attnctl get`.
+    absl::StrAppend(&line, " handle=", tensor.handle());
+    return line;
+  }
   absl::StatusOr<std::vector<float>> values = TensorToFloats(tensor);
   if (!values.ok()) {
     absl::StrAppend(&line, " error=", values.status().message());

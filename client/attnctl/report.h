@@ -28,7 +28,8 @@ struct CallTiming {
 
 // "<name>: shape=[..] dtype=.. sum=.. abs_sum=.." where the sums run over the
 // elements widened to fp32 and are accumulated in double; for a tensor that
-// cannot be decoded the sums are replaced by "error=<message>".
+// cannot be decoded the sums are replaced by "error=<message>"; a tensor
+// returned by handle only has "handle=<handle>" instead.
 std::string TensorLine(absl::string_view name, const v1::Tensor& tensor);
 
 // TensorLine for every tensor field set in `response`, in field order

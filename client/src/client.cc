@@ -12,7 +12,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "attnserve/client/status_conversion.h"
+#include "attnserve/client/tensor_helpers.h"
 #include "attnserve/v1/attention.grpc.pb.h"
+#include "attnserve/wire/tensor.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -208,6 +210,101 @@ absl::StatusOr<v1::GetServerInfoResponse> Client::GetServerInfo(
     std::optional<absl::Duration> timeout) const {
   return Unary(options_, timeout, *stubs_->attention,
                &AttentionStub::GetServerInfo, v1::GetServerInfoRequest());
+}
+
+absl::StatusOr<v1::PutTensorResponse> Client::PutTensor(
+    v1::DataType dtype, const std::vector<int64_t>& shape,
+    absl::string_view data, const PutOptions& options,
+    std::optional<absl::Duration> timeout) const {
+  v1::PutTensorRequest message;
+  message.mutable_tensor()->set_dtype(dtype);
+  message.mutable_tensor()->mutable_shape()->Assign(shape.begin(), shape.end());
+  absl::StatusOr<uint64_t> expected =
+      wire::ByteSize(message.tensor(), "tensor");
+  if (!expected.ok()) return expected.status();
+  if (*expected != data.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor.data: has ", data.size(), " bytes, expected ",
+                     *expected, " for ", wire::ShapeString(message.tensor()),
+                     " ", DataTypeName(dtype)));
+  }
+  if (options.ttl_seconds.has_value()) {
+    message.set_ttl_seconds(*options.ttl_seconds);
+  }
+  const size_t chunk = std::max<size_t>(1, options.chunk_bytes);
+  grpc::ClientContext context;
+  PrepareContext(options_, timeout, &context);
+  v1::PutTensorResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::PutTensorRequest>> writer =
+      stubs_->attention->PutTensor(&context, &response);
+  // The first message carries dtype, shape and the first chunk; each write
+  // waits for flow control, so at most a chunk is buffered here.
+  size_t offset = 0;
+  do {
+    const size_t n = std::min(chunk, data.size() - offset);
+    message.set_chunk(data.data() + offset, n);
+    offset += n;
+    if (!writer->Write(message)) break;  // The server ended the call.
+    message.clear_tensor();
+    message.clear_ttl_seconds();
+  } while (offset < data.size());
+  writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::PutTensorResponse> Client::PutTensor(
+    const v1::Tensor& tensor, const PutOptions& options,
+    std::optional<absl::Duration> timeout) const {
+  return PutTensor(
+      tensor.dtype(),
+      std::vector<int64_t>(tensor.shape().begin(), tensor.shape().end()),
+      tensor.data(), options, timeout);
+}
+
+absl::StatusOr<v1::Tensor> Client::GetTensor(
+    const std::string& handle, std::optional<absl::Duration> timeout) const {
+  grpc::ClientContext context;
+  PrepareContext(options_, timeout, &context);
+  v1::GetTensorRequest request;
+  request.set_handle(handle);
+  std::unique_ptr<grpc::ClientReader<v1::GetTensorResponse>> reader =
+      stubs_->attention->GetTensor(&context, request);
+  v1::Tensor tensor;
+  v1::GetTensorResponse message;
+  bool first = true;
+  uint64_t expected = 0;
+  while (reader->Read(&message)) {
+    if (first) {
+      first = false;
+      tensor.set_dtype(message.tensor().dtype());
+      *tensor.mutable_shape() = message.tensor().shape();
+      absl::StatusOr<uint64_t> bytes = wire::ByteSize(tensor, "tensor");
+      if (bytes.ok()) {
+        expected = *bytes;
+        tensor.mutable_data()->reserve(expected);
+      }
+    }
+    tensor.mutable_data()->append(message.chunk());
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (first || tensor.data().size() != expected) {
+    return absl::DataLossError(absl::StrCat(
+        "GetTensor: received ", tensor.data().size(), " bytes, expected ",
+        expected, " for ", wire::ShapeString(tensor)));
+  }
+  return tensor;
+}
+
+absl::Status Client::DeleteTensor(const std::string& handle,
+                                  std::optional<absl::Duration> timeout) const {
+  v1::DeleteTensorRequest request;
+  request.set_handle(handle);
+  return Unary(options_, timeout, *stubs_->attention,
+               &AttentionStub::DeleteTensor, request)
+      .status();
 }
 
 absl::StatusOr<ServingStatus> Client::Health(

@@ -141,4 +141,13 @@ absl::StatusOr<v1::Tensor> MakeCausalMask(int64_t sq, int64_t skv) {
   return mask;
 }
 
+v1::Tensor TensorHandle(const std::string& handle, v1::DataType dtype,
+                        const std::vector<int64_t>& shape) {
+  v1::Tensor tensor;
+  tensor.set_handle(handle);
+  tensor.set_dtype(dtype);
+  SetShape(shape, &tensor);
+  return tensor;
+}
+
 }  // namespace attnserve

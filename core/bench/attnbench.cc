@@ -4,9 +4,13 @@
 //
 //   attnbench --threads=2 --dtypes=fp32,bf16 --seqs=2048,4096 --dims=128
 //
-// Lines: {"kind":"reference",...} (tile sgemm on `threads` workers, with
-// OpenBLAS and with oneDNN; the faster is the reference, measured again
-// around every case),
+// Lines: {"kind":"host",...} (CPU model and the flags that decide the
+// paths), {"kind":"backend",...} (the engine's backends),
+// {"kind":"reference",...} (tile sgemm on `threads` workers, with OpenBLAS
+// and with oneDNN, the faster being the reference, and oneDNN's bf16 tile
+// matmul, the reference of bf16 cases that run bf16 products; both
+// measured again around every case; and one whole-machine n x n oneDNN
+// matmul on --threads threads, f32 and bf16, at the start and at the end),
 // {"kind":"attention",...} (GFLOP/s, ratio to the reference, and with
 // --eager the ratio to eager matmul/softmax/matmul on the same threads), and
 // {"kind":"rss",...} (peak RSS of a forward at --rss_seq in a child process,
@@ -27,6 +31,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "attnserve/core/engine.h"
 #include "attnserve/core/plan.h"
@@ -46,10 +51,16 @@ ABSL_FLAG(double, min_seconds, 1.0,
           "Each figure is the best of runs filling at least this long.");
 ABSL_FLAG(bool, eager, true, "Also time eager attention at S <= 4096.");
 ABSL_FLAG(bool, cpu_clock, false,
-          "Time with the process CPU clock divided by --threads instead of "
-          "the wall clock (steadier on a shared machine; exact for one "
-          "thread).");
+          "Time the kernels and every reference with the process CPU clock "
+          "divided by --threads instead of the wall clock (steadier on a "
+          "shared machine; exact for one thread).");
 ABSL_FLAG(int64_t, rss_seq, 16384, "Sequence of the peak-RSS run (0: skip).");
+ABSL_FLAG(bool, bf16_tile_products, true,
+          "Let BFLOAT16 cases run bf16 tile products where the CPU has them "
+          "(false: the fp32 products, for comparison).");
+ABSL_FLAG(int64_t, matmul_n, 2048,
+          "Side of the whole-machine oneDNN matmul reference (f32, and bf16 "
+          "where the host has it) on --threads threads; 0: skip it.");
 ABSL_FLAG(bool, adjacent_reference, true,
           "Measure the faster library's tile sgemm just before and just after "
           "every case and divide by the better of the two (a shared machine's "
@@ -117,11 +128,12 @@ Problem MakeProblem(DType dtype, int64_t b, int64_t n, int64_t s, int64_t d,
 template <typename Fn>
 double BestSeconds(Fn&& fn) {
   const double budget = absl::GetFlag(FLAGS_min_seconds);
+  const int threads = absl::GetFlag(FLAGS_threads);
   double best = 1e30, total = 0;
   for (int run = 0; run < 2 || total < budget; ++run) {
-    const Clock::time_point t0 = Clock::now();
+    const double start = Now();
     fn();
-    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double dt = SecondsSince(start, threads);
     best = std::min(best, dt);
     total += dt;
   }
@@ -143,18 +155,91 @@ double TileReference(SgemmLibrary lib, int64_t d, int windows) {
   return 2.0 / (1.0 / qk + 1.0 / pv);
 }
 
+// The same for oneDNN's bf16 matmul (0 when the host has none).
+double TileBf16Reference(int64_t d, int windows) {
+  const int threads = absl::GetFlag(FLAGS_threads);
+  std::string why_not;
+  const double qk =
+      TileBf16Gflops(128, 128, d, true, threads, 0.25, windows, &why_not);
+  const double pv =
+      TileBf16Gflops(128, d, 128, false, threads, 0.25, windows, &why_not);
+  return qk > 0 && pv > 0 ? 2.0 / (1.0 / qk + 1.0 / pv) : 0.0;
+}
+
+// The whole-machine matmul reference of one precision, printed.
+double MatmulReference(bool bf16) {
+  const int64_t n = absl::GetFlag(FLAGS_matmul_n);
+  if (n <= 0) return 0.0;
+  const int threads = absl::GetFlag(FLAGS_threads);
+  std::string impl;
+  const double gflops = MatmulGflops(bf16, n, threads, 1.0, &impl);
+  std::printf(
+      "{\"kind\":\"reference\",\"what\":\"matmul\",\"dtype\":\"%s\","
+      "\"n\":%lld,\"threads\":%d,\"implementation\":\"%s\","
+      "\"gflops\":%.2f}\n",
+      bf16 ? "bf16" : "f32", static_cast<long long>(n), threads, impl.c_str(),
+      gflops);
+  std::fflush(stdout);
+  return gflops;
+}
+
+// "model name" and the CPU flags of /proc/cpuinfo that decide the paths.
+std::string HostLine() {
+  std::string model, flags;
+  if (FILE* f = std::fopen("/proc/cpuinfo", "r")) {
+    char line[8192];
+    while (std::fgets(line, sizeof(line), f) != nullptr &&
+           (model.empty() || flags.empty())) {
+      const std::string text(line);
+      const size_t colon = text.find(':');
+      if (colon == std::string::npos) continue;
+      std::string value = text.substr(colon + 1);
+      while (!value.empty() && (value.back() == '\n' || value.back() == ' ')) {
+        value.pop_back();
+      }
+      if (!value.empty() && value.front() == ' ') value.erase(0, 1);
+      if (model.empty() && text.rfind("model name", 0) == 0) model = value;
+      if (flags.empty() && text.rfind("flags", 0) == 0) flags = value;
+    }
+    std::fclose(f);
+  }
+  std::string kept;
+  for (absl::string_view flag : absl::StrSplit(flags, ' ')) {
+    for (const char* wanted :
+         {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni",
+          "amx_bf16", "amx_tile"}) {
+      if (flag == wanted) absl::StrAppend(&kept, kept.empty() ? "" : " ", flag);
+    }
+  }
+  return absl::StrCat(
+      "{\"kind\":\"host\",\"cpu\":\"", model, "\",\"cpu_flags\":\"", kept,
+      "\",\"onednn_bf16_matmul\":\"", Bf16MatmulImplementation(), "\"}\n");
+}
+
+// Whole-machine matmul rates measured at the start of the run.
+struct MatmulRates {
+  double f32 = 0, bf16 = 0;
+};
+
 void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
              bool causal, const std::string& direction, SgemmLibrary ref_lib,
-             double ref_gflops) {
+             double ref_gflops, double bf16_ref_gflops,
+             const MatmulRates& matmul) {
   const bool adjacent = absl::GetFlag(FLAGS_adjacent_reference);
-  if (adjacent) ref_gflops = TileReference(ref_lib, d, 2);
   const int threads = absl::GetFlag(FLAGS_threads);
   const int64_t b = absl::GetFlag(FLAGS_b), n = absl::GetFlag(FLAGS_n);
+  const bool allow_bf16 = engine.bf16_tile_products();
   Problem p = MakeProblem(dtype, b, n, s, d, causal);
   const core::ForwardArgs fwd{p.q.view(), p.k.view(), p.v.view(), p.options};
   absl::StatusOr<core::ForwardCall> fcall =
-      core::ForwardCall::Prepare(fwd, threads);
+      core::ForwardCall::Prepare(fwd, threads, allow_bf16);
   if (!fcall.ok()) Die(fcall.status());
+  const bool bf16_products =
+      fcall->plan().tiling.products == core::TileProducts::kBFloat16;
+  if (adjacent) {
+    ref_gflops = TileReference(ref_lib, d, 2);
+    if (bf16_products) bf16_ref_gflops = TileBf16Reference(d, 2);
+  }
   core::CancelToken token;
   double seconds = 0, flops = 0;
   uint64_t workspace = 0;
@@ -178,7 +263,7 @@ void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
     bwd.attention_in = f->attention_out.view();
     bwd.options = p.options;
     absl::StatusOr<core::BackwardCall> bcall =
-        core::BackwardCall::Prepare(bwd, threads);
+        core::BackwardCall::Prepare(bwd, threads, allow_bf16);
     if (!bcall.ok()) Die(bcall.status());
     seconds = BestSeconds([&] {
       absl::StatusOr<core::BackwardResult> r = engine.Run(*bcall, token);
@@ -187,8 +272,23 @@ void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
     });
     flops = bcall->flops();
   }
-  if (adjacent) ref_gflops = std::max(ref_gflops, TileReference(ref_lib, d, 2));
+  if (adjacent) {
+    ref_gflops = std::max(ref_gflops, TileReference(ref_lib, d, 2));
+    if (bf16_products) {
+      bf16_ref_gflops = std::max(bf16_ref_gflops, TileBf16Reference(d, 2));
+    }
+  }
   const double gflops = flops / seconds / 1e9;
+  std::string bf16_ref;
+  if (bf16_products && bf16_ref_gflops > 0) {
+    absl::StrAppend(&bf16_ref, ",\"tile_bf16_gflops\":", bf16_ref_gflops,
+                    ",\"ratio_to_tile_bf16\":", gflops / bf16_ref_gflops);
+  }
+  const double matmul_gflops = bf16_products ? matmul.bf16 : matmul.f32;
+  if (matmul_gflops > 0) {
+    absl::StrAppend(&bf16_ref, ",\"matmul_gflops\":", matmul_gflops,
+                    ",\"ratio_to_matmul\":", gflops / matmul_gflops);
+  }
   std::string eager;
   if (absl::GetFlag(FLAGS_eager) && s <= 4096 && b == 1) {
     const double eager_s = EagerAttentionSeconds(
@@ -198,20 +298,22 @@ void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
   }
   std::printf(
       "{\"kind\":\"attention\",\"direction\":\"%s\",\"dtype\":\"%s\","
+      "\"tile_products\":\"%s\","
       "\"b\":%lld,\"n\":%lld,\"kv_heads\":%lld,\"s\":%lld,\"d\":%lld,"
       "\"causal\":%s,"
       "\"threads\":%d,\"seconds\":%.6f,\"gflops_dense\":%.2f,"
-      "\"tile_sgemm_gflops\":%.2f,\"ratio_to_tile_sgemm\":%.3f,"
+      "\"tile_sgemm_gflops\":%.2f,\"ratio_to_tile_sgemm\":%.3f%s,"
       "\"workspace_bytes\":%llu%s}\n",
-      direction.c_str(), core::DTypeName(dtype), static_cast<long long>(b),
-      static_cast<long long>(n),
+      direction.c_str(), core::DTypeName(dtype),
+      core::TileProductsName(fcall->plan().tiling.products),
+      static_cast<long long>(b), static_cast<long long>(n),
       static_cast<long long>(absl::GetFlag(FLAGS_kv_heads) > 0
                                  ? absl::GetFlag(FLAGS_kv_heads)
                                  : n),
       static_cast<long long>(s), static_cast<long long>(d),
       causal ? "true" : "false", threads, seconds, gflops, ref_gflops,
-      gflops / ref_gflops, static_cast<unsigned long long>(workspace),
-      eager.c_str());
+      gflops / ref_gflops, bf16_ref.c_str(),
+      static_cast<unsigned long long>(workspace), eager.c_str());
   std::fflush(stdout);
 }
 
@@ -274,9 +376,12 @@ int main(int argc, char** argv) {
   if (rss_seq > 0) MeasureRss(rss_seq);
 
   const int threads = absl::GetFlag(FLAGS_threads);
-  attnserve::core::Engine engine(attnserve::core::EngineOptions{0, threads});
+  UseCpuClock(absl::GetFlag(FLAGS_cpu_clock));
+  attnserve::core::Engine engine(attnserve::core::EngineOptions{
+      0, threads, absl::GetFlag(FLAGS_bf16_tile_products)});
+  std::printf("%s", HostLine().c_str());
   std::printf("{\"kind\":\"backend\",\"backends\":\"%s\"}\n",
-              engine.backends().front().c_str());
+              absl::StrJoin(engine.backends(), ", ").c_str());
   const std::vector<int64_t> dims = Ints(absl::GetFlag(FLAGS_dims));
   std::vector<double> ref(dims.size(), 0.0);
   std::vector<SgemmLibrary> ref_lib(dims.size(), SgemmLibrary::kOpenBlas);
@@ -298,18 +403,40 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
-  for (const std::string& dt : Words(absl::GetFlag(FLAGS_dtypes))) {
+  // oneDNN's bf16 tile matmul, when a case will use bf16 products.
+  std::vector<double> bf16_ref(dims.size(), 0.0);
+  const std::vector<std::string> dtypes = Words(absl::GetFlag(FLAGS_dtypes));
+  const bool bf16_cases =
+      std::find(dtypes.begin(), dtypes.end(), "bf16") != dtypes.end() &&
+      attnserve::core::ChooseTileProducts(attnserve::core::DType::kBFloat16,
+                                          engine.bf16_tile_products()) ==
+          attnserve::core::TileProducts::kBFloat16;
+  for (size_t i = 0; bf16_cases && i < dims.size(); ++i) {
+    bf16_ref[i] = TileBf16Reference(dims[i], 4);
+    std::printf(
+        "{\"kind\":\"reference\",\"what\":\"tile_bf16_matmul\",\"library\":"
+        "\"onednn\",\"d\":%lld,\"threads\":%d,\"gflops\":%.2f}\n",
+        static_cast<long long>(dims[i]), threads, bf16_ref[i]);
+    std::fflush(stdout);
+  }
+  MatmulRates matmul;
+  matmul.f32 = MatmulReference(false);
+  if (bf16_cases) matmul.bf16 = MatmulReference(true);
+  for (const std::string& dt : dtypes) {
     for (int64_t s : Ints(absl::GetFlag(FLAGS_seqs))) {
       for (size_t i = 0; i < dims.size(); ++i) {
         for (int64_t causal : Ints(absl::GetFlag(FLAGS_causal))) {
           for (const std::string& dir :
                Words(absl::GetFlag(FLAGS_directions))) {
             RunCase(engine, ParseDType(dt), s, dims[i], causal != 0, dir,
-                    ref_lib[i], ref[i]);
+                    ref_lib[i], ref[i], bf16_ref[i], matmul);
           }
         }
       }
     }
   }
+  // Again at the end: how far the machine drifted during the run.
+  MatmulReference(false);
+  if (bf16_cases) MatmulReference(true);
   return 0;
 }

@@ -6,8 +6,9 @@
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
 #include "kernels/nsa_attention.h"
-#include "plan/layout.h"
+#include "runtime/bf16_gemm.h"
 #include "runtime/gemm.h"
+#include "runtime/head_io.h"
 #include "runtime/parallel_for.h"
 #include "runtime/vector_math.h"
 
@@ -100,6 +101,7 @@ Engine::Engine(const EngineOptions& options, const BufferPoolOptions& buffers)
     : pool_(options.workspace_budget_bytes),
       buffers_(buffers),
       intra_op_threads_(std::max(1, options.intra_op_threads)),
+      bf16_tile_products_(options.bf16_tile_products),
       compute_(std::make_unique<ComputePool>(intra_op_threads_ - 1)) {
   InitGemmBackend();
 }
@@ -108,9 +110,28 @@ Engine::~Engine() = default;
 
 std::vector<std::string> Engine::backends() const {
   // The tile-product library, OpenBLAS's kernel for this CPU (logged even
-  // when oneDNN runs the tiles) and the vector level of the softmax.
+  // when oneDNN runs the tiles), the vector level of the softmax and the
+  // bf16 tile products.
   return {InitGemmBackend(), GemmCpuDescription(),
-          std::string("softmax-simd:") + SimdLevelName(BestSimdLevel())};
+          std::string("softmax-simd:") + SimdLevelName(BestSimdLevel()),
+          bf16_tile_products_
+              ? Bf16ProductsDescription()
+              : std::string("onednn-bf16-matmul:off (disabled by option)")};
+}
+
+absl::Status Engine::CheckProducts(TileProducts products) const {
+  if (products != TileProducts::kBFloat16) return absl::OkStatus();
+  if (!bf16_tile_products_) {
+    return absl::FailedPreconditionError(
+        "the plan runs bf16 tile products, which this engine has turned "
+        "off: prepare calls with allow_bf16 = engine.bf16_tile_products()");
+  }
+  if (!Bf16Products().available) {
+    return absl::FailedPreconditionError(
+        "the plan runs bf16 tile products, which this host lacks: " +
+        Bf16Products().detail);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ForwardResult> Engine::Run(const ForwardCall& call,
@@ -122,6 +143,7 @@ absl::StatusOr<ForwardResult> Engine::RunForward(const ForwardArgs& args,
                                                  const ForwardPlan& plan,
                                                  const CancelToken& cancel) {
   ATTN_RETURN_IF_ERROR(cancel.Check());
+  ATTN_RETURN_IF_ERROR(CheckProducts(plan.tiling.products));
   ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
                         pool_.Acquire(plan.workspace_bytes));
   const AttentionDims& d = plan.dims;
@@ -142,8 +164,7 @@ absl::StatusOr<ForwardResult> Engine::RunForward(const ForwardArgs& args,
   k.softmax_max = Floats(result.softmax_max);
   k.softmax_sum = Floats(result.softmax_sum);
   result.stats.workspace_bytes = lease.size();
-  ATTN_RETURN_IF_ERROR(FlashForward(k, lease.floats(),
-                                    lease.size() / sizeof(float), *compute_,
+  ATTN_RETURN_IF_ERROR(FlashForward(k, lease.floats(), lease.size(), *compute_,
                                     cancel, &result.stats));
   result.stats.flops = plan.flops;
   return result;
@@ -154,6 +175,7 @@ absl::StatusOr<BackwardResult> Engine::Run(const BackwardCall& call,
   const BackwardArgs& args = call.args();
   const BackwardPlan& plan = call.plan();
   ATTN_RETURN_IF_ERROR(cancel.Check());
+  ATTN_RETURN_IF_ERROR(CheckProducts(plan.tiling.products));
   // Without residuals, recompute them with a forward pass first.
   ForwardResult recomputed;
   const TensorView* softmax_max =
@@ -212,8 +234,7 @@ absl::StatusOr<BackwardResult> Engine::Run(const BackwardCall& call,
   result.stats = recomputed.stats;
   result.stats.workspace_bytes =
       std::max<uint64_t>(lease.size(), recomputed.stats.workspace_bytes);
-  ATTN_RETURN_IF_ERROR(FlashBackward(k, lease.floats(),
-                                     lease.size() / sizeof(float), *compute_,
+  ATTN_RETURN_IF_ERROR(FlashBackward(k, lease.floats(), lease.size(), *compute_,
                                      cancel, &result.stats));
   if (plan.pse.kind != PseSpec::Kind::kNone) {
     result.dpse =
@@ -255,6 +276,7 @@ absl::StatusOr<ForwardResult> Engine::Run(const NsaForwardCall& call,
   const NsaForwardArgs& args = call.args();
   const NsaForwardPlan& plan = call.plan();
   ATTN_RETURN_IF_ERROR(cancel.Check());
+  ATTN_RETURN_IF_ERROR(CheckProducts(plan.products));
   ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
                         pool_.Acquire(plan.workspace_bytes));
   ForwardResult result;
@@ -268,12 +290,12 @@ absl::StatusOr<ForwardResult> Engine::Run(const NsaForwardCall& call,
       NsaArgs(plan.dims, args.options, plan.scale, plan.threads, args.query,
               args.key, args.value, args.topk_indices);
   k.token_tile = plan.token_tile;
+  k.products = plan.products;
   k.out = result.attention_out.bytes.data();
   k.softmax_max = reinterpret_cast<float*>(result.softmax_max.bytes.data());
   k.softmax_sum = reinterpret_cast<float*>(result.softmax_sum.bytes.data());
   result.stats.workspace_bytes = lease.size();
-  ATTN_RETURN_IF_ERROR(NsaForward(k, lease.floats(),
-                                  lease.size() / sizeof(float), *compute_,
+  ATTN_RETURN_IF_ERROR(NsaForward(k, lease.floats(), lease.size(), *compute_,
                                   cancel, &result.stats));
   result.stats.flops = plan.flops;
   return result;
@@ -284,6 +306,7 @@ absl::StatusOr<BackwardResult> Engine::Run(const NsaBackwardCall& call,
   const NsaBackwardArgs& args = call.args();
   const NsaBackwardPlan& plan = call.plan();
   ATTN_RETURN_IF_ERROR(cancel.Check());
+  ATTN_RETURN_IF_ERROR(CheckProducts(plan.products));
   ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
                         pool_.Acquire(plan.workspace_bytes));
   BackwardResult result;
@@ -298,6 +321,7 @@ absl::StatusOr<BackwardResult> Engine::Run(const NsaBackwardCall& call,
               args.key, args.value, args.topk_indices);
   k.chunk_tokens = plan.chunk_tokens;
   k.token_tile = plan.token_tile;
+  k.products = plan.products;
   k.out_in = args.attention_out.data;
   k.dy = args.attention_out_grad.data;
   k.max_in = static_cast<const float*>(args.softmax_max.data);
@@ -306,8 +330,7 @@ absl::StatusOr<BackwardResult> Engine::Run(const NsaBackwardCall& call,
   k.dk = result.dk.bytes.data();
   k.dv = result.dv.bytes.data();
   result.stats.workspace_bytes = lease.size();
-  ATTN_RETURN_IF_ERROR(NsaBackward(k, lease.floats(),
-                                   lease.size() / sizeof(float), *compute_,
+  ATTN_RETURN_IF_ERROR(NsaBackward(k, lease.floats(), lease.size(), *compute_,
                                    cancel, &result.stats));
   result.stats.flops = plan.flops;
   return result;

@@ -14,20 +14,24 @@ uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
 
 // The operator's Plan function.
 absl::StatusOr<ForwardPlan> PlanOf(const ForwardArgs& args,
-                                   const ThreadPolicy& threads) {
-  return PlanForward(args, threads);
+                                   const ThreadPolicy& threads,
+                                   bool allow_bf16) {
+  return PlanForward(args, threads, allow_bf16);
 }
 absl::StatusOr<BackwardPlan> PlanOf(const BackwardArgs& args,
-                                    const ThreadPolicy& threads) {
-  return PlanBackward(args, threads);
+                                    const ThreadPolicy& threads,
+                                    bool allow_bf16) {
+  return PlanBackward(args, threads, allow_bf16);
 }
 absl::StatusOr<NsaForwardPlan> PlanOf(const NsaForwardArgs& args,
-                                      const ThreadPolicy& threads) {
-  return PlanNsaForward(args, threads);
+                                      const ThreadPolicy& threads,
+                                      bool allow_bf16) {
+  return PlanNsaForward(args, threads, allow_bf16);
 }
 absl::StatusOr<NsaBackwardPlan> PlanOf(const NsaBackwardArgs& args,
-                                       const ThreadPolicy& threads) {
-  return PlanNsaBackward(args, threads);
+                                       const ThreadPolicy& threads,
+                                       bool allow_bf16) {
+  return PlanNsaBackward(args, threads, allow_bf16);
 }
 
 int ThreadsOf(const ForwardPlan& plan) { return plan.tiling.threads; }
@@ -58,8 +62,8 @@ uint64_t OutputBytes(const std::vector<OutputSpec>& outputs) {
 
 template <typename Op>
 absl::StatusOr<PreparedCall<Op>> PreparedCall<Op>::Prepare(
-    Args args, const ThreadPolicy& threads) {
-  ATTN_ASSIGN_OR_RETURN(Plan plan, PlanOf(args, threads));
+    Args args, const ThreadPolicy& threads, bool allow_bf16) {
+  ATTN_ASSIGN_OR_RETURN(Plan plan, PlanOf(args, threads, allow_bf16));
   return PreparedCall(std::move(args), std::move(plan));
 }
 

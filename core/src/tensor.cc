@@ -1,9 +1,12 @@
 #include "attnserve/core/tensor.h"
 
+#include <atomic>
 #include <limits>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "attnserve/core/allocation_faults.h"
 #include "attnserve/core/status_macros.h"
 
 namespace attnserve::core {
@@ -46,12 +49,41 @@ absl::StatusOr<uint64_t> CheckedByteSize(DType dtype,
   return static_cast<uint64_t>(bytes);
 }
 
+namespace {
+
+// Allocations left until the armed one (0: disarmed).
+std::atomic<int64_t> allocations_to_failure{0};
+std::atomic<int64_t> allocation_count{0};
+
+}  // namespace
+
+void FailNthHostAllocation(int64_t n) {
+  allocations_to_failure.store(n > 0 ? n : 0, std::memory_order_relaxed);
+}
+
+int64_t HostAllocationCount() {
+  return allocation_count.load(std::memory_order_relaxed);
+}
+
+void CountHostAllocation() {
+  allocation_count.fetch_add(1, std::memory_order_relaxed);
+  int64_t left = allocations_to_failure.load(std::memory_order_relaxed);
+  while (left > 0) {
+    if (allocations_to_failure.compare_exchange_weak(
+            left, left - 1, std::memory_order_relaxed)) {
+      if (left == 1) throw std::bad_alloc();
+      return;
+    }
+  }
+}
+
 HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape) {
   return MakeHostTensor(dtype, std::move(shape), nullptr);
 }
 
 HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape,
                           BufferPool* pool) {
+  CountHostAllocation();
   HostTensor t;
   t.dtype = dtype;
   int64_t n = 1;

@@ -101,7 +101,7 @@ TEST_P(BackwardDtypeTest, IsBitwiseDeterministicAcrossThreadCounts) {
   const core::BackwardArgs args = c.backward_args_with_reference_residuals();
   ATTN_ASSERT_OK_AND_ASSIGN(core::BackwardResult one, RunBackward(args, 1));
   ExpectBackwardMatches(c, one, TolerancesFor(config.dtype));
-  for (int threads : {2, 3, 4}) {
+  for (int threads : {2, 3, 4, 5}) {
     SCOPED_TRACE(threads);
     ATTN_ASSERT_OK_AND_ASSIGN(core::BackwardResult many,
                               RunBackward(args, threads));

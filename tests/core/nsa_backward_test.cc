@@ -2,6 +2,7 @@
 // scatter-added to the original key rows (blocks read by many tokens, by
 // several heads, and twice by one token), varlen batches, GQA with D != Dv,
 // causal mode 2, and the same bits for 1, 2 and 3 threads.
+#include <cstring>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -224,6 +225,11 @@ TEST(NsaBackwardTest, DeadlinePassingDuringTheRunStopsIt) {
       core::MakeHostTensor(DType::kBFloat16, {skv, 1, 128});
   const core::HostTensor stat =
       core::MakeHostTensor(DType::kFloat32, {t, 16, 8});
+  core::HostTensor sums = core::MakeHostTensor(DType::kFloat32, {t, 16, 8});
+  for (size_t i = 0; i < sums.bytes.size(); i += sizeof(float)) {
+    const float one = 1.0f;  // Sums must be positive and finite.
+    std::memcpy(&sums.bytes[i], &one, sizeof(one));
+  }
   const core::HostTensor topk = core::MakeHostTensor(DType::kInt32, {t, 1, 16});
   core::NsaBackwardArgs args;
   args.query = q.view();
@@ -232,7 +238,7 @@ TEST(NsaBackwardTest, DeadlinePassingDuringTheRunStopsIt) {
   args.attention_out = q.view();
   args.attention_out_grad = q.view();
   args.softmax_max = stat.view();
-  args.softmax_sum = stat.view();
+  args.softmax_sum = sums.view();
   args.topk_indices = topk.view();
   args.options.actual_seq_qlen = {t};
   args.options.actual_seq_kvlen = {skv};

@@ -2,6 +2,7 @@
 // one refusal per documented constraint (INVALID_ARGUMENT naming the wire
 // field).
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <optional>
@@ -49,6 +50,17 @@ class NsaPlanTest : public ::testing::Test {
 
   TensorView Tensor(DType dtype, std::vector<int64_t> shape) {
     storage_.push_back(MakeHostTensor(dtype, std::move(shape)));
+    return storage_.back().view();
+  }
+  // FLOAT32 of `shape` filled with 1: softmax_sum residuals that pass the
+  // statistics check (sums must be positive and finite).
+  TensorView PositiveSums(std::vector<int64_t> shape) {
+    storage_.push_back(MakeHostTensor(DType::kFloat32, std::move(shape)));
+    auto& bytes = storage_.back().bytes;
+    const float one = 1.0f;
+    for (size_t i = 0; i + sizeof(one) <= bytes.size(); i += sizeof(one)) {
+      std::memcpy(&bytes[i], &one, sizeof(one));
+    }
     return storage_.back().view();
   }
   // A view of `shape` claiming the right byte size without any memory: for
@@ -100,7 +112,7 @@ class NsaPlanTest : public ::testing::Test {
     args.attention_out = Tensor(dtype, {kT1, kN1, kD});
     args.attention_out_grad = Tensor(dtype, {kT1, kN1, kD});
     args.softmax_max = Tensor(DType::kFloat32, {kT1, kN1, 8});
-    args.softmax_sum = Tensor(DType::kFloat32, {kT1, kN1, 8});
+    args.softmax_sum = PositiveSums({kT1, kN1, 8});
     args.options = f.options;
     return args;
   }

@@ -121,7 +121,7 @@ class FeaturePlanTest : public PlanTest {
     args.dy = Tensor(dims.dtype, LayoutShape(dims.layout, out));
     if (residuals) {
       args.softmax_max = Tensor(DType::kFloat32, {dims.b, dims.n1, dims.sq, 8});
-      args.softmax_sum = Tensor(DType::kFloat32, {dims.b, dims.n1, dims.sq, 8});
+      args.softmax_sum = PositiveSums({dims.b, dims.n1, dims.sq, 8});
       args.attention_in = Tensor(dims.dtype, LayoutShape(dims.layout, out));
     }
     return args;
@@ -147,7 +147,7 @@ class FeaturePlanTest : public PlanTest {
     args.dy = Tensor(dims.dtype, {dims.t1(), dims.n1, dims.dv});
     if (residuals) {
       args.softmax_max = Tensor(DType::kFloat32, {dims.t1(), dims.n1, 8});
-      args.softmax_sum = Tensor(DType::kFloat32, {dims.t1(), dims.n1, 8});
+      args.softmax_sum = PositiveSums({dims.t1(), dims.n1, 8});
       args.attention_in = Tensor(dims.dtype, {dims.t1(), dims.n1, dims.dv});
     }
     return args;

@@ -4,6 +4,7 @@
 #ifndef ATTNSERVE_TESTS_CORE_PLAN_FIXTURE_H_
 #define ATTNSERVE_TESTS_CORE_PLAN_FIXTURE_H_
 
+#include <cstring>
 #include <deque>
 #include <optional>
 #include <string>
@@ -65,6 +66,17 @@ class PlanTest : public ::testing::Test {
     storage_.push_back(MakeHostTensor(dtype, std::move(shape)));
     return storage_.back().view();
   }
+  // FLOAT32 of `shape` filled with 1: softmax_sum residuals that pass the
+  // statistics check (sums must be positive and finite).
+  TensorView PositiveSums(std::vector<int64_t> shape) {
+    storage_.push_back(MakeHostTensor(DType::kFloat32, std::move(shape)));
+    auto& bytes = storage_.back().bytes;
+    const float one = 1.0f;
+    for (size_t i = 0; i + sizeof(one) <= bytes.size(); i += sizeof(one)) {
+      std::memcpy(&bytes[i], &one, sizeof(one));
+    }
+    return storage_.back().view();
+  }
   TensorView Qkv(Layout layout, int64_t n, int64_t s, int64_t d,
                  DType dtype = DType::kFloat32) {
     return Tensor(dtype, LayoutShape(layout, Bnsd{kB, n, s, d}));
@@ -92,7 +104,7 @@ class PlanTest : public ::testing::Test {
     args.dy = Qkv(layout, kN1, kS1, kD);
     if (residuals) {
       args.softmax_max = Tensor(DType::kFloat32, {kB, kN1, kS1, 8});
-      args.softmax_sum = Tensor(DType::kFloat32, {kB, kN1, kS1, 8});
+      args.softmax_sum = PositiveSums({kB, kN1, kS1, 8});
       args.attention_in = Qkv(layout, kN1, kS1, kD);
     }
     return args;

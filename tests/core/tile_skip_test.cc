@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -65,7 +66,6 @@ struct SkipCase {
 FeatureConfig Long(int64_t mode, int64_t s1, int64_t s2) {
   FeatureConfig c;
   c.layout = Layout::kBNSD;
-  c.dtype = DType::kFloat16;
   c.b = 1;
   c.n1 = 2;
   c.n2 = 1;
@@ -107,10 +107,20 @@ std::vector<SkipCase> Cases() {
   return v;
 }
 
-class TileSkipTest : public ::testing::TestWithParam<size_t> {};
+// Each case in FLOAT16 (fp32 tile products) and BFLOAT16 (bf16 tile
+// products where the host has them).
+class TileSkipTest
+    : public ::testing::TestWithParam<std::tuple<size_t, DType>> {
+ protected:
+  SkipCase Case() const {
+    SkipCase k = Cases()[std::get<0>(GetParam())];
+    k.config.dtype = std::get<1>(GetParam());
+    return k;
+  }
+};
 
 TEST_P(TileSkipTest, ForwardSkipsExactlyTheTilesOutsideThePredicate) {
-  const SkipCase k = Cases()[GetParam()];
+  const SkipCase k = Case();
   FeatureCase c(k.config);
   ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardPlan plan,
                             core::PlanForward(c.forward_args()));
@@ -129,7 +139,7 @@ TEST_P(TileSkipTest, ForwardSkipsExactlyTheTilesOutsideThePredicate) {
 }
 
 TEST_P(TileSkipTest, BackwardSkipsExactlyTheTilesOutsideThePredicate) {
-  const SkipCase k = Cases()[GetParam()];
+  const SkipCase k = Case();
   FeatureCase c(k.config);
   const core::BackwardArgs args = c.backward_args_with_reference_residuals();
   ATTN_ASSERT_OK_AND_ASSIGN(core::BackwardPlan plan, core::PlanBackward(args));
@@ -142,10 +152,14 @@ TEST_P(TileSkipTest, BackwardSkipsExactlyTheTilesOutsideThePredicate) {
                         Residuals::kReference);
 }
 
-INSTANTIATE_TEST_SUITE_P(Long, TileSkipTest, ::testing::Range<size_t>(0, 6),
-                         [](const ::testing::TestParamInfo<size_t>& info) {
-                           return Cases()[info.param].name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Long, TileSkipTest,
+    ::testing::Combine(::testing::Range<size_t>(0, 6),
+                       ::testing::Values(DType::kFloat16, DType::kBFloat16)),
+    [](const ::testing::TestParamInfo<std::tuple<size_t, DType>>& info) {
+      return Cases()[std::get<0>(info.param)].name + "_" +
+             core::DTypeName(std::get<1>(info.param));
+    });
 
 }  // namespace
 }  // namespace attnserve::test

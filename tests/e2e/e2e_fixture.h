@@ -34,6 +34,7 @@ inline const std::string kBufBinary = BUF_EXECUTABLE;
 inline const std::string kOpensslBinary = OPENSSL_BINARY;
 inline const std::string kNginxBinary = NGINX_BINARY;
 inline const std::string kDeployDir = DEPLOY_DIR;
+inline const std::string kDocsDir = DOCS_DIR;
 inline const std::string kProtoDir = PROTO_DIR;
 
 // Upper bound on any one program run by a test.

@@ -88,6 +88,30 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   return last_error;
 }
 
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::StartOnPort(
+    const std::string& binary, int port,
+    const std::vector<std::string>& extra_args,
+    absl::Duration startup_timeout) {
+  if (binary.empty()) {
+    return absl::FailedPreconditionError("the attnserve binary was not built");
+  }
+  std::vector<std::string> args = {absl::StrCat("--listen=127.0.0.1:", port)};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  const std::string log_path =
+      absl::StrCat(::testing::TempDir(), "/attnserve-", getpid(), "-", port,
+                   "-", absl::ToUnixMicros(absl::Now()), ".log");
+  absl::StatusOr<pid_t> pid = SpawnWithLog(binary, args, log_path);
+  if (!pid.ok()) return pid.status();
+  std::unique_ptr<ServerProcess> server(
+      new ServerProcess(*pid, port, log_path, TlsOptions{}));
+  const absl::Status serving = server->WaitUntilServing(startup_timeout);
+  if (serving.ok()) return server;
+  server->Stop(absl::Seconds(5));
+  return absl::Status(
+      serving.code(),
+      absl::StrCat(serving.message(), "\n--- server log\n", server->log()));
+}
+
 absl::Status ServerProcess::WaitUntilServing(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   absl::Status last = absl::UnavailableError("not checked yet");

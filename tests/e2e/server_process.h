@@ -41,6 +41,13 @@ class ServerProcess {
       absl::Duration startup_timeout = absl::Seconds(60),
       const TlsOptions& probe = {});
 
+  // The same on a given port (one attempt): e.g. to restart an instance at
+  // the address a load balancer knows.
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> StartOnPort(
+      const std::string& binary, int port,
+      const std::vector<std::string>& extra_args,
+      absl::Duration startup_timeout = absl::Seconds(60));
+
   // Stops the server if it still runs.
   ~ServerProcess();
 

@@ -278,7 +278,7 @@ TEST(ProtoConvertTest, ViewsReadReceivedPayloadsAfterTheirSizeIsChecked) {
     EXPECT_TRUE(decoded.data().empty());
     wire::RequestPayloads payloads(received, std::move(ranges), &pool);
     absl::StatusOr<core::TensorView> view =
-        ToTensorView(decoded, "query", &payloads);
+        ToTensorView(decoded, "query", nullptr, &payloads);
     if (bytes == &good) {
       ASSERT_THAT(view, IsOk());
       EXPECT_EQ(view->size_bytes, 24u);

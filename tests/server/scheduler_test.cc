@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -104,6 +106,37 @@ TEST(SchedulerTest, RunsEveryJobAndHandsItsStatusToDone) {
     }
   }
   EXPECT_EQ(scheduler.workers(), 2);
+}
+
+// The job boundary: a job that throws (an allocation failing inside it)
+// ends with RESOURCE_EXHAUSTED / INTERNAL, its memory is released, and the
+// same worker runs the next job.
+TEST(SchedulerTest, ThrowingJobEndsThatCallAndTheWorkerGoesOn) {
+  Scheduler scheduler(SchedulerOptions{/*workers=*/1, /*queue_depth=*/8});
+  Outcome bad_alloc, other, after;
+  Job job = RecordingJob(&bad_alloc);
+  job.memory_bytes = 1000;
+  job.run = [](const core::CancelToken&) -> absl::Status {
+    throw std::bad_alloc();
+  };
+  ASSERT_THAT(scheduler.Submit(std::move(job)), IsOk());
+  Job job2 = RecordingJob(&other);
+  job2.run = [](const core::CancelToken&) -> absl::Status {
+    throw std::length_error("vector too long");
+  };
+  ASSERT_THAT(scheduler.Submit(std::move(job2)), IsOk());
+  ASSERT_THAT(scheduler.Submit(RecordingJob(&after)), IsOk());
+  for (Outcome* o : {&bad_alloc, &other, &after}) {
+    ASSERT_TRUE(o->done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  }
+  EXPECT_THAT(bad_alloc.status, StatusIs(absl::StatusCode::kResourceExhausted,
+                                         HasSubstr("out of memory")));
+  EXPECT_THAT(other.status, StatusIs(absl::StatusCode::kInternal,
+                                     HasSubstr("vector too long")));
+  EXPECT_TRUE(after.ran);
+  EXPECT_THAT(after.status, IsOk());
+  scheduler.Shutdown();
+  EXPECT_EQ(scheduler.memory_in_use(), 0u);
 }
 
 TEST(SchedulerTest, RunsQueuedJobsInFifoOrder) {

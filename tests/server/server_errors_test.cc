@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "attnserve/core/allocation_faults.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/status_mapping.h"
@@ -149,6 +150,54 @@ TEST_F(ServerErrorsTest, GradWithWrongDyShapeNamesDy) {
   EXPECT_EQ(ViolatedField(status), "dy.shape");
 }
 
+// Values that used to give a wrong answer with OK, refused through the wire
+// with a BadRequest naming the field.
+v1::FlashAttentionScoreGradRequest ValidGradRequest() {
+  const v1::FlashAttentionScoreRequest f = ValidRequest();
+  v1::FlashAttentionScoreGradRequest r;
+  *r.mutable_query() = f.query();
+  *r.mutable_key() = f.key();
+  *r.mutable_value() = f.value();
+  *r.mutable_dy() = f.query();
+  r.set_head_num(2);
+  r.set_input_layout("BSND");
+  return r;
+}
+
+grpc::Status Grad(TestServer& server,
+                  const v1::FlashAttentionScoreGradRequest& request) {
+  grpc::ClientContext context;
+  SetTestDeadline(&context);
+  v1::FlashAttentionScoreGradResponse response;
+  return server.stub().FlashAttentionScoreGrad(&context, request, &response);
+}
+
+TEST_F(ServerErrorsTest, ReservedInputsAndUnrepresentableScalarsAreNamed) {
+  ASSERT_TRUE(server_.started());
+  v1::FlashAttentionScoreRequest r = ValidRequest();
+  *r.mutable_padding_mask() = Zeros("BSND", Bnsd{1, 2, 4, 8});
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "padding_mask");
+  r = ValidRequest();
+  r.set_scale_value(1e39);
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "scale_value");
+  r = ValidRequest();
+  r.set_keep_prob(1e-45);
+  r.set_seed(1);
+  EXPECT_EQ(ViolatedField(Forward(server_, r)), "keep_prob");
+
+  v1::FlashAttentionScoreGradRequest g = ValidGradRequest();
+  ASSERT_TRUE(Grad(server_, g).ok());
+  *g.mutable_softmax_in() = Zeros("BSND", Bnsd{1, 2, 4, 8});
+  EXPECT_EQ(ViolatedField(Grad(server_, g)), "softmax_in");
+  // Residuals whose softmax_sum is 0 (all-zero statistics).
+  g = ValidGradRequest();
+  const Bnsd stats{1, 2, 4, 8};  // [B, N1, Sq, 8] as BNSD.
+  *g.mutable_softmax_max() = Zeros("BNSD", stats);
+  *g.mutable_softmax_sum() = Zeros("BNSD", stats);
+  *g.mutable_attention_in() = ValidRequest().query();
+  EXPECT_EQ(ViolatedField(Grad(server_, g)), "softmax_sum");
+}
+
 ServerOptions SmallMessageOptions() {
   ServerOptions options = TestServer::DefaultOptions();
   options.max_message_bytes = 64 * 1024;
@@ -207,6 +256,33 @@ TEST(ServerDeadlineTest, DeadlinePassedBeforeComputeStartsIsDeadlineExceeded) {
   // Without a deadline the same request runs.
   status = Forward(server, ValidRequest(), /*with_deadline=*/false);
   EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+// A failed allocation inside a worker (injected: the next host tensor the
+// core allocates throws std::bad_alloc) ends that call with
+// RESOURCE_EXHAUSTED; the server keeps serving and the next call succeeds.
+TEST(ServerAllocationFailureTest, BadAllocInAWorkerIsResourceExhausted) {
+  TestServer server;
+  ASSERT_TRUE(server.started());
+  for (int64_t n : {1, 2, 3}) {
+    SCOPED_TRACE(n);
+    core::FailNthHostAllocation(n);
+    grpc::Status status = Forward(server, ValidRequest());
+    core::FailNthHostAllocation(0);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("out of memory"));
+    status = Forward(server, ValidRequest());
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  }
+  // The grad without residuals allocates the recomputed forward's outputs.
+  core::FailNthHostAllocation(2);
+  grpc::Status status = Grad(server, ValidGradRequest());
+  core::FailNthHostAllocation(0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  status = Grad(server, ValidGradRequest());
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(server.server().engine().workspace_pool().in_use_bytes(), 0u);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The non-compute RPCs and the standard services on the same port, through a
 // real gRPC server: GetWorkspaceSize, GetServerInfo, grpc.health.v1 and
 // server reflection.
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -188,6 +189,63 @@ TEST(ServerInfoTest, ReportsVersionCapabilitiesAndLimits) {
   EXPECT_EQ(info.max_message_bytes(), 12345678u);
   EXPECT_EQ(info.memory_budget_bytes(), uint64_t{1} << 28);
   EXPECT_FALSE(info.compute_backends().empty());
+}
+
+// The bf16 tile products are a backend of their own, and
+// --bf16_tile_products=false turns them off: plans (GetWorkspaceSize here)
+// then size the fp32 products' workspace.
+TEST(ServerInfoTest, ListsTheBf16TileProductsAndTheirOffSwitch) {
+  v1::GetWorkspaceSizeRequest request;
+  v1::FlashAttentionScoreRequest* op = request.mutable_flash_attention_score();
+  const Bnsd dims{1, 2, 256, 64};
+  const std::vector<double> zeros(static_cast<size_t>(dims.count()), 0.0);
+  for (v1::Tensor* t :
+       {op->mutable_query(), op->mutable_key(), op->mutable_value()}) {
+    *t = Pack("BNSD", dims, zeros, v1::DATA_TYPE_BFLOAT16);
+  }
+  op->set_head_num(2);
+  op->set_input_layout("BNSD");
+  std::vector<uint64_t> workspace;
+  bool host_has_bf16 = false;
+  for (bool bf16 : {true, false}) {
+    SCOPED_TRACE(bf16 ? "bf16 products on" : "bf16 products off");
+    ServerOptions options = TestServer::DefaultOptions();
+    options.bf16_tile_products = bf16;
+    TestServer server(options);
+    ASSERT_TRUE(server.started());
+    grpc::ClientContext context;
+    SetTestDeadline(&context);
+    v1::GetServerInfoResponse info;
+    ASSERT_TRUE(server.stub()
+                    .GetServerInfo(&context, v1::GetServerInfoRequest(), &info)
+                    .ok());
+    const std::vector<std::string> backends(info.compute_backends().begin(),
+                                            info.compute_backends().end());
+    if (bf16) {
+      EXPECT_THAT(backends,
+                  ::testing::Contains(HasSubstr("onednn-bf16-matmul:")));
+      host_has_bf16 = std::none_of(
+          backends.begin(), backends.end(), [](const std::string& b) {
+            return b.rfind("onednn-bf16-matmul:off", 0) == 0;
+          });
+    } else {
+      EXPECT_THAT(backends, ::testing::Contains(
+                                "onednn-bf16-matmul:off (disabled by option)"));
+    }
+    grpc::ClientContext size_context;
+    SetTestDeadline(&size_context);
+    v1::GetWorkspaceSizeResponse size;
+    ASSERT_TRUE(
+        server.stub().GetWorkspaceSize(&size_context, request, &size).ok());
+    workspace.push_back(size.workspace_bytes());
+  }
+  // K and V kept in bf16 instead of widened: a smaller workspace, where the
+  // host has the products.
+  if (host_has_bf16) {
+    EXPECT_LT(workspace[0], workspace[1]);
+  } else {
+    EXPECT_EQ(workspace[0], workspace[1]);
+  }
 }
 
 // --- Standard services, called without generated stubs. ---

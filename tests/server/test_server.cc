@@ -10,6 +10,9 @@ ServerOptions TestServer::DefaultOptions() {
   options.listen_address = "127.0.0.1:0";
   options.workers = 2;
   options.queue_depth = 8;
+  // No linger at shutdown: nothing sends calls into the drain of a test
+  // server unless the test says so (and then sets its own linger).
+  options.drain_linger = absl::ZeroDuration();
   return options;
 }
 

@@ -20,7 +20,8 @@ namespace attnserve::server::testing {
 
 class TestServer {
  public:
-  // Loopback, port 0, 2 workers, queue depth 8, default message limit.
+  // Loopback, port 0, 2 workers, queue depth 8, default message limit, no
+  // drain linger.
   static ServerOptions DefaultOptions();
 
   explicit TestServer(const ServerOptions& options = DefaultOptions());

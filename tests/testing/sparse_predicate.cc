@@ -23,10 +23,15 @@ int64_t BandBatch(const SparseSpec& spec) {
   return -1;
 }
 
-bool SparseKeep(const SparseSpec& spec, int64_t b, int64_t i, int64_t j) {
+bool SparseKeep(const SparseSpec& spec, int64_t b, int64_t row, int64_t col) {
   const size_t bb = static_cast<size_t>(b);
-  const int64_t delta = spec.skv.at(bb) - spec.sq.at(bb);
-  const int64_t pre = spec.pre_tokens, next = spec.next_tokens;
+  // 128-bit arithmetic: pre/next may be INT64_MIN / INT64_MAX, and the
+  // predicate must be exact for them (independently of how the core bounds
+  // its own arithmetic).
+  using Wide = __int128;
+  const Wide delta = Wide{spec.skv.at(bb)} - spec.sq.at(bb);
+  const Wide pre = spec.pre_tokens, next = spec.next_tokens;
+  const Wide i = row, j = col;
   switch (spec.mode) {
     case 0:
       return i - pre <= j && j <= i + next;

@@ -252,7 +252,10 @@ class Client:
         self.resident = resident
         # Until when autograd forwards do not ask for handles (set after a server kept none).
         self.no_handles_until = 0.0
-        self._lock = threading.Lock()
+        # Reentrant: autograd's __del__ frees handles (delete_tensors_async, which takes the
+        # lock) whenever the garbage collector runs, which may be inside a locked section of
+        # the same thread; a plain Lock would deadlock there.
+        self._lock = threading.RLock()
         self._totals = Totals()
         self._channel = self._make_channel(self._targets.channel_target)
         self._server_channels: Dict[str, grpc.Channel] = {}

@@ -64,8 +64,16 @@ def test_bf16_travels_as_its_raw_16_bits(client):
     out = client.flash_attention_score(q, q, v, head_num=1, input_layout="BNSD").attention_out
     spent = client.totals() - before
     assert spent.bytes_sent < 3 * 8 * 2 + 200  # q, k, v: 16 bytes each plus the headers
-    # One key: the softmax weight is exactly 1, so out = v bit for bit.
-    assert torch.equal(out.view(torch.int16), v.view(torch.int16))
+    # The bits survive the round trip through the codec, subnormals included.
+    back = _wire.from_wire(wire, as_torch=True)
+    assert torch.equal(back.view(torch.int16), v.view(torch.int16))
+    # One key: the softmax weight is exactly 1, so out = v bit for bit, except that
+    # servers running bf16 tile products treat subnormal operands as zero (as the CPU's
+    # bf16 dot products do; docs/semantics.md, "Numerics").
+    got, want = out.view(torch.int16).reshape(-1), v.view(torch.int16).reshape(-1)
+    subnormal = (want & 0x7F80) == 0
+    assert torch.equal(got[~subnormal], want[~subnormal])
+    assert all(g in (0, w) for g, w in zip(got[subnormal].tolist(), want[subnormal].tolist()))
 
 
 def test_fp16_and_bool_and_int_inputs(client):

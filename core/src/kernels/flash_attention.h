@@ -1,19 +1,24 @@
-// FlashAttention forward and backward on fp32 tiles (FA2 decomposition).
+// FlashAttention forward and backward on tiles (FA2 decomposition), with
+// fp32 or bf16 tile products (the plan's Tiling::products; see
+// tile_products.h).
 //
-// Forward, per (batch, kv head): K and V are widened to fp32 once and shared
-// by the G query heads of the group; per Sq tile an online softmax runs over
-// the Skv tiles, skipping tiles the band masks entirely.
+// Forward, per (batch, kv head): K and V are loaded once (fp32: widened;
+// bf16: as they are) and shared by the G query heads of the group; per Sq
+// tile an online softmax runs over the Skv tiles, skipping tiles the band
+// masks entirely.
 // Backward, per (batch, kv head): P is recomputed from softmax_max/sum;
 // dK/dV accumulate over the group in scratch and are written once, so the
 // result is deterministic.
 //
 // Both return CANCELLED / DEADLINE_EXCEEDED from the token, checked between
-// tiles; `scratch` must hold plan.workspace_bytes, split into
-// args.tiling.threads equal per-worker regions. Work is shared out on `pool`.
+// tiles, and INTERNAL when `workspace` is smaller than the tiling's layout
+// (Flash*WorkspaceBytes); it is split into args.tiling.threads equal
+// per-worker regions. Work is shared out on `pool`.
 #ifndef ATTNSERVE_CORE_SRC_KERNELS_FLASH_ATTENTION_H_
 #define ATTNSERVE_CORE_SRC_KERNELS_FLASH_ATTENTION_H_
 
 #include <cstddef>
+#include <cstdint>
 
 #include "absl/status/status.h"
 #include "attnserve/core/cancel.h"
@@ -23,12 +28,19 @@
 
 namespace attnserve::core {
 
-absl::Status FlashForward(const FlashForwardArgs& args, float* scratch,
-                          size_t scratch_floats, ComputePool& pool,
+// Workspace bytes of a run with `tiling` (all its threads): the kernels'
+// own scratch layout, counted.
+uint64_t FlashForwardWorkspaceBytes(const AttentionDims& dims,
+                                    const Tiling& tiling);
+uint64_t FlashBackwardWorkspaceBytes(const AttentionDims& dims,
+                                     const Tiling& tiling);
+
+absl::Status FlashForward(const FlashForwardArgs& args, void* workspace,
+                          size_t workspace_bytes, ComputePool& pool,
                           const CancelToken& cancel, RunStats* stats);
 
-absl::Status FlashBackward(const FlashBackwardArgs& args, float* scratch,
-                           size_t scratch_floats, ComputePool& pool,
+absl::Status FlashBackward(const FlashBackwardArgs& args, void* workspace,
+                           size_t workspace_bytes, ComputePool& pool,
                            const CancelToken& cancel, RunStats* stats);
 
 // Whether FlashBackward splits dK/dV and dQ into separate parallel phases

@@ -6,45 +6,74 @@
 #include "attnserve/core/status_macros.h"
 #include "kernels/flash_attention.h"
 #include "kernels/score_tile.h"
+#include "kernels/tile_products.h"
 #include "kernels/work_items.h"
-#include "runtime/gemm.h"
+#include "runtime/bf16_tiles.h"
 #include "runtime/scratch.h"
+#include "runtime/softmax_rows.h"
 #include "runtime/vector_math.h"
 
 namespace attnserve::core {
 namespace {
 
-// Per-thread scratch of the forward kernel.
+// Per-thread scratch of the forward kernel. The fp32 path holds K, V and
+// the query tile in fp32 (kv.k, kv.v, q); the bf16 path in bf16, zero-padded
+// (kv.kb, kv.vb, qb), plus the probabilities rounded to bf16 for P·V (pb).
 struct ForwardScratch {
-  float* k;       // [S2, D]
-  float* v;       // [S2, Dv]
-  float* q;       // [tile_q, D]
+  KvRows kv;      // K [S2, D], V [S2, Dv] of the held head.
+  float* q;       // fp32: [tile_q, D]
+  uint16_t* qb;   // bf16: [tile_q, D]
   float* s;       // [tile_q, tile_kv] scores, then probabilities.
+  uint16_t* pb;   // bf16: [tile_q, tile_kv] probabilities for P·V.
   float* o;       // [tile_q, Dv] unnormalized output.
   float* m;       // [tile_q] running max.
   float* l;       // [tile_q] running sum.
+  float* m_new;   // bf16: [tile_q] the max after this tile.
+  float* corr;    // bf16: [tile_q] exp(m - m_new).
   float* row;     // [tile_kv] a pse row.
   uint8_t* keep;  // [tile_q * tile_kv] dropout keep bits.
+
+  TileOperands operands() const {
+    TileOperands op;
+    op.q = q;
+    op.k = kv.k;
+    op.v = kv.v;
+    op.qb = qb;
+    op.kb = kv.kb;
+    op.vb = kv.vb;
+    return op;
+  }
 };
 
-ForwardScratch Carve(const AttentionGeometry& g, Scratch& arena) {
-  const AttentionDims& d = g.dims;
-  const int64_t tq = g.tiling.tile_q, tk = g.tiling.tile_kv;
-  ForwardScratch s;
-  s.k = arena.Take(d.s2 * d.d);
-  s.v = arena.Take(d.s2 * d.dv);
-  s.q = arena.Take(tq * d.d);
-  s.s = arena.Take(tq * tk);
-  s.o = arena.Take(tq * d.dv);
-  s.m = arena.Take(tq);
-  s.l = arena.Take(tq);
-  s.row = arena.Take(tk);
-  s.keep = reinterpret_cast<uint8_t*>(arena.Take((tq * tk + 3) / 4));
-  return s;
+// The one layout of a worker's region: sizes the workspace (counting
+// Scratch) and carves it.
+void Carve(const AttentionDims& d, const Tiling& t, Scratch& arena,
+           ForwardScratch* s) {
+  const int64_t tq = t.tile_q, tk = t.tile_kv;
+  *s = ForwardScratch{};
+  if (UsesBf16(t)) {
+    const int64_t s2 = RoundUpToGranule(d.s2);
+    s->kv.kb = arena.Take<uint16_t>(s2 * d.d);
+    s->kv.vb = arena.Take<uint16_t>(s2 * d.dv);
+    s->qb = arena.Take<uint16_t>(tq * d.d);
+    s->pb = arena.Take<uint16_t>(tq * tk);
+    s->m_new = arena.Take<float>(tq);
+    s->corr = arena.Take<float>(tq);
+  } else {
+    s->kv.k = arena.Take<float>(d.s2 * d.d);
+    s->kv.v = arena.Take<float>(d.s2 * d.dv);
+    s->q = arena.Take<float>(tq * d.d);
+  }
+  s->s = arena.Take<float>(tq * tk);
+  s->o = arena.Take<float>(tq * d.dv);
+  s->m = arena.Take<float>(tq);
+  s->l = arena.Take<float>(tq);
+  s->row = arena.Take<float>(tk);
+  s->keep = arena.Take<uint8_t>(tq * tk);
 }
 
 // A batch with keys but no queries contributes nothing; one with queries but
-// no keys gives out = 0, max = 0, sum = 0 (SEMANTICS.md §1).
+// no keys gives out = 0, max = 0, sum = 0 (docs/semantics.md, "Forward").
 void EmptyKeysTile(const FlashForwardArgs& a, const ForwardScratch& w,
                    int64_t b, int64_t n, int64_t i0, int64_t rows) {
   const AttentionGeometry& g = a.geo;
@@ -58,6 +87,73 @@ void EmptyKeysTile(const FlashForwardArgs& a, const ForwardScratch& w,
   StoreRows(w.o, a.out.Slice(b, n, span.q_start), i0, rows, a.out.mutable_data);
 }
 
+// The query tile in the products' precision (bf16: rows past `rows` zero).
+void LoadQueryRows(const FlashForwardArgs& a, const ForwardScratch& w,
+                   int64_t b, int64_t n, int64_t i0, int64_t rows) {
+  const BatchSpan& span = a.geo.batches[static_cast<size_t>(b)];
+  const HeadSlice slice = a.q.Slice(b, n, span.q_start);
+  if (!UsesBf16(a.geo.tiling)) {
+    LoadRows(a.q.data, slice, i0, rows, w.q);
+    return;
+  }
+  CopyBf16Rows(a.q.data, slice, i0, rows, w.qb);
+  ZeroBf16Rows(w.qb, a.geo.dims.d, rows, RoundUpToGranule(rows), a.geo.dims.d);
+}
+
+// The online-softmax step of one score tile, fp32 products: the running
+// max and sum, the rescaled output, and P (dropped) in place of the scores.
+void SoftmaxTileFp32(const ScoreModifiers& mods, const ForwardScratch& w,
+                     int64_t dv, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = w.s + r * cols;
+    const float m_new = std::max(w.m[r], Max(row, cols));
+    if (m_new == -INFINITY) {  // Nothing kept in this row so far.
+      std::fill(row, row + cols, 0.0f);
+      continue;
+    }
+    const float correction = std::exp(w.m[r] - m_new);  // 0 when m = -inf.
+    const float sum = ExpShiftSum(row, cols, m_new);
+    w.l[r] = w.l[r] * correction + sum;
+    w.m[r] = m_new;
+    if (correction != 1.0f) Scale(w.o + r * dv, dv, correction);
+    if (mods.dropout.active()) {
+      TileDropout::Apply(row, w.keep + r * cols, cols,
+                         mods.dropout.inv_keep_prob());
+    }
+  }
+}
+
+// The same step for bf16 products, fused per row (softmax_rows.h): P
+// (dropped) goes straight to w.pb in bf16, padded for the P·V product. The
+// corrections exp(m - m_new) of all rows are one vector pass.
+void SoftmaxTileBf16(const ScoreModifiers& mods, const ForwardScratch& w,
+                     const Tiling& t, int64_t dv, int64_t rows, int64_t cols,
+                     float pending_scale) {
+  const int64_t lds = t.tile_kv, cols_p = RoundUpToGranule(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    w.m_new[r] = std::max(w.m[r], pending_scale * Max(w.s + r * lds, cols));
+    // exp(m - m_new) below: 0 when m = -inf, unused when m_new = -inf.
+    w.corr[r] = w.m_new[r] == -INFINITY ? -INFINITY : w.m[r] - w.m_new[r];
+  }
+  ExpShiftSum(w.corr, rows, 0.0f);
+  const bool drop = mods.dropout.active();
+  for (int64_t r = 0; r < rows; ++r) {
+    uint16_t* p = w.pb + r * lds;
+    if (w.m_new[r] == -INFINITY) {  // Nothing kept in this row so far.
+      std::fill(p, p + cols_p, uint16_t{0});
+      continue;
+    }
+    const float sum =
+        SoftmaxRowToBf16(w.s + r * lds, cols, pending_scale, w.m_new[r],
+                         drop ? w.keep + r * cols : nullptr,
+                         mods.dropout.inv_keep_prob(), p, cols_p);
+    w.l[r] = w.l[r] * w.corr[r] + sum;
+    w.m[r] = w.m_new[r];
+    if (w.corr[r] != 1.0f) Scale(w.o + r * dv, dv, w.corr[r]);
+  }
+  ZeroBf16Rows(w.pb, lds, rows, RoundUpToGranule(rows), cols_p);
+}
+
 // One Sq tile of one query head: online softmax over the Skv tiles.
 void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
                  const ForwardScratch& w, int64_t b, int64_t n, int64_t i0,
@@ -69,39 +165,30 @@ void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
     EmptyKeysTile(a, w, b, n, i0, rows);
     return;
   }
-  LoadRows(a.q.data, a.q.Slice(b, n, span.q_start), i0, rows, w.q);
+  const bool bf16 = UsesBf16(g.tiling);
+  const TileOperands op = w.operands();
+  LoadQueryRows(a, w, b, n, i0, rows);
   std::fill(w.m, w.m + rows, -INFINITY);
   std::fill(w.l, w.l + rows, 0.0f);
-  std::fill(w.o, w.o + rows * d.dv, 0.0f);
+  // bf16 products write whole granules of rows: keep the padding finite.
+  const int64_t o_rows = bf16 ? RoundUpToGranule(rows) : rows;
+  std::fill(w.o, w.o + o_rows * d.dv, 0.0f);
 
   for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
     const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
-    if (ScoreTile(g, mods, b, n, i0, rows, j0, cols, w.q, w.k, w.s, w.row,
-                  stats) == TileCoverage::kEmpty) {
-      continue;
-    }
+    const ScoredTile scored =
+        ScoreTile(g, mods, b, n, i0, rows, j0, cols, op, w.s, w.row, stats);
+    if (scored.cover == TileCoverage::kEmpty) continue;
     if (mods.dropout.active()) {
       mods.dropout.Fill(b, n, span, i0, rows, j0, cols, w.keep);
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      float* row = w.s + r * cols;
-      const float m_new = std::max(w.m[r], Max(row, cols));
-      if (m_new == -INFINITY) {  // Nothing kept in this row so far.
-        std::fill(row, row + cols, 0.0f);
-        continue;
-      }
-      const float correction = std::exp(w.m[r] - m_new);  // 0 when m = -inf.
-      const float sum = ExpShiftSum(row, cols, m_new);
-      w.l[r] = w.l[r] * correction + sum;
-      w.m[r] = m_new;
-      if (correction != 1.0f) Scale(w.o + r * d.dv, d.dv, correction);
-      if (mods.dropout.active()) {
-        TileDropout::Apply(row, w.keep + r * cols, cols,
-                           mods.dropout.inv_keep_prob());
-      }
+    if (bf16) {
+      SoftmaxTileBf16(mods, w, g.tiling, d.dv, rows, cols,
+                      scored.pending_scale);
+    } else {
+      SoftmaxTileFp32(mods, w, d.dv, rows, cols);
     }
-    GemmNN(rows, d.dv, cols, 1.0f, w.s, cols, w.v + j0 * d.dv, d.dv, 1.0f, w.o,
-           d.dv);
+    OutputProduct(g.tiling, d, op, rows, j0, cols, w.s, w.pb, w.o);
   }
 
   for (int64_t r = 0; r < rows; ++r) {
@@ -123,25 +210,34 @@ void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
 
 }  // namespace
 
+uint64_t FlashForwardWorkspaceBytes(const AttentionDims& dims,
+                                    const Tiling& tiling) {
+  const size_t per_thread = ScratchBytes([&](Scratch& counter) {
+    ForwardScratch unused;
+    Carve(dims, tiling, counter, &unused);
+  });
+  return static_cast<uint64_t>(per_thread) *
+         static_cast<uint64_t>(tiling.threads);
+}
+
 // Work items are (b, n1, Sq tile) in order, so a worker's consecutive items
 // mostly share a kv head and it reloads K/V only when the head changes.
-absl::Status FlashForward(const FlashForwardArgs& a, float* scratch,
-                          size_t scratch_floats, ComputePool& pool,
+absl::Status FlashForward(const FlashForwardArgs& a, void* workspace,
+                          size_t workspace_bytes, ComputePool& pool,
                           const CancelToken& cancel, RunStats* stats) {
   const AttentionGeometry& g = a.geo;
   const AttentionDims& d = g.dims;
   const int slots = g.tiling.threads;
-  const size_t per_slot = scratch_floats / static_cast<size_t>(slots);
   struct Slot {
     ForwardScratch w;
-    HeldKvHead held;  // In w.k / w.v.
+    HeldKvHead held;  // In w.kv.
     RunStats stats;
   };
-  std::vector<Slot> slot_state(static_cast<size_t>(slots));
-  for (int i = 0; i < slots; ++i) {
-    Scratch arena(scratch + per_slot * static_cast<size_t>(i), per_slot);
-    slot_state[static_cast<size_t>(i)].w = Carve(g, arena);
-  }
+  ATTN_ASSIGN_OR_RETURN(std::vector<Slot> slot_state,
+                        CarveSlots<Slot>(workspace, workspace_bytes, slots,
+                                         [&](Scratch& arena, Slot* slot) {
+                                           Carve(d, g.tiling, arena, &slot->w);
+                                         }));
   const ScoreModifiers mods(g);
   const QueryTileItems items(g.batches, d.n1, g.tiling.tile_q);
   const absl::Status status =
@@ -150,7 +246,7 @@ absl::Status FlashForward(const FlashForwardArgs& a, float* scratch,
         Slot& s = slot_state[static_cast<size_t>(slot)];
         const QueryTileItems::Item it = items.at(item);
         const BatchSpan& span = g.batches[static_cast<size_t>(it.b)];
-        s.held.Hold(a.k, a.v, it.b, it.n / d.g, span, s.w.k, s.w.v);
+        s.held.Hold(a.k, a.v, it.b, it.n / d.g, span, s.w.kv);
         const int64_t rows = std::min(g.tiling.tile_q, span.s1 - it.i0);
         ForwardTile(a, mods, s.w, it.b, it.n, it.i0, rows, &s.stats);
         return absl::OkStatus();

@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "attnserve/core/plan.h"
-#include "plan/layout.h"
 #include "runtime/head_io.h"
 
 namespace attnserve::core {
@@ -27,17 +26,33 @@ struct HeadTensor {
   }
 };
 
-// The kv head whose keys and values a worker holds widened to fp32 in its
-// scratch ([Skv_b, D] and [Skv_b, Dv]); Hold() loads them only when an item
-// needs another head, so consecutive items of one head share one load.
+// Where a worker holds kv rows: fp32 `k` [rows, D] and `v` [rows, Dv] for
+// the fp32 tile products, or bf16 `kb` / `vb` for the bf16 ones (rows
+// zero-padded to the bf16 granule, which the padded products read); the
+// other pair is null.
+struct KvRows {
+  float* k = nullptr;
+  float* v = nullptr;
+  uint16_t* kb = nullptr;
+  uint16_t* vb = nullptr;
+
+  // Rows [row0, row0 + rows) of kv head (b, n2), batch-local, to the same
+  // rows of the buffers.
+  void Load(const HeadTensor& key, const HeadTensor& value, int64_t b,
+            int64_t n2, const BatchSpan& span, int64_t row0,
+            int64_t rows) const;
+};
+
+// The kv head a worker holds in its KvRows; Hold() loads the whole head
+// only when an item needs another head, so consecutive items of one head
+// share one load.
 struct HeldKvHead {
   int64_t b = -1, n2 = -1;
 
   void Hold(const HeadTensor& k, const HeadTensor& v, int64_t b_, int64_t n2_,
-            const BatchSpan& span, float* k_buf, float* v_buf) {
+            const BatchSpan& span, const KvRows& rows) {
     if ((b == b_ && n2 == n2_) || span.s2 == 0) return;
-    LoadRows(k.data, k.Slice(b_, n2_, span.kv_start), 0, span.s2, k_buf);
-    LoadRows(v.data, v.Slice(b_, n2_, span.kv_start), 0, span.s2, v_buf);
+    rows.Load(k, v, b_, n2_, span, 0, span.s2);
     b = b_;
     n2 = n2_;
   }

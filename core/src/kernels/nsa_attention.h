@@ -1,4 +1,7 @@
-// NSA selected attention, forward and backward, in fp32.
+// NSA selected attention, forward and backward, with fp32 or bf16 tile
+// products (NsaKernelArgs::products; as for FlashAttention, bf16 products
+// take bf16 operands with fp32 accumulation, P and dS rounded to bf16, the
+// softmax and every sum in fp32).
 //
 // The work is cut in tiles: up to `token_tile` consecutive query tokens of
 // one batch, through one kv head. A tile groups its tokens' selected blocks
@@ -7,8 +10,9 @@
 // tokens that select it and all their G query heads: [rows x D] x [D x bs]
 // and [rows x bs] x [bs x Dv] GEMMs with rows = G x (tokens selecting the
 // block). A token selecting a block twice weights its probabilities by 2.
-// The blocks are read from a per-worker fp32 copy of the (batch, kv head)'s
-// keys and values, widened block by block on first use.
+// The blocks are read from a per-worker copy of the (batch, kv head)'s
+// keys and values (fp32 widened, or bf16), loaded block by block on first
+// use.
 //
 // Forward work items are (kv head, tile); the results do not depend on how
 // items are shared out. The backward writes dQ per tile and adds dK/dV into
@@ -19,7 +23,9 @@
 // every thread count.
 //
 // Both return CANCELLED / DEADLINE_EXCEEDED from the token, checked between
-// tokens; `scratch` must hold the plan's workspace_bytes.
+// tiles, and INTERNAL when `workspace` is smaller than the plan's
+// workspace_bytes (the per-thread layout of NsaForwardThreadBytes /
+// NsaBackwardThreadBytes, plus the backward's partial sums).
 #ifndef ATTNSERVE_CORE_SRC_KERNELS_NSA_ATTENTION_H_
 #define ATTNSERVE_CORE_SRC_KERNELS_NSA_ATTENTION_H_
 
@@ -42,6 +48,7 @@ struct NsaKernelArgs {
   NsaDims dims;
   float scale = 1.0f;
   int threads = 1;
+  TileProducts products = TileProducts::kFloat32;
   int64_t token_tile = 1;    // Query tokens per tile.
   int64_t chunk_tokens = 1;  // Backward: tokens per dK/dV partial sum.
   // Token offsets of each batch, with a leading 0: batch b holds query
@@ -66,12 +73,20 @@ struct NsaKernelArgs {
   void* dv = nullptr;
 };
 
-absl::Status NsaForward(const NsaKernelArgs& args, float* scratch,
-                        size_t scratch_floats, ComputePool& pool,
+// Bytes of one worker's scratch with tiles of `token_tile` tokens.
+uint64_t NsaForwardThreadBytes(const NsaDims& dims, int64_t token_tile,
+                               TileProducts products);
+uint64_t NsaBackwardThreadBytes(const NsaDims& dims, int64_t token_tile,
+                                TileProducts products);
+
+absl::Status NsaForward(const NsaKernelArgs& args, void* workspace,
+                        size_t workspace_bytes, ComputePool& pool,
                         const CancelToken& cancel, RunStats* stats);
 
-absl::Status NsaBackward(const NsaKernelArgs& args, float* scratch,
-                         size_t scratch_floats, ComputePool& pool,
+// The workspace starts with the chunks' fp32 dK/dV partial sums (as the
+// plan counts them), followed by the per-thread regions.
+absl::Status NsaBackward(const NsaKernelArgs& args, void* workspace,
+                         size_t workspace_bytes, ComputePool& pool,
                          const CancelToken& cancel, RunStats* stats);
 
 }  // namespace attnserve::core

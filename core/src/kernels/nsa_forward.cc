@@ -6,6 +6,8 @@
 #include "attnserve/core/status_macros.h"
 #include "kernels/nsa_attention.h"
 #include "kernels/nsa_selection.h"
+#include "runtime/bf16_gemm.h"
+#include "runtime/bf16_tiles.h"
 #include "runtime/gemm.h"
 #include "runtime/scratch.h"
 #include "runtime/vector_math.h"
@@ -13,32 +15,52 @@
 namespace attnserve::core {
 namespace {
 
-// Per-thread state of the forward kernel. R = token_tile x G rows.
+// Per-thread state of the forward kernel. R = token_tile x G rows, Rp = R
+// rounded up to the bf16 granule.
 struct NsaForwardSlot {
   NsaKvCache kv;
   NsaTile tile;
-  float* q = nullptr;   // [R, D] query rows of the tile, token-major.
-  float* s = nullptr;   // Scores, then probabilities, block by block: for
-                        // each block [members x G, bs].
-  float* o = nullptr;   // [R, Dv] output rows.
-  float* qg = nullptr;  // [R, D] query rows of one block's tokens.
-  float* og = nullptr;  // [R, Dv] their share of the output.
+  float* q = nullptr;       // fp32: [R, D] query rows of the tile, token-major.
+  uint16_t* qb = nullptr;   // bf16: the same rows.
+  float* s = nullptr;       // Scores, then probabilities, block by block: for
+                            // each block [members x G (bf16: rounded up), bs].
+  float* o = nullptr;       // [R, Dv] output rows.
+  float* qg = nullptr;      // fp32: [R, D] query rows of one block's tokens.
+  uint16_t* qgb = nullptr;  // bf16: [Rp, D] the same, zero-padded.
+  uint16_t* pb = nullptr;   // bf16: [Rp, bs] one block's probabilities.
+  float* og = nullptr;      // [Rp, Dv] their share of the output.
   RunStats stats;
 };
 
-void Carve(const NsaDims& d, int64_t tile_tokens, Scratch& arena,
-           NsaForwardSlot* w) {
+// The one layout of a worker's region (sizes it when counting).
+void Carve(const NsaDims& d, int64_t tile_tokens, TileProducts products,
+           Scratch& arena, NsaForwardSlot* w) {
   const int64_t rows = tile_tokens * d.g;
+  const int64_t rows_p = RoundUpToGranule(rows);
   const int64_t slots = d.block_count * d.block_size;
-  float* k = arena.Take(d.max_skv * d.d);
-  float* v = arena.Take(d.max_skv * d.dv);
-  w->kv.Init(d, k, v);
+  if (products == TileProducts::kBFloat16) {
+    uint16_t* kb = arena.Take<uint16_t>(d.max_skv * d.d);
+    uint16_t* vb = arena.Take<uint16_t>(d.max_skv * d.dv);
+    w->kv.Init(d, nullptr, nullptr, kb, vb);
+    w->qb = arena.Take<uint16_t>(rows * d.d);
+    // Each selected block's panel is rounded up to the granule: at most
+    // tokens x K blocks per tile.
+    w->s =
+        arena.Take<float>(rows * slots + tile_tokens * d.block_count *
+                                             (kBf16Granule - 1) * d.block_size);
+    w->qgb = arena.Take<uint16_t>(rows_p * d.d);
+    w->pb = arena.Take<uint16_t>(rows_p * d.block_size);
+  } else {
+    float* k = arena.Take<float>(d.max_skv * d.d);
+    float* v = arena.Take<float>(d.max_skv * d.dv);
+    w->kv.Init(d, k, v, nullptr, nullptr);
+    w->q = arena.Take<float>(rows * d.d);
+    w->s = arena.Take<float>(rows * slots);
+    w->qg = arena.Take<float>(rows * d.d);
+  }
   w->tile.Reserve();
-  w->q = arena.Take(rows * d.d);
-  w->s = arena.Take(rows * slots);
-  w->o = arena.Take(rows * d.dv);
-  w->qg = arena.Take(rows * d.d);
-  w->og = arena.Take(rows * d.dv);
+  w->o = arena.Take<float>(rows * d.dv);
+  w->og = arena.Take<float>(rows_p * d.dv);
 }
 
 void WriteStats(const NsaKernelArgs& a, int64_t t, int64_t n, float max,
@@ -56,13 +78,22 @@ void ForwardTile(const NsaKernelArgs& a, NsaForwardSlot& w, int64_t b,
                  int64_t n2, int64_t t0, int64_t t1) {
   const NsaDims& d = a.dims;
   const int64_t g = d.g, bs = d.block_size, n0 = n2 * g;
+  const bool bf16 = a.products == TileProducts::kBFloat16;
   NsaTile& tile = w.tile;
   tile.Build(a, b, n2, t0, t1);
   w.kv.Load(a, b, n2, tile);
   for (int ti = 0; ti < tile.tokens(); ++ti) {
-    LoadRows(a.query, TndGroup(d.dtype, d.n1, t0 + ti, n0, d.d), 0, g,
-             w.q + ti * g * d.d);
+    const HeadSlice rows = TndGroup(d.dtype, d.n1, t0 + ti, n0, d.d);
+    if (bf16) {
+      CopyBf16Rows(a.query, rows, 0, g, w.qb + ti * g * d.d);
+    } else {
+      LoadRows(a.query, rows, 0, g, w.q + ti * g * d.d);
+    }
   }
+  // Rows of a block's panel: its members' G rows (bf16: rounded up).
+  const auto panel_rows = [&](int count) {
+    return bf16 ? RoundUpToGranule(count * g) : count * g;
+  };
   // S = scale Q Kᵀ per block, for every token of the tile that selects it;
   // row maxima over each row's kept columns.
   float row_max[kNsaMaxTileRows];
@@ -71,16 +102,25 @@ void ForwardTile(const NsaKernelArgs& a, NsaForwardSlot& w, int64_t b,
   std::fill(row_sum, row_sum + tile.tokens() * g, 0.0f);
   float* panel = w.s;
   tile.ForEachBlock([&](int64_t block, const NsaMember* members, int count) {
-    GatherTokenRows(w.q, g, d.d, members, count, w.qg);
-    GemmNT(count * g, bs, d.d, a.scale, w.qg, d.d, w.kv.k_block(block, d), d.d,
-           0.0f, panel, bs);
+    const int64_t rows = count * g;
+    if (bf16) {
+      GatherTokenRows(w.qb, g, d.d, members, count, w.qgb);
+      ZeroBf16Rows(w.qgb, d.d, rows, panel_rows(count), d.d);
+      Bf16Gemm({panel_rows(count), bs, d.d, d.d, d.d, bs, false, true, false},
+               w.qgb, w.kv.kb_block(block, d), panel);
+      Scale(panel, rows * bs, a.scale);
+    } else {
+      GatherTokenRows(w.q, g, d.d, members, count, w.qg);
+      GemmNT(rows, bs, d.d, a.scale, w.qg, d.d, w.kv.k_block(block, d), d.d,
+             0.0f, panel, bs);
+    }
     for (int m = 0; m < count; ++m) {
       for (int64_t h = 0; h < g; ++h) {
         float& mx = row_max[members[m].token * g + h];
         mx = std::max(mx, Max(panel + (m * g + h) * bs, members[m].rows));
       }
     }
-    panel += count * g * bs;
+    panel += panel_rows(count) * bs;
   });
   // P = exp(S - max), weighted by how often the token selects the block;
   // columns the causal rule drops are 0.
@@ -97,16 +137,24 @@ void ForwardTile(const NsaKernelArgs& a, NsaForwardSlot& w, int64_t b,
         row_sum[row] += sum * static_cast<float>(mem.count);
       }
     }
-    panel += count * g * bs;
+    panel += panel_rows(count) * bs;
   });
-  // O = P V, block by block.
+  // O = P V, block by block (bf16: P rounded to bf16 for the product).
   std::fill(w.o, w.o + tile.tokens() * g * d.dv, 0.0f);
   panel = w.s;
   tile.ForEachBlock([&](int64_t block, const NsaMember* members, int count) {
-    GemmNN(count * g, d.dv, bs, 1.0f, panel, bs, w.kv.v_block(block, d), d.dv,
-           0.0f, w.og, d.dv);
+    const int64_t rows = count * g;
+    if (bf16) {
+      ToBf16Padded(panel, bs, rows, bs, w.pb, bs, panel_rows(count), bs);
+      Bf16Gemm(
+          {panel_rows(count), d.dv, bs, bs, d.dv, d.dv, false, false, false},
+          w.pb, w.kv.vb_block(block, d), w.og);
+    } else {
+      GemmNN(rows, d.dv, bs, 1.0f, panel, bs, w.kv.v_block(block, d), d.dv,
+             0.0f, w.og, d.dv);
+    }
     AddTokenRows(w.og, g, d.dv, members, count, w.o);
-    panel += count * g * bs;
+    panel += panel_rows(count) * bs;
   });
   for (int ti = 0; ti < tile.tokens(); ++ti) {
     const int64_t t = t0 + ti;
@@ -137,21 +185,28 @@ struct TokenTile {
 
 }  // namespace
 
+uint64_t NsaForwardThreadBytes(const NsaDims& dims, int64_t token_tile,
+                               TileProducts products) {
+  return ScratchBytes([&](Scratch& counter) {
+    NsaForwardSlot unused;
+    Carve(dims, token_tile, products, counter, &unused);
+  });
+}
+
 // Work items are (kv head, tile of query tokens), kv head major, so that a
 // worker's consecutive items mostly share the (batch, kv head) its cache
 // holds.
-absl::Status NsaForward(const NsaKernelArgs& a, float* scratch,
-                        size_t scratch_floats, ComputePool& pool,
+absl::Status NsaForward(const NsaKernelArgs& a, void* workspace,
+                        size_t workspace_bytes, ComputePool& pool,
                         const CancelToken& cancel, RunStats* stats) {
   const NsaDims& d = a.dims;
   const int workers = a.threads;
-  const size_t per_worker =
-      scratch_floats / static_cast<size_t>(workers) / 16 * 16;
-  std::vector<NsaForwardSlot> slot_state(static_cast<size_t>(workers));
-  for (int i = 0; i < workers; ++i) {
-    Scratch arena(scratch + per_worker * static_cast<size_t>(i), per_worker);
-    Carve(d, a.token_tile, arena, &slot_state[static_cast<size_t>(i)]);
-  }
+  ATTN_ASSIGN_OR_RETURN(
+      std::vector<NsaForwardSlot> slot_state,
+      CarveSlots<NsaForwardSlot>(workspace, workspace_bytes, workers,
+                                 [&](Scratch& arena, NsaForwardSlot* w) {
+                                   Carve(d, a.token_tile, a.products, arena, w);
+                                 }));
   std::vector<TokenTile> tiles;
   for (int64_t b = 0; b < d.b; ++b) {
     const size_t bi = static_cast<size_t>(b);

@@ -1,6 +1,6 @@
 // What a tile of query tokens attends in NSA selected attention, grouped by
-// key block, and the per-worker fp32 copy of a (batch, kv head)'s keys and
-// values the products read. Shared by the forward and backward kernels.
+// key block, and the per-worker copy of a (batch, kv head)'s keys and values
+// the products read. Shared by the forward and backward kernels.
 //
 // A tile is up to `token_tile` consecutive query tokens of one batch, seen
 // through one kv head. Each token's selection is a list of slots in topk
@@ -157,16 +157,19 @@ class NsaTile {
   std::vector<Group> groups_;
 };
 
-// One worker's fp32 copy of the keys and values of one (batch, kv head),
-// widened block by block the first time a tile selects the block, so a
-// block is converted once per worker and head whatever number of tokens
-// select it.
+// One worker's copy of the keys and values of one (batch, kv head), in the
+// products' precision (fp32, widened; or bf16, as sent), filled block by
+// block the first time a tile selects the block, so a block is loaded once
+// per worker and head whatever number of tokens select it.
 class NsaKvCache {
  public:
-  // `k` / `v` hold max_skv rows of D / Dv floats.
-  void Init(const NsaDims& d, float* k, float* v) {
+  // Either `k` / `v` (fp32) or `kb` / `vb` (bf16) are set; each holds
+  // max_skv rows of D / Dv elements.
+  void Init(const NsaDims& d, float* k, float* v, uint16_t* kb, uint16_t* vb) {
     k_ = k;
     v_ = v;
+    kb_ = kb;
+    vb_ = vb;
     stamp_.assign(static_cast<size_t>(d.max_skv / d.block_size), 0);
   }
 
@@ -186,8 +189,14 @@ class NsaKvCache {
       uint32_t& stamp = stamp_[static_cast<size_t>(run.block)];
       if (stamp == epoch_) continue;
       const int64_t row = int64_t{run.block} * d.block_size;
-      LoadRows(a.key, k_head, kv0 + row, d.block_size, k_ + row * d.d);
-      LoadRows(a.value, v_head, kv0 + row, d.block_size, v_ + row * d.dv);
+      if (kb_ != nullptr) {
+        CopyBf16Rows(a.key, k_head, kv0 + row, d.block_size, kb_ + row * d.d);
+        CopyBf16Rows(a.value, v_head, kv0 + row, d.block_size,
+                     vb_ + row * d.dv);
+      } else {
+        LoadRows(a.key, k_head, kv0 + row, d.block_size, k_ + row * d.d);
+        LoadRows(a.value, v_head, kv0 + row, d.block_size, v_ + row * d.dv);
+      }
       stamp = epoch_;
     }
   }
@@ -199,20 +208,29 @@ class NsaKvCache {
   const float* v_block(int64_t block, const NsaDims& d) const {
     return v_ + block * d.block_size * d.dv;
   }
+  const uint16_t* kb_block(int64_t block, const NsaDims& d) const {
+    return kb_ + block * d.block_size * d.d;
+  }
+  const uint16_t* vb_block(int64_t block, const NsaDims& d) const {
+    return vb_ + block * d.block_size * d.dv;
+  }
 
  private:
   float* k_ = nullptr;
   float* v_ = nullptr;
+  uint16_t* kb_ = nullptr;
+  uint16_t* vb_ = nullptr;
   std::vector<uint32_t> stamp_;  // Block holds the current head: == epoch_.
   uint32_t epoch_ = 0;
   int64_t b_ = -1, n2_ = -1;
 };
 
-// Copies the G rows of `cols` floats of each member's token from `tile`
+// Copies the G rows of `cols` elements of each member's token from `tile`
 // (token-major, G rows per token) to dst, member after member.
-inline void GatherTokenRows(const float* tile, int64_t g, int64_t cols,
-                            const NsaMember* members, int count, float* dst) {
-  const size_t bytes = static_cast<size_t>(g * cols) * sizeof(float);
+template <typename T>
+void GatherTokenRows(const T* tile, int64_t g, int64_t cols,
+                     const NsaMember* members, int count, T* dst) {
+  const size_t bytes = static_cast<size_t>(g * cols) * sizeof(T);
   for (int m = 0; m < count; ++m) {
     std::memcpy(dst + m * g * cols, tile + members[m].token * g * cols, bytes);
   }

@@ -1,4 +1,5 @@
-// The position bias of a score tile and its gradient (SEMANTICS.md §4):
+// The position bias of a score tile and its gradient (docs/semantics.md, "pse
+// (position bias)"):
 //   s(i, j) = scale * q.k + coeff * bias(b, n, i, j)
 // for an external pse (full, row-broadcast or the 1024-row ALiBi-compressed
 // form) or the ALiBi generated from slopes.

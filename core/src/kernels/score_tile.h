@@ -13,7 +13,7 @@
 #include "kernels/pse_bias.h"
 #include "kernels/tile_dropout.h"
 #include "kernels/tile_mask.h"
-#include "runtime/gemm.h"
+#include "kernels/tile_products.h"
 
 namespace attnserve::core {
 
@@ -29,32 +29,46 @@ struct ScoreModifiers {
   TileDropout dropout;
 };
 
+// What ScoreTile produced: the tile's coverage and the factor the scores
+// still need (1 when `s` holds the final scores). bf16 products leave the
+// scale to the fused softmax rows when nothing comes between the product
+// and the softmax but the mask (no pse) and the scale is positive (so that
+// -inf stays -inf and the row maximum scales with it).
+struct ScoredTile {
+  TileCoverage cover = TileCoverage::kEmpty;
+  float pending_scale = 1.0f;
+};
+
 // Tile rows [i0, i0 + rows) x columns [j0, j0 + cols) of head (b, n): the
-// scores into `s` (row stride `cols`) from the query tile `q` ([rows, D])
-// and the head's keys `k` ([Skv_b, D]). `pse_row` is scratch of `cols`
-// floats. Returns the tile's coverage; kEmpty tiles are counted as skipped
-// and `s` is left alone.
-inline TileCoverage ScoreTile(const AttentionGeometry& g,
-                              const ScoreModifiers& mods, int64_t b, int64_t n,
-                              int64_t i0, int64_t rows, int64_t j0,
-                              int64_t cols, const float* q, const float* k,
-                              float* s, float* pse_row, RunStats* stats) {
-  const TileCoverage cover = mods.mask.Classify(b, i0, rows, j0, cols);
-  if (cover == TileCoverage::kEmpty) {
+// scores into `s` (row stride ScoreStride(g.tiling, cols)) from the query
+// tile and the head's keys in `op`: s = scale · Q K_jᵀ + bias, with the
+// cells the mask drops at -inf (times 1 / pending_scale, see ScoredTile).
+// `pse_row` is scratch of `cols` floats. kEmpty tiles are counted as
+// skipped and `s` is left alone.
+inline ScoredTile ScoreTile(const AttentionGeometry& g,
+                            const ScoreModifiers& mods, int64_t b, int64_t n,
+                            int64_t i0, int64_t rows, int64_t j0, int64_t cols,
+                            const TileOperands& op, float* s, float* pse_row,
+                            RunStats* stats) {
+  ScoredTile out;
+  out.cover = mods.mask.Classify(b, i0, rows, j0, cols);
+  if (out.cover == TileCoverage::kEmpty) {
     ++stats->tiles_skipped;
-    return cover;
+    return out;
   }
   ++stats->tiles_computed;
-  const int64_t d = g.dims.d;
-  GemmNT(rows, cols, d, g.scale, q, d, k + j0 * d, d, 0.0f, s, cols);
+  const bool defer = UsesBf16(g.tiling) && !mods.pse.active() && g.scale > 0.0f;
+  ScoreProduct(g.tiling, g.dims, g.scale, !defer, op, rows, j0, cols, s);
+  if (defer) out.pending_scale = g.scale;
+  const int64_t lds = ScoreStride(g.tiling, cols);
   if (mods.pse.active()) {
     const int64_t s1 = g.batches[static_cast<size_t>(b)].s1;
-    mods.pse.Add(b, n, s1, i0, rows, j0, cols, s, cols, pse_row);
+    mods.pse.Add(b, n, s1, i0, rows, j0, cols, s, lds, pse_row);
   }
-  if (cover == TileCoverage::kPartial) {
-    mods.mask.Apply(b, n, i0, rows, j0, cols, s, cols);
+  if (out.cover == TileCoverage::kPartial) {
+    mods.mask.Apply(b, n, i0, rows, j0, cols, s, lds);
   }
-  return cover;
+  return out;
 }
 
 }  // namespace attnserve::core

@@ -1,5 +1,5 @@
-// Dropout of a score tile (SEMANTICS.md §5): the keep bits of its cells,
-// from the request's drop_mask or generated from seed/offset, and the
+// Dropout of a score tile (docs/semantics.md, "Dropout"): the keep bits of its
+// cells, from the request's drop_mask or generated from seed/offset, and the
 // scaling P' = P * keep / keep_prob.
 //
 //   TileDropout drop(plan.dropout, drop_mask_bytes);

@@ -1,5 +1,5 @@
-// Which score cells a tile keeps (SEMANTICS.md §3), in the per-batch form
-// the plan resolves every sparse mode to:
+// Which score cells a tile keeps (docs/semantics.md, "Masks and sparse modes"),
+// in the per-batch form the plan resolves every sparse mode to:
 //   keep(i, j) = (lo <= j - i <= hi || j < prefix) && !atten_mask(i, j)
 // with batch-local i, j.
 //

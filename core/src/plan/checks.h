@@ -30,6 +30,26 @@ absl::Status CheckShape(const TensorView& t, const std::vector<int64_t>& want,
 absl::Status CheckDType(const TensorView& t, DType want,
                         const std::string& field, const std::string& why);
 
+// scale_value: finite and representable as float32 (|value| <= FLT_MAX),
+// since the kernels scale in float32.
+absl::Status CheckScaleValue(double value);
+
+// Elements [begin, end) of a tensor.
+struct ElementRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
+// softmax_max / softmax_sum sent as residuals (FLOAT32, byte size already
+// checked): in the `rows` the backward reads, every max finite and every sum
+// positive and finite. Sums are divisors and maxima are subtracted from
+// scores, so anything else turns into inf/NaN gradients. Fully masked rows
+// carry -FLT_MAX / +FLT_MAX, which pass; rows of a TND batch without keys
+// are never read, and the caller leaves them out of `rows`.
+absl::Status CheckSoftmaxStatistics(const TensorView& softmax_max,
+                                    const TensorView& softmax_sum,
+                                    const std::vector<ElementRange>& rows);
+
 }  // namespace attnserve::core
 
 #endif  // ATTNSERVE_CORE_SRC_PLAN_CHECKS_H_

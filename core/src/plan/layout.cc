@@ -36,22 +36,6 @@ const char* LayoutName(Layout layout) {
   return "?";
 }
 
-HeadStrides StridesFor(Layout layout, int64_t batch, int64_t seq, int64_t heads,
-                       int64_t dim) {
-  switch (layout) {
-    case Layout::kBSH:
-    case Layout::kBSND:
-      return HeadStrides{seq * heads * dim, heads * dim, dim};
-    case Layout::kSBH:
-      return HeadStrides{heads * dim, batch * heads * dim, dim};
-    case Layout::kBNSD:
-      return HeadStrides{heads * seq * dim, dim, seq * dim};
-    case Layout::kTND:  // One batch of T tokens: b unused.
-      return HeadStrides{0, heads * dim, dim};
-  }
-  return {};
-}
-
 std::vector<int64_t> ShapeFor(Layout layout, int64_t batch, int64_t seq,
                               int64_t heads, int64_t dim) {
   switch (layout) {

@@ -1,7 +1,9 @@
 // PlanForward / PlanBackward: every constraint of the FlashAttentionScore
 // family, checked in one place (the resolve_*.cc steps), then the tiling,
-// the workspace size and the output specs.
+// the workspace size (the kernels' own layout, counted) and the output
+// specs.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -9,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "attnserve/core/plan.h"
 #include "attnserve/core/status_macros.h"
+#include "kernels/flash_attention.h"
 #include "plan/checks.h"
 #include "plan/layout.h"
 #include "plan/resolve.h"
@@ -23,6 +26,10 @@ namespace {
 constexpr int64_t kTileQ = 128;
 constexpr int64_t kTileKv = 128;
 constexpr int64_t kMaxStartIdx = 2147483647;
+// keep_prob is used as float32 and divided by: the smallest normal float32
+// keeps 1/keep_prob finite (about 8.5e37) on every path, flushed
+// subnormals included.
+constexpr float kMinKeepProb = FLT_MIN;
 
 double ForwardFlops(const AttentionDims& d,
                     const std::vector<BatchSpan>& batches) {
@@ -34,14 +41,9 @@ double ForwardFlops(const AttentionDims& d,
          static_cast<double>(d.d + d.dv);
 }
 
-Tiling MakeTiling(int threads) {
-  return Tiling{kTileQ, kTileKv, threads < 1 ? 1 : threads};
-}
-
-uint64_t FloatBytes(int64_t floats) {
-  // Whole cache lines, plus one line of slack for each aligned region.
-  const int64_t lines = (floats + 15) / 16 + 16;
-  return static_cast<uint64_t>(lines) * 64;
+Tiling MakeTiling(const AttentionDims& d, int threads, bool allow_bf16) {
+  return Tiling{kTileQ, kTileKv, threads < 1 ? 1 : threads,
+                ChooseTileProducts(d.dtype, allow_bf16)};
 }
 
 // Everything but the tensors specific to one direction.
@@ -81,6 +83,7 @@ void CopyCommon(CommonPlan&& c, Plan* plan) {
 
 absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
                                             const ThreadPolicy& threads,
+                                            bool allow_bf16,
                                             InputDTypes accepted) {
   ForwardPlan plan;
   ATTN_ASSIGN_OR_RETURN(
@@ -89,13 +92,10 @@ absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
   CopyCommon(std::move(common), &plan);
   const AttentionDims& d = plan.dims;
   plan.flops = ForwardFlops(d, plan.batches);
-  plan.tiling = MakeTiling(threads.ThreadsFor(plan.flops));
-  const int64_t tq = plan.tiling.tile_q, tk = plan.tiling.tile_kv;
-  // K and V of one head, a Q tile, the score tile, the output tile, the
-  // running max/sum and the tile's keep bytes.
-  const int64_t per_thread = d.s2 * (d.d + d.dv) + tq * d.d + tq * tk +
-                             tq * d.dv + 4 * tq + (tq * tk + 3) / 4;
-  plan.workspace_bytes = FloatBytes(per_thread) * plan.tiling.threads;
+  plan.tiling = MakeTiling(d, threads.ThreadsFor(plan.flops), allow_bf16);
+  // The kernel's own layout: K and V of one head, the query, score and
+  // output tiles, the running max/sum and the tile's keep bytes, per thread.
+  plan.workspace_bytes = FlashForwardWorkspaceBytes(d, plan.tiling);
   const DType out_dtype =
       IsFloatingCompute(d.dtype) ? d.dtype : DType::kFloat32;
   plan.outputs = {
@@ -106,8 +106,31 @@ absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
   return plan;
 }
 
+// The softmax statistics' elements the backward reads: every row for the
+// padded layouts, the tokens of batches with keys for TND ([T1, N1, 8]).
+std::vector<ElementRange> StatisticRows(const AttentionDims& d,
+                                        const std::vector<BatchSpan>& batches) {
+  const int64_t per_token = d.n1 * kSoftmaxLanes;
+  if (d.layout != Layout::kTND) {
+    return {{0, d.b * d.s1 * per_token}};
+  }
+  std::vector<ElementRange> rows;
+  for (const BatchSpan& s : batches) {
+    if (s.s2 == 0 || s.s1 == 0) continue;
+    rows.push_back({s.q_start * per_token, (s.q_start + s.s1) * per_token});
+  }
+  return rows;
+}
+
 absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
+                            const std::vector<BatchSpan>& batches,
                             bool* has_residuals) {
+  if (args.softmax_in.has_value()) {
+    return InvalidField("softmax_in",
+                        "is reserved and must not be set (leave the field "
+                        "unset; the residuals are softmax_max, softmax_sum "
+                        "and attention_in)");
+  }
   const int residuals = args.softmax_max.has_value() +
                         args.softmax_sum.has_value() +
                         args.attention_in.has_value();
@@ -128,6 +151,8 @@ absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
     ATTN_RETURN_IF_ERROR(CheckShape(*t, SoftmaxShape(d), name));
     ATTN_RETURN_IF_ERROR(CheckByteSize(*t, name));
   }
+  ATTN_RETURN_IF_ERROR(CheckSoftmaxStatistics(
+      *args.softmax_max, *args.softmax_sum, StatisticRows(d, batches)));
   ATTN_RETURN_IF_ERROR(
       CheckDType(*args.attention_in, d.dtype, "attention_in", "same as query"));
   ATTN_RETURN_IF_ERROR(CheckShape(
@@ -138,12 +163,23 @@ absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
 }  // namespace
 
 absl::Status CheckScalarOptions(const AttentionOptions& o) {
-  if (!std::isfinite(o.scale_value)) {
-    return InvalidField("scale_value", "must be a finite number");
-  }
+  ATTN_RETURN_IF_ERROR(CheckScaleValue(o.scale_value));
   if (!(o.keep_prob > 0.0 && o.keep_prob <= 1.0)) {
     return InvalidField("keep_prob",
                         absl::StrCat("must be in (0, 1], got ", o.keep_prob));
+  }
+  if (static_cast<float>(o.keep_prob) < kMinKeepProb) {
+    return InvalidField(
+        "keep_prob",
+        absl::StrCat("is used as float32 and must be >= ", kMinKeepProb,
+                     " (the smallest normal float32, so that 1/keep_prob is "
+                     "finite), got ",
+                     o.keep_prob));
+  }
+  if (o.padding_mask.has_value()) {
+    return InvalidField("padding_mask",
+                        "is reserved and must not be set (leave the field "
+                        "unset; masking is atten_mask's and sparse_mode's)");
   }
   if (o.pse_type < 0 || o.pse_type > 3) {
     return InvalidField("pse_type",
@@ -176,17 +212,20 @@ absl::Status CheckScalarOptions(const AttentionOptions& o) {
 }
 
 absl::StatusOr<ForwardPlan> PlanForward(const ForwardArgs& args,
-                                        const ThreadPolicy& threads) {
-  return PlanForwardImpl(args, threads, InputDTypes::kForward);
+                                        const ThreadPolicy& threads,
+                                        bool allow_bf16) {
+  return PlanForwardImpl(args, threads, allow_bf16, InputDTypes::kForward);
 }
 
 absl::StatusOr<ForwardPlan> PlanRecomputeForward(const ForwardArgs& args,
-                                                 const ThreadPolicy& threads) {
-  return PlanForwardImpl(args, threads, InputDTypes::kGradient);
+                                                 const ThreadPolicy& threads,
+                                                 bool allow_bf16) {
+  return PlanForwardImpl(args, threads, allow_bf16, InputDTypes::kGradient);
 }
 
 absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
-                                          const ThreadPolicy& threads) {
+                                          const ThreadPolicy& threads,
+                                          bool allow_bf16) {
   BackwardPlan plan;
   const AttentionOptions& o = args.options;
   ATTN_ASSIGN_OR_RETURN(
@@ -198,16 +237,18 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
   ATTN_RETURN_IF_ERROR(
       CheckShape(args.dy, QueryLikeShape(d, d.n1, d.dv), "dy"));
   ATTN_RETURN_IF_ERROR(CheckByteSize(args.dy, "dy"));
-  ATTN_RETURN_IF_ERROR(CheckResiduals(args, d, &plan.has_residuals));
+  ATTN_RETURN_IF_ERROR(
+      CheckResiduals(args, d, plan.batches, &plan.has_residuals));
 
   const double forward_flops = ForwardFlops(d, plan.batches);
   plan.flops = 2.5 * forward_flops;
-  plan.tiling = MakeTiling(threads.ThreadsFor(
-      plan.has_residuals ? plan.flops : plan.flops + forward_flops));
-  const int64_t tq = plan.tiling.tile_q, tk = plan.tiling.tile_kv;
-  const int64_t per_thread = 2 * d.s2 * (d.d + d.dv) + 2 * tq * (d.d + d.dv) +
-                             3 * tq * tk + 4 * tq + (tq * tk + 3) / 4;
-  plan.workspace_bytes = FloatBytes(per_thread) * plan.tiling.threads;
+  plan.tiling = MakeTiling(
+      d,
+      threads.ThreadsFor(plan.has_residuals ? plan.flops
+                                            : plan.flops + forward_flops),
+      allow_bf16);
+  // K, V, dK, dV of one head and the query-side and score tiles, per thread.
+  plan.workspace_bytes = FlashBackwardWorkspaceBytes(d, plan.tiling);
   const DType grad_dtype =
       IsFloatingCompute(d.dtype) ? d.dtype : DType::kFloat32;
   plan.outputs = {
@@ -220,8 +261,9 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
   }
   if (!plan.has_residuals) {
     const ForwardArgs forward{args.query, args.key, args.value, o};
-    ATTN_ASSIGN_OR_RETURN(plan.recompute,
-                          PlanRecomputeForward(forward, plan.tiling.threads));
+    ATTN_ASSIGN_OR_RETURN(
+        plan.recompute,
+        PlanRecomputeForward(forward, plan.tiling.threads, allow_bf16));
   }
   return plan;
 }

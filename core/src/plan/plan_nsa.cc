@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "attnserve/core/nsa.h"
 #include "attnserve/core/status_macros.h"
+#include "kernels/nsa_attention.h"
 #include "plan/checks.h"
 
 namespace attnserve::core {
@@ -141,9 +142,7 @@ absl::StatusOr<NsaDims> ResolveTensors(const TensorView& q, const TensorView& k,
 }
 
 absl::Status CheckScalars(const NsaOptions& o, NsaDims* dims) {
-  if (!std::isfinite(o.scale_value)) {
-    return InvalidField("scale_value", "must be a finite number");
-  }
+  ATTN_RETURN_IF_ERROR(CheckScaleValue(o.scale_value));
   if (o.sparse_mode != 0 && o.sparse_mode != 2) {
     return InvalidField(
         "sparse_mode",
@@ -331,17 +330,6 @@ absl::StatusOr<NsaDims> ResolveNsa(const TensorView& q, const TensorView& k,
   return dims;
 }
 
-// Bytes of `floats` fp32 values carved in aligned regions (Scratch rounds
-// each region to 16 floats): whole cache lines plus one line of slack per
-// region.
-uint64_t RegionBytes(const std::vector<int64_t>& regions) {
-  uint64_t lines = 0;
-  for (int64_t floats : regions) {
-    lines += static_cast<uint64_t>((floats + 15) / 16) + 1;
-  }
-  return lines * 64;
-}
-
 int64_t TileTokens(const NsaDims& d) {
   return std::clamp<int64_t>(kMaxTileRows / d.g, 1, kMaxTileTokens);
 }
@@ -376,7 +364,8 @@ int64_t MaxQueryLength(const NsaOptions& o) {
 }  // namespace
 
 absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
-                                              const ThreadPolicy& threads) {
+                                              const ThreadPolicy& threads,
+                                              bool allow_bf16) {
   NsaForwardPlan plan;
   const NsaOptions& o = args.options;
   ATTN_ASSIGN_OR_RETURN(
@@ -394,18 +383,12 @@ absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
                static_cast<double>(d.d + d.dv);
   plan.threads = threads.ThreadsFor(plan.flops);
   plan.token_tile = TileTokens(d);
-  const int64_t slots = d.block_count * d.block_size;
-  const int64_t rows = plan.token_tile * d.g;
-  const uint64_t per_thread = RegionBytes({
-      d.max_skv * d.d,   // fp32 keys of one (batch, kv head).
-      d.max_skv * d.dv,  // fp32 values of one (batch, kv head).
-      rows * d.d,        // Query rows of the tile.
-      rows * slots,      // Scores, then probabilities, per block.
-      rows * d.dv,       // Output rows.
-      rows * d.d,        // Query rows of one block's tokens.
-      rows * d.dv,       // Their share of the output.
-  });
-  plan.workspace_bytes = per_thread * static_cast<uint64_t>(plan.threads);
+  plan.products = ChooseTileProducts(d.dtype, allow_bf16);
+  // The kernel's own layout, per thread: the keys and values of one (batch,
+  // kv head), the tile's query rows, its per-block scores and its output.
+  plan.workspace_bytes =
+      NsaForwardThreadBytes(d, plan.token_tile, plan.products) *
+      static_cast<uint64_t>(plan.threads);
   plan.outputs = {
       {"attention_out", d.dtype, {d.t1, d.n1, d.dv}},
       {"softmax_max", DType::kFloat32, StatShape(d)},
@@ -415,7 +398,8 @@ absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
 }
 
 absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
-                                                const ThreadPolicy& threads) {
+                                                const ThreadPolicy& threads,
+                                                bool allow_bf16) {
   NsaBackwardPlan plan;
   const NsaOptions& o = args.options;
   ATTN_ASSIGN_OR_RETURN(
@@ -437,6 +421,9 @@ absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
     ATTN_RETURN_IF_ERROR(CheckShape(*t, StatShape(d), name));
     ATTN_RETURN_IF_ERROR(CheckByteSize(*t, name));
   }
+  // Every key/value batch holds at least K blocks: every row is read.
+  ATTN_RETURN_IF_ERROR(CheckSoftmaxStatistics(
+      args.softmax_max, args.softmax_sum, {{0, d.t1 * d.n1 * kSoftmaxLanes}}));
   plan.scale = static_cast<float>(o.scale_value);
   plan.flops = 2.0 * static_cast<double>(plan.attended) *
                static_cast<double>(3 * d.d + 2 * d.dv);
@@ -455,24 +442,15 @@ absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
   }
   plan.chunk_tokens = std::min(chunk, longest);
   plan.token_tile = TileTokens(d);
-
-  const int64_t rows = plan.token_tile * d.g;
-  const uint64_t per_thread = RegionBytes({
-      d.max_skv * d.d,             // fp32 keys of one (batch, kv head).
-      d.max_skv * d.dv,            // fp32 values of one (batch, kv head).
-      rows * d.d,                  // Query rows of the tile.
-      rows * d.dv,                 // dY rows.
-      rows * d.d,                  // dQ rows.
-      rows * d.d,                  // Query rows of one block's tokens.
-      rows * d.dv,                 // Their dY rows.
-      rows * d.block_size,         // Their probabilities for the block.
-      rows * d.block_size,         // Their dS for the block.
-      rows * std::max(d.d, d.dv),  // Their dQ share; attention_out rows.
-  });
-  const uint64_t partial_bytes = RegionBytes(
-      {static_cast<int64_t>(PartialFloats(o, d, plan.chunk_tokens))});
+  plan.products = ChooseTileProducts(d.dtype, allow_bf16);
+  // The chunks' fp32 dK/dV partial sums (whole cache lines), then the
+  // kernel's own per-thread layout.
+  const uint64_t partial_bytes =
+      (PartialFloats(o, d, plan.chunk_tokens) + 15) / 16 * 64;
   plan.workspace_bytes =
-      per_thread * static_cast<uint64_t>(plan.threads) + partial_bytes;
+      partial_bytes +
+      NsaBackwardThreadBytes(d, plan.token_tile, plan.products) *
+          static_cast<uint64_t>(plan.threads);
   plan.outputs = {
       {"dq", d.dtype, {d.t1, d.n1, d.d}},
       {"dk", d.dtype, {d.t2, d.n2, d.d}},

@@ -2,6 +2,7 @@
 // "Masks and sparse modes"):
 // every mode becomes a per-batch band plus, for modes 0, 1 and 5, an
 // explicit mask tensor.
+#include <algorithm>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -35,21 +36,32 @@ int64_t BandBatch(const std::vector<BatchSpan>& batches, int64_t mode) {
   return -1;
 }
 
+// pre_tokens / next_tokens clamped to [-kUnbounded, kUnbounded]. Every
+// |j - i| of a batch is below 2^21, so the band's cells are the same, and
+// every sum of a window and a sequence length stays far from overflow
+// (INT64_MIN / INT64_MAX are valid "unbounded" values on the wire).
+int64_t Window(int64_t tokens) {
+  return std::clamp(tokens, -kUnbounded, kUnbounded);
+}
+
 // next < 0 needs pre >= -next; pre < 0 needs next >= -pre.
 absl::Status CheckBandSigns(const AttentionOptions& o) {
-  if (o.next_tokens < 0 && o.pre_tokens < -o.next_tokens) {
+  const int64_t pre = Window(o.pre_tokens), next = Window(o.next_tokens);
+  if (next < 0 && pre < -next) {
     return InvalidField(
         "pre_tokens",
         absl::StrCat("with next_tokens=", o.next_tokens,
-                     " < 0, pre_tokens must be >= ", -o.next_tokens,
-                     " (empty band), got ", o.pre_tokens));
+                     " < 0, pre_tokens must be >= -next_tokens (the band is "
+                     "empty otherwise), got ",
+                     o.pre_tokens));
   }
-  if (o.pre_tokens < 0 && o.next_tokens < -o.pre_tokens) {
+  if (pre < 0 && next < -pre) {
     return InvalidField(
         "next_tokens",
         absl::StrCat("with pre_tokens=", o.pre_tokens,
-                     " < 0, next_tokens must be >= ", -o.pre_tokens,
-                     " (empty band), got ", o.next_tokens));
+                     " < 0, next_tokens must be >= -pre_tokens (the band is "
+                     "empty otherwise), got ",
+                     o.next_tokens));
   }
   return absl::OkStatus();
 }
@@ -270,10 +282,11 @@ BatchBand BandOf(const AttentionOptions& o, int64_t mode, const BatchSpan& s,
                  bool band_batch, int64_t prefix) {
   BatchBand band;
   const int64_t delta = s.s2 - s.s1;
+  const int64_t pre = Window(o.pre_tokens), next = Window(o.next_tokens);
   switch (mode) {
     case 0:
-      band.lo = -o.pre_tokens;
-      band.hi = o.next_tokens;
+      band.lo = -pre;
+      band.hi = next;
       break;
     case 1:
       break;
@@ -284,8 +297,8 @@ BatchBand BandOf(const AttentionOptions& o, int64_t mode, const BatchSpan& s,
       band.hi = delta;
       break;
     case 4:
-      band.lo = delta - o.pre_tokens;
-      band.hi = delta + o.next_tokens;
+      band.lo = delta - pre;
+      band.hi = delta + next;
       break;
     case 5:
     case 6:
@@ -293,10 +306,10 @@ BatchBand BandOf(const AttentionOptions& o, int64_t mode, const BatchSpan& s,
       band.prefix = prefix;
       break;
     case 7:
-      band.hi = band_batch ? delta + o.next_tokens : delta;
+      band.hi = band_batch ? delta + next : delta;
       break;
     case 8:
-      band.hi = band_batch ? delta + o.next_tokens : 0;
+      band.hi = band_batch ? delta + next : 0;
       break;
     default:
       break;

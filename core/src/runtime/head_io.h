@@ -1,13 +1,34 @@
 // Moving one head's rows between wire tensors (any layout, any float dtype)
-// and contiguous fp32 scratch: the only place kernels touch tensor bytes.
+// and contiguous fp32 (or, for the bf16 tile path, bf16) scratch: the only
+// place kernels touch tensor bytes.
 #ifndef ATTNSERVE_CORE_SRC_RUNTIME_HEAD_IO_H_
 #define ATTNSERVE_CORE_SRC_RUNTIME_HEAD_IO_H_
 
 #include <cstdint>
 
 #include "attnserve/core/dtype.h"
+#include "attnserve/core/plan.h"
 
 namespace attnserve::core {
+
+// Element addressing of a tensor in one of the attention layouts
+// (docs/semantics.md, "Layouts and heads"). A head is addressed by (b, n);
+// within it, row s and column d. For every layout d is contiguous, so a head is
+// a strided sequence of rows:
+//   offset(b, s, n, d) = b*stride_b + s*stride_s + n*stride_n + d
+struct HeadStrides {
+  int64_t b = 0;
+  int64_t s = 0;
+  int64_t n = 0;
+
+  int64_t Offset(int64_t bi, int64_t si, int64_t ni) const {
+    return bi * b + si * s + ni * n;
+  }
+};
+
+// Strides of a tensor of `layout` with batch B, sequence S, heads N, dim D.
+HeadStrides StridesFor(Layout layout, int64_t batch, int64_t seq, int64_t heads,
+                       int64_t dim);
 
 // Rows of one (batch, head) slice: row r starts at element
 // `offset + r * row_stride` and holds `cols` contiguous elements.
@@ -26,6 +47,12 @@ void LoadRows(const void* base, const HeadSlice& slice, int64_t row0,
 // The reverse: narrows to slice.dtype (round-to-nearest-even).
 void StoreRows(const float* src, const HeadSlice& slice, int64_t row0,
                int64_t rows, void* base);
+
+// dst[r][c] = src[slice row row0 + r][c] of a BFLOAT16 slice, copied as
+// they are (the bf16 tile path's operands); dst has leading dimension
+// slice.cols.
+void CopyBf16Rows(const void* base, const HeadSlice& slice, int64_t row0,
+                  int64_t rows, uint16_t* dst);
 
 }  // namespace attnserve::core
 

@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
+#include <new>
+
+#include "absl/strings/str_cat.h"
 
 namespace attnserve::core {
 
@@ -31,13 +35,33 @@ ComputePool::~ComputePool() {
   for (std::thread& t : threads_) t.join();
 }
 
+namespace {
+
+// One item; an exception (an allocation failing inside an item, on a helper
+// thread or the caller's) becomes the loop's status instead of ending the
+// process or leaving helpers running after the caller has unwound.
+absl::Status RunItem(const std::function<absl::Status(int64_t, int)>& fn,
+                     int64_t item, int slot) {
+  try {
+    return fn(item, slot);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "out of memory inside a compute item (allocation failed)");
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("compute item failed with an exception: ", e.what()));
+  }
+}
+
+}  // namespace
+
 void ComputePool::Work(Loop& loop, int slot) {
   for (;;) {
     const int64_t item = loop.next.fetch_add(1, std::memory_order_relaxed);
     if (item >= loop.items) break;
     absl::Status s = loop.failed.load(std::memory_order_relaxed)
                          ? absl::OkStatus()
-                         : (*loop.fn)(item, slot);
+                         : RunItem(*loop.fn, item, slot);
     if (!s.ok()) {
       absl::MutexLock lock(&loop.mu);
       if (loop.status.ok()) loop.status = s;

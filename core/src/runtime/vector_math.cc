@@ -182,16 +182,23 @@ __attribute__((target("avx2"))) float MaxAvx2(const float* x, int64_t n) {
 }
 
 __attribute__((target("avx512f"))) float MaxAvx512(const float* x, int64_t n) {
-  __m512 acc = _mm512_set1_ps(-INFINITY);
+  __m512 acc0 = _mm512_set1_ps(-INFINITY), acc1 = acc0;
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    acc = _mm512_max_ps(_mm512_loadu_ps(x + i), acc);
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_max_ps(_mm512_loadu_ps(x + i), acc0);
+    acc1 = _mm512_max_ps(_mm512_loadu_ps(x + i + 16), acc1);
   }
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, acc);
-  float m = MaxScalar(x + i, n - i);
-  for (float l : lanes) m = l > m ? l : m;
-  return m;
+  if (i + 16 <= n) {
+    acc0 = _mm512_max_ps(_mm512_loadu_ps(x + i), acc0);
+    i += 16;
+  }
+  if (i < n) {  // Masked tail: the lanes past n stay -inf.
+    const __mmask16 tail =
+        static_cast<__mmask16>((1u << static_cast<unsigned>(n - i)) - 1u);
+    acc1 = _mm512_max_ps(
+        _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, x + i), acc1);
+  }
+  return _mm512_reduce_max_ps(_mm512_max_ps(acc0, acc1));
 }
 
 #endif  // ATTNSERVE_VECTOR_MATH_X86

@@ -12,6 +12,17 @@
 //   ATTN_ASSIGN_OR_RETURN(attnserve::v1::GetServerInfoResponse info,
 //                         client.GetServerInfo(absl::Seconds(5)));
 //
+// Resident tensors: PutTensor uploads a tensor of any size in chunks and
+// returns its handle, which any tensor field of a request may carry instead
+// of data (TensorHandle() in tensor_helpers.h); TensorRetention on a request
+// keeps its inputs and outputs on the server; GetTensor downloads a tensor
+// and DeleteTensor frees it. resident.h resends data when a server answers
+// NOT_FOUND.
+//
+//   ATTN_ASSIGN_OR_RETURN(v1::PutTensorResponse key,
+//                         client.PutTensor(key_tensor));
+//   *request.mutable_key() = TensorHandle(key.handle());
+//
 // Thread-safety: a Client is cheap to copy (copies share the channel) and all
 // its methods are const and may be called concurrently.
 #ifndef ATTNSERVE_CLIENT_CLIENT_H_
@@ -26,6 +37,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "attnserve/v1/attention.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/security/credentials.h"
@@ -77,6 +89,15 @@ struct ClientOptions {
   TlsOptions tls;
 };
 
+// How PutTensor sends a tensor.
+struct PutOptions {
+  // Time to live on the server; unset = the server's default.
+  std::optional<uint32_t> ttl_seconds;
+  // Bytes of data per message (each message stays far below the message
+  // limit, so tensors of any size travel).
+  size_t chunk_bytes = size_t{4} << 20;
+};
+
 // Result of the grpc.health.v1 Check method.
 enum class ServingStatus {
   kUnknown,
@@ -124,6 +145,30 @@ class Client {
       const v1::GetWorkspaceSizeRequest& request,
       std::optional<absl::Duration> timeout = std::nullopt) const;
   absl::StatusOr<v1::GetServerInfoResponse> GetServerInfo(
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+
+  // Uploads a tensor of `dtype` and `shape` whose bytes (row-major,
+  // little-endian, prod(shape) * itemsize of them) are `data`, in messages
+  // of options.chunk_bytes; returns its handle, size and time to live.
+  // INVALID_ARGUMENT before sending anything when the sizes disagree.
+  absl::StatusOr<v1::PutTensorResponse> PutTensor(
+      v1::DataType dtype, const std::vector<int64_t>& shape,
+      absl::string_view data, const PutOptions& options = {},
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  // The same for a tensor message's dtype, shape and data.
+  absl::StatusOr<v1::PutTensorResponse> PutTensor(
+      const v1::Tensor& tensor, const PutOptions& options = {},
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  // Downloads the tensor `handle`: dtype, shape and all its data in one
+  // Tensor (which may hold more than one message could). NOT_FOUND when the
+  // server does not hold it for these credentials.
+  absl::StatusOr<v1::Tensor> GetTensor(
+      const std::string& handle,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  // Frees the tensor `handle` on the server; an unknown handle is not an
+  // error.
+  absl::Status DeleteTensor(
+      const std::string& handle,
       std::optional<absl::Duration> timeout = std::nullopt) const;
 
   // grpc.health.v1.Health/Check for `service` ("" = the whole server).

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -69,6 +70,14 @@ std::vector<float> RandomFloats(size_t n, uint64_t seed, float lo = -1.0f,
 absl::StatusOr<v1::Tensor> MakeRandomTensor(const std::vector<int64_t>& shape,
                                             v1::DataType dtype, uint64_t seed,
                                             float lo = -1.0f, float hi = 1.0f);
+
+// A tensor field naming the resident tensor `handle` (no data), e.g.
+// *request.mutable_key() = TensorHandle(put->handle()). The server checks
+// `dtype` and `shape` against the stored tensor when they are given
+// (UNSPECIFIED / empty = not stated).
+v1::Tensor TensorHandle(const std::string& handle,
+                        v1::DataType dtype = v1::DATA_TYPE_UNSPECIFIED,
+                        const std::vector<int64_t>& shape = {});
 
 // BOOL [sq, skv] causal mask with 1 (= masked) where column j > row i (CANN's
 // top-left causal convention, for sparse_mode 0). INVALID_ARGUMENT for

@@ -10,7 +10,9 @@
 // A run leases the call's workspace from the engine's pool for its
 // duration, takes the outputs from the engine's buffer pool, checks the cancel
 // token between tiles, and returns CANCELLED / DEADLINE_EXCEEDED /
-// RESOURCE_EXHAUSTED as fit. Thread-safe: many runs may proceed at once.
+// RESOURCE_EXHAUSTED as fit. A call prepared with bf16 tile products on an
+// engine without them is FAILED_PRECONDITION (prepare with
+// engine.bf16_tile_products()). Thread-safe: many runs may proceed at once.
 #ifndef ATTNSERVE_CORE_ENGINE_H_
 #define ATTNSERVE_CORE_ENGINE_H_
 
@@ -37,6 +39,11 @@ struct EngineOptions {
   // Threads one run may use (the caller's plus helpers the engine owns);
   // prepare calls for at most this many.
   int intra_op_threads = 1;
+  // Whether BFLOAT16 requests may run bf16 tile products where the host has
+  // them (plan.h, TileProducts); false keeps every request on fp32 products.
+  // Prepare calls with the same choice:
+  // ForwardCall::Prepare(args, threads, engine.bf16_tile_products()).
+  bool bf16_tile_products = true;
 };
 
 class Engine {
@@ -65,18 +72,25 @@ class Engine {
   // Outputs' buffers; they return here when their last owner drops them.
   BufferPool& buffer_pool() { return buffers_; }
   int intra_op_threads() const { return intra_op_threads_; }
+  bool bf16_tile_products() const { return bf16_tile_products_; }
   // What computes: the tile-product library (e.g. "onednn-sgemm:2.6.3"),
-  // OpenBLAS's kernel for this CPU and the softmax's vector level.
+  // OpenBLAS's kernel for this CPU, the softmax's vector level and the bf16
+  // tile products ("onednn-bf16-matmul:brg:avx512_core_amx_bf16", or
+  // "onednn-bf16-matmul:off (<why>)" when the host has none or the engine
+  // was configured without them).
   std::vector<std::string> backends() const;
 
  private:
   absl::StatusOr<ForwardResult> RunForward(const ForwardArgs& args,
                                            const ForwardPlan& plan,
                                            const CancelToken& cancel);
+  // OK unless `products` are bf16 and this engine or host cannot run them.
+  absl::Status CheckProducts(TileProducts products) const;
 
   WorkspacePool pool_;
   BufferPool buffers_;
   const int intra_op_threads_;
+  const bool bf16_tile_products_;
   std::unique_ptr<ComputePool> compute_;
 };
 

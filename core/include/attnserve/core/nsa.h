@@ -101,6 +101,7 @@ struct NsaForwardPlan {
   NsaDims dims;
   float scale = 1.0f;
   int threads = 1;
+  TileProducts products = TileProducts::kFloat32;  // As in plan.h.
   // Query tokens per tile (per work item): the products with a key block
   // take every token of the tile that selects it.
   int64_t token_tile = 0;
@@ -117,6 +118,7 @@ struct NsaBackwardPlan {
   NsaDims dims;
   float scale = 1.0f;
   int threads = 1;
+  TileProducts products = TileProducts::kFloat32;  // As in plan.h.
   // dK/dV are accumulated per chunk of `chunk_tokens` query tokens of one
   // batch and kv head, then the chunks are summed in order. Chosen from the
   // shapes alone, so the result does not depend on the thread count.
@@ -130,15 +132,18 @@ struct NsaBackwardPlan {
 };
 
 // Validates a forward request and sizes its workspace for the threads
-// `threads` grants it (plan.h). INVALID_ARGUMENT names the offending field.
-// Reads topk_indices (and a sent atten_mask) to check them.
+// `threads` grants it (plan.h) and the tile products chosen (`allow_bf16` as
+// in PlanForward). INVALID_ARGUMENT names the offending field. Reads
+// topk_indices (and a sent atten_mask) to check them.
 absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
-                                              const ThreadPolicy& threads = {});
+                                              const ThreadPolicy& threads = {},
+                                              bool allow_bf16 = true);
 
 // The same for the grad, plus attention_out, attention_out_grad and the
 // softmax statistics.
 absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(
-    const NsaBackwardArgs& args, const ThreadPolicy& threads = {});
+    const NsaBackwardArgs& args, const ThreadPolicy& threads = {},
+    bool allow_bf16 = true);
 
 }  // namespace attnserve::core
 

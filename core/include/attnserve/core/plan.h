@@ -143,11 +143,25 @@ struct DropoutSpec {
   std::vector<int64_t> bit_base;  // Per batch: bit index of (b, 0, 0, 0).
 };
 
+// How the kernels multiply tiles. kFloat32: fp32 operands (FLOAT16 and
+// BFLOAT16 inputs widened). kBFloat16: BFLOAT16 operands with fp32
+// accumulation, K and V held in bf16, P and dS rounded to bf16 for their
+// products (softmax, statistics and accumulators stay fp32); chosen for
+// BFLOAT16 requests on hosts whose CPU multiplies bf16 natively (AVX-512
+// BF16, AMX), unless planning was told not to.
+enum class TileProducts { kFloat32, kBFloat16 };
+const char* TileProductsName(TileProducts products);
+
+// The products a request of `dtype` runs with: kBFloat16 for BFLOAT16 when
+// `allow_bf16` and the host has native bf16 products, kFloat32 otherwise.
+TileProducts ChooseTileProducts(DType dtype, bool allow_bf16);
+
 // Tile sizes the kernels use (rows of Q per tile, rows of K/V per tile).
 struct Tiling {
   int64_t tile_q = 0;
   int64_t tile_kv = 0;
   int threads = 1;
+  TileProducts products = TileProducts::kFloat32;
 };
 
 struct ForwardPlan {
@@ -182,18 +196,24 @@ struct BackwardPlan {
 
 // Validates a forward request and plans it for the threads `threads` grants
 // it (the intra-request parallelism of the run; workspace is per thread).
+// `allow_bf16` lets a BFLOAT16 request run bf16 tile products where the host
+// has them (see TileProducts; Engine::bf16_tile_products() is what an engine
+// was configured with); the workspace is sized for the products chosen.
 absl::StatusOr<ForwardPlan> PlanForward(const ForwardArgs& args,
-                                        const ThreadPolicy& threads = {});
+                                        const ThreadPolicy& threads = {},
+                                        bool allow_bf16 = true);
 // The same for the grad. Without residuals the threads follow the FLOPs of
 // the grad and its recomputed forward together, and the plan holds the
-// forward's plan (`recompute`).
+// forward's plan (`recompute`, with the same products).
 absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
-                                          const ThreadPolicy& threads = {});
+                                          const ThreadPolicy& threads = {},
+                                          bool allow_bf16 = true);
 
 // The forward a backward without residuals runs to recompute them: as
 // PlanForward, but FLOAT8 inputs are accepted (attention_out is FLOAT32).
 absl::StatusOr<ForwardPlan> PlanRecomputeForward(
-    const ForwardArgs& args, const ThreadPolicy& threads = {});
+    const ForwardArgs& args, const ThreadPolicy& threads = {},
+    bool allow_bf16 = true);
 
 }  // namespace attnserve::core
 

@@ -91,11 +91,14 @@ class PreparedCall {
   using Plan = typename Op::Plan;
   using Result = typename Op::Result;
 
-  // Validates `args` and plans the call for the threads `threads` grants it.
+  // Validates `args` and plans the call for the threads `threads` grants it
+  // and, with `allow_bf16`, bf16 tile products for BFLOAT16 where the host
+  // has them (plan.h, TileProducts; pass Engine::bf16_tile_products()).
   // INVALID_ARGUMENT / UNIMPLEMENTED naming the field (FieldOf) otherwise.
   // Pure and thread-safe.
   static absl::StatusOr<PreparedCall> Prepare(
-      Args args, const ThreadPolicy& threads = ThreadPolicy());
+      Args args, const ThreadPolicy& threads = ThreadPolicy(),
+      bool allow_bf16 = true);
 
   PreparedCall(PreparedCall&&) noexcept = default;
   PreparedCall& operator=(PreparedCall&&) noexcept = default;

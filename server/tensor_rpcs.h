@@ -1,0 +1,91 @@
+// The RPCs of resident tensors that stream: PutTensor (client streaming
+// upload) and GetTensor (server streaming download). DeleteTensor is a
+// unary call of AttentionService.
+//
+//   TensorRpcs rpcs(&guard, &store, TensorRpcConfig{...});
+//   // In AttentionService:
+//   return rpcs.PutTensor(context, response);
+//   ...
+//   rpcs.CancelStreams();  // drain ran out of time: free the uploads
+//
+// PutTensor: the first message carries dtype and shape (and ttl_seconds);
+// the guard runs on the call's metadata before anything is read (auth,
+// drain) and the tensor limits on the first message. The declared size is
+// reserved in the store at once (RESOURCE_EXHAUSTED saying what is free when
+// it does not fit: nothing is buffered first), the buffer is allocated but
+// not touched, and each chunk is copied into it as it arrives. Chunks past
+// the declared size, a second `tensor`, or a stream that ends short are
+// INVALID_ARGUMENT. A stream cancelled by its client, stopped by its
+// deadline or by the drain frees what it received at once. The stored
+// tensor's handle, size and time to live are the answer.
+//
+// GetTensor: the tensor's dtype and shape, then its bytes in chunks of at
+// most `chunk_bytes`, one message in flight at a time (so a download holds
+// at most one chunk beyond the stored tensor), each message the first of
+// which also carries the first chunk.
+//
+// Every call logs one line (op, shape, dtype, status) and is counted in the
+// metrics. Thread-safe.
+#ifndef ATTNSERVE_SERVER_TENSOR_RPCS_H_
+#define ATTNSERVE_SERVER_TENSOR_RPCS_H_
+
+#include <cstdint>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "attnserve/v1/attention.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "server/call_guard.h"
+#include "server/tensor_store.h"
+
+namespace attnserve::server {
+
+struct TensorRpcConfig {
+  // Largest element count of an uploaded tensor (--max_tensor_elements).
+  int64_t max_tensor_elements = int64_t{1} << 28;
+  // Bytes of tensor data per GetTensor message (--tensor_chunk_bytes, kept
+  // below the message limit).
+  uint64_t chunk_bytes = uint64_t{4} << 20;
+};
+
+class TensorRpcs {
+ public:
+  // `guard` and `store` must outlive this object and every call it serves.
+  TensorRpcs(const CallGuard* guard, TensorStore* store,
+             const TensorRpcConfig& config)
+      : guard_(guard), store_(store), config_(config) {}
+  TensorRpcs(const TensorRpcs&) = delete;
+  TensorRpcs& operator=(const TensorRpcs&) = delete;
+
+  grpc::ServerReadReactor<v1::PutTensorRequest>* PutTensor(
+      grpc::CallbackServerContext* context, v1::PutTensorResponse* response);
+  grpc::ServerWriteReactor<v1::GetTensorResponse>* GetTensor(
+      grpc::CallbackServerContext* context,
+      const v1::GetTensorRequest* request);
+
+  // Cancels every PutTensor and GetTensor in progress (their clients see
+  // CANCELLED; uploads free what they received).
+  void CancelStreams();
+  // Streams in progress.
+  int streams() const;
+
+  // For the calls' bookkeeping.
+  void Register(grpc::CallbackServerContext* context);
+  void Unregister(grpc::CallbackServerContext* context);
+  const CallGuard& guard() const { return *guard_; }
+  TensorStore& store() const { return *store_; }
+  const TensorRpcConfig& config() const { return config_; }
+
+ private:
+  const CallGuard* const guard_;
+  TensorStore* const store_;
+  const TensorRpcConfig config_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_set<grpc::CallbackServerContext*> streams_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace attnserve::server
+
+#endif  // ATTNSERVE_SERVER_TENSOR_RPCS_H_
