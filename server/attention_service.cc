@@ -88,12 +88,34 @@ grpc::ServerUnaryReactor* AttentionService::DeleteTensor(
 }
 
 grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  v1::GetWorkspaceSizeRequest message;
+  const absl::Status parsed = ParseRequest(*request, &message);
+  v1::GetWorkspaceSizeResponse answer;
+  // Answered synchronously: the reply is encoded before the call finishes.
+  return GetWorkspaceSize(context, message, parsed, &answer, response);
+}
+
+grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  v1::GetServerInfoRequest message;
+  const absl::Status parsed = ParseRequest(*request, &message);
+  v1::GetServerInfoResponse answer;
+  return GetServerInfo(context, message, parsed, &answer, response);
+}
+
+grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
     grpc::CallbackServerContext* context,
-    const v1::GetWorkspaceSizeRequest* request,
-    v1::GetWorkspaceSizeResponse* response) {
+    const v1::GetWorkspaceSizeRequest& message, const absl::Status& parsed,
+    v1::GetWorkspaceSizeResponse* answer, grpc::ByteBuffer* out) {
+  const v1::GetWorkspaceSizeRequest* request = &message;
+  v1::GetWorkspaceSizeResponse* response = answer;
   return pipeline_.Answer(
       context, kGetWorkspaceSize, *request, SizeRecord(*request),
       [&]() -> absl::Status {
+        ATTN_RETURN_IF_ERROR(parsed);
         absl::Status status = OpNotSet();
         OperatorRpcs::ForEach([&](auto rpc) {
           using Rpc = decltype(rpc);
@@ -103,20 +125,22 @@ grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
                             *context, NestedRequest<Rpc>(*request), response),
                         SizeField(Rpc::kSizeCase)->name());
         });
-        if (!status.ok()) response->Clear();
-        return status;
+        if (!status.ok()) return status;
+        *out = EncodeResponse(*response, wire::OutgoingPayloads());
+        return absl::OkStatus();
       });
 }
 
 grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
     grpc::CallbackServerContext* context,
-    const v1::GetServerInfoRequest* request,
-    v1::GetServerInfoResponse* response) {
+    const v1::GetServerInfoRequest& request, const absl::Status& parsed,
+    v1::GetServerInfoResponse* response, grpc::ByteBuffer* out) {
   RequestRecord record;
   record.op = kGetServerInfo;
   return pipeline_.Answer(
-      context, kGetServerInfo, *request, std::move(record),
+      context, kGetServerInfo, request, std::move(record),
       [&]() -> absl::Status {
+        ATTN_RETURN_IF_ERROR(parsed);
         response->set_version(ATTNSERVE_VERSION);
         OperatorRpcs::ForEach(
             [&](auto rpc) { response->add_operators(decltype(rpc)::kName); });
@@ -140,6 +164,7 @@ grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
         for (const std::string& backend : engine_->backends()) {
           response->add_compute_backends(backend);
         }
+        *out = EncodeResponse(*response, wire::OutgoingPayloads());
         return absl::OkStatus();
       });
 }

@@ -31,14 +31,30 @@ namespace attnserve::server {
 
 // One compute RPC: the generated method `Name`, served by the pipeline with
 // the traits `Name##Rpc` of operator_rpcs.h.
-#define ATTN_OPERATOR_RPC(Name)                                           \
-  grpc::ServerUnaryReactor* Name(grpc::CallbackServerContext* context,    \
-                                 const v1::Name##Request* request,        \
-                                 v1::Name##Response* response) override { \
-    return pipeline_.Serve<Name##Rpc>(context, request, response);        \
+// The method takes the request as received and gives the response as sent
+// (bytes): the pipeline decodes and encodes them itself.
+#define ATTN_OPERATOR_RPC(Name)                                         \
+  grpc::ServerUnaryReactor* Name(grpc::CallbackServerContext* context,  \
+                                 const grpc::ByteBuffer* request,       \
+                                 grpc::ByteBuffer* response) override { \
+    return pipeline_.Serve<Name##Rpc>(context, request, response);      \
   }
 
-class AttentionService final : public v1::AttentionService::CallbackService {
+// The generated service with the compute RPCs' methods on bytes.
+using AttentionServiceBase =
+    v1::AttentionService::WithRawCallbackMethod_FlashAttentionScore<
+        v1::AttentionService::WithRawCallbackMethod_FlashAttentionScoreGrad<
+            v1::AttentionService::WithRawCallbackMethod_NsaSelectedAttention<
+                v1::AttentionService::
+                    WithRawCallbackMethod_NsaSelectedAttentionGrad<
+                        v1::AttentionService::
+                            WithRawCallbackMethod_GetWorkspaceSize<
+                                v1::AttentionService::
+                                    WithRawCallbackMethod_GetServerInfo<
+                                        v1::AttentionService::
+                                            CallbackService>>>>>>;
+
+class AttentionService final : public AttentionServiceBase {
  public:
   // `engine`, `scheduler`, `guard` and `store` must outlive the service.
   AttentionService(core::Engine* engine, Scheduler* scheduler,
@@ -51,14 +67,14 @@ class AttentionService final : public v1::AttentionService::CallbackService {
   ATTN_OPERATOR_RPC(NsaSelectedAttention)
   ATTN_OPERATOR_RPC(NsaSelectedAttentionGrad)
 
+  // Small messages: parsed and serialized by protobuf, but here, so that
+  // bytes that are not a request are INVALID_ARGUMENT (after the guard).
   grpc::ServerUnaryReactor* GetWorkspaceSize(
-      grpc::CallbackServerContext* context,
-      const v1::GetWorkspaceSizeRequest* request,
-      v1::GetWorkspaceSizeResponse* response) override;
-  grpc::ServerUnaryReactor* GetServerInfo(
-      grpc::CallbackServerContext* context,
-      const v1::GetServerInfoRequest* request,
-      v1::GetServerInfoResponse* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
 
   grpc::ServerReadReactor<v1::PutTensorRequest>* PutTensor(
       grpc::CallbackServerContext* context,
@@ -80,6 +96,15 @@ class AttentionService final : public v1::AttentionService::CallbackService {
   void CancelStreams() { tensor_rpcs_.CancelStreams(); }
 
  private:
+  grpc::ServerUnaryReactor* GetWorkspaceSize(
+      grpc::CallbackServerContext* context,
+      const v1::GetWorkspaceSizeRequest& request, const absl::Status& parsed,
+      v1::GetWorkspaceSizeResponse* answer, grpc::ByteBuffer* out);
+  grpc::ServerUnaryReactor* GetServerInfo(
+      grpc::CallbackServerContext* context,
+      const v1::GetServerInfoRequest& request, const absl::Status& parsed,
+      v1::GetServerInfoResponse* response, grpc::ByteBuffer* out);
+
   core::Engine* const engine_;
   Scheduler* const scheduler_;
   const CallGuard* const guard_;

@@ -47,9 +47,12 @@ CallTensors::CallTensors(TensorStore* store, std::string owner,
                          const v1::TensorRetention& retention)
     : store_(store), owner_(std::move(owner)), retention_(retention) {}
 
-CallTensors::~CallTensors() {
-  // A lent buffer must have been taken back before the response went away.
-  assert(lent_.empty());
+CallTensors::~CallTensors() = default;
+
+void CallTensors::SetPayloads(wire::RequestPayloads* received,
+                              wire::OutgoingPayloads* outgoing) {
+  received_ = received;
+  outgoing_ = outgoing;
 }
 
 absl::Status CallTensors::CheckRetention() {
@@ -86,7 +89,14 @@ absl::Status CallTensors::ReserveKept(const Message& request,
   uint64_t bytes = 0;
   if (retention_.keep()) {
     ForEachDataTensor(&request, [&](const std::string&, const v1::Tensor& t) {
-      bytes += t.data().size();
+      // Received as a payload: copied out now (the conversion already did
+      // for every tensor it read), so that KeepInputs finds the copy after
+      // the received bytes are gone.
+      const core::Buffer* received =
+          received_ == nullptr
+              ? nullptr
+              : received_->Get(t, v1::Tensor::kDataFieldNumber);
+      bytes += received != nullptr ? received->size() : t.data().size();
     });
   }
   if (retention_.keep() || retention_.outputs_by_handle()) {
@@ -112,7 +122,7 @@ std::string CallTensors::Keep(const std::string& field,
 void CallTensors::Put(const std::string& field, core::HostTensor tensor,
                       v1::Tensor* out) {
   if (!retention_.keep() && !retention_.outputs_by_handle()) {
-    MoveToProto(std::move(tensor), out);
+    MoveToProto(std::move(tensor), out, outgoing_);
     return;
   }
   auto kept = std::make_shared<ResidentTensor>(
@@ -124,27 +134,36 @@ void CallTensors::Put(const std::string& field, core::HostTensor tensor,
     out->set_handle(handle);
     return;
   }
-  if (!kept->lendable()) {
-    out->set_data(kept->data(), kept->size());
+  if (outgoing_ != nullptr) {
+    // The response is sent from the stored bytes: one buffer, two owners,
+    // no copy. The tensor is held until the call is done, so that its bytes
+    // count against the budget while they are sent even if the entry is
+    // deleted meanwhile.
+    outgoing_->Set(out, v1::Tensor::kDataFieldNumber, kept->Share());
+    held_.push_back(std::move(kept));
     return;
   }
-  // The response sends the stored bytes themselves; ReturnLent() takes them
-  // back before the response is destroyed. Nothing writes to them: the
-  // stored tensor is immutable and the response is only serialized.
-  out->set_allocated_data(kept->TakeBuffer().release());
-  assert(out->data().data() == kept->data());
-  lent_.emplace_back(out, std::move(kept));
+  out->set_data(kept->data(), kept->size());
 }
 
-void CallTensors::KeepInputs(Message* request) {
+void CallTensors::KeepInputs(const Message& request) {
   if (!retention_.keep()) return;
-  ForEachDataTensor(request, [&](const std::string& name, v1::Tensor* t) {
+  ForEachDataTensor(&request, [&](const std::string& name,
+                                  const v1::Tensor& t) {
     // Checked by the conversion, so the dtype is a known one.
-    absl::StatusOr<core::DType> dtype = wire::ToCoreDType(t->dtype(), name);
+    absl::StatusOr<core::DType> dtype = wire::ToCoreDType(t.dtype(), name);
     assert(dtype.ok());
+    const core::Buffer* received =
+        received_ == nullptr ? nullptr
+                             : received_->Get(t, v1::Tensor::kDataFieldNumber);
+    // A received payload is kept as the buffer the kernel read (no copy);
+    // data held by the message itself is copied once.
+    core::Buffer bytes = received != nullptr
+                             ? received->Share()
+                             : core::Buffer(t.data().data(), t.data().size());
     auto kept = std::make_shared<ResidentTensor>(
-        *dtype, std::vector<int64_t>(t->shape().begin(), t->shape().end()),
-        std::move(*t->mutable_data()));
+        *dtype, std::vector<int64_t>(t.shape().begin(), t.shape().end()),
+        std::move(bytes));
     Keep(name, std::move(kept));
   });
 }
@@ -152,15 +171,6 @@ void CallTensors::KeepInputs(Message* request) {
 void CallTensors::FillHandles(
     google::protobuf::Map<std::string, std::string>* out) const {
   for (const auto& [field, handle] : handles_) (*out)[field] = handle;
-}
-
-void CallTensors::ReturnLent() {
-  for (auto& [out, tensor] : lent_) {
-    std::unique_ptr<std::string> bytes(out->release_data());
-    assert(bytes != nullptr && bytes->data() == tensor->data());
-    tensor->ReturnBuffer(std::move(bytes));
-  }
-  lent_.clear();
 }
 
 }  // namespace attnserve::server

@@ -1,32 +1,36 @@
 // The resident tensors of one compute call: the stored tensors its request
 // names by handle, and what it keeps on the server after it ran
 // (TensorRetention). The pipeline (rpc_pipeline.h) makes one per call and
-// uses it at four points, the same for every operator:
+// uses it at three points, the same for every operator:
 //
 //   CallTensors tensors(&store, guard.Owner(context), request.retention());
+//   tensors.SetPayloads(&received, &outgoing);      // the byte-level path
 //   ATTN_RETURN_IF_ERROR(tensors.CheckRetention());
-//   ATTN_ASSIGN_OR_RETURN(Args args, Rpc::ToArgs(request, &tensors));  // 1
+//   ATTN_ASSIGN_OR_RETURN(Args args,
+//                         Rpc::ToArgs(request, &tensors, &received));  // 1
 //   ATTN_RETURN_IF_ERROR(tensors.ReserveKept(request, call.output_bytes()));
 //   ... run ...
 //   Rpc::Respond(std::move(result), &response, tensors);               // 2
-//   tensors.KeepInputs(&request);                                       // 3
+//   tensors.KeepInputs(request);                                        // 3
 //   tensors.FillHandles(response.mutable_handles());
-//   ... when gRPC is done with the call:
-//   tensors.ReturnLent();                                               // 4
 //
 // 1. Resolve(): a handle becomes a view of the stored bytes (no copy); the
 //    tensor is held until this object goes away, so the bytes stay valid
 //    even if the entry expires or is deleted meanwhile.
-// 2. Put(): outputs move into the response, or, when kept, into the store
-//    (no copy). A kept output that the response also carries is lent to the
-//    response: the response's `data` field points at the stored buffer
-//    until ReturnLent() takes it back, so the same bytes are stored and sent
+// 2. Put(): outputs go into the response (on the byte-level path as
+//    payloads sent from the kernel's buffers), or, when kept, into the
+//    store (no copy). Stored tensors hold core::Buffers (tensor_store.h): a
+//    kept output that the response also carries is the same buffer, shared
+//    by the store and the response's payload, so it is stored and sent
 //    without a copy. With outputs_by_handle the response carries dtype,
 //    shape and handle only.
-// 3. With retention.keep, the inputs sent as data move from the request
-//    into the store once the run no longer reads them (no copy).
-// 4. ReturnLent() must run before the response is destroyed (the call's
-//    OnDone), and only once gRPC has serialized the response.
+// 3. With retention.keep, the inputs sent as data go into the store once
+//    the run no longer reads them: on the byte-level path as the pooled
+//    buffers their received bytes were copied to once (shared, no further
+//    copy); a request message's own data is copied once.
+//
+// Keep the object until gRPC is done with the call (the pipeline holds it
+// in the call's OnDone), so that outputs being sent stay held.
 //
 // The bytes kept are reserved in the store before the call is admitted, so
 // a call whose tensors would not fit is refused at once and one that ran
@@ -45,6 +49,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "attnserve/v1/attention.pb.h"
+#include "attnserve/wire/message_encoder.h"
+#include "attnserve/wire/request_payloads.h"
 #include "google/protobuf/map.h"
 #include "google/protobuf/message.h"
 #include "server/memory_budget.h"
@@ -62,6 +68,12 @@ class CallTensors final : public HandleResolver, public OutputSink {
   ~CallTensors() override;
   CallTensors(const CallTensors&) = delete;
   CallTensors& operator=(const CallTensors&) = delete;
+
+  // The request's received payloads and the response's outgoing ones, on
+  // the byte-level path (either may be null: the message holds the bytes).
+  // Both must stay valid while the call uses this object.
+  void SetPayloads(wire::RequestPayloads* received,
+                   wire::OutgoingPayloads* outgoing);
 
   // INVALID_ARGUMENT for a ttl_seconds the store does not accept
   // ("retention.ttl_seconds").
@@ -86,15 +98,12 @@ class CallTensors final : public HandleResolver, public OutputSink {
   void Put(const std::string& field, core::HostTensor tensor,
            v1::Tensor* out) override;
 
-  // Moves the data of `request`'s tensor fields into the store (keep only).
-  void KeepInputs(google::protobuf::Message* request);
+  // Stores the data of `request`'s tensor fields (keep only).
+  void KeepInputs(const google::protobuf::Message& request);
 
   // Field name -> handle of every tensor of the call on the server: inputs
   // sent by handle, and what was kept.
   void FillHandles(google::protobuf::Map<std::string, std::string>* out) const;
-
-  // Takes the lent output buffers back out of the response.
-  void ReturnLent();
 
  private:
   // Stores `tensor` (its share of the reservation attached) and records its
@@ -105,13 +114,14 @@ class CallTensors final : public HandleResolver, public OutputSink {
   const std::string owner_;
   const v1::TensorRetention retention_;
   absl::Duration ttl_;
-  // Tensors the request names by handle, held for the call.
+  // Tensors the request names by handle, and kept outputs the response
+  // sends, held for the call.
   std::vector<ResidentTensorPtr> held_;
   std::map<std::string, std::string> handles_;
   MemoryReservation reserved_;
   uint64_t kept_bytes_ = 0;
-  // Kept outputs whose bytes the response's `data` fields point at.
-  std::vector<std::pair<v1::Tensor*, ResidentTensorPtr>> lent_;
+  wire::RequestPayloads* received_ = nullptr;
+  wire::OutgoingPayloads* outgoing_ = nullptr;
 };
 
 }  // namespace attnserve::server

@@ -35,6 +35,7 @@ ComputeCall::ComputeCall(absl::Time deadline, RequestRecord record)
       record_(std::move(record)) {}
 
 void ComputeCall::FinishNow(const absl::Status& status) {
+  if (status.ok() && before_ok_finish_) before_ok_finish_();
   SetOutcome(status, &record_);
   LogRequest(record_);
   Finish(ToGrpcStatus(status));

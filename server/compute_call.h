@@ -68,6 +68,12 @@ class ComputeCall final : public grpc::ServerUnaryReactor {
   // Call before Submit() or FinishNow().
   void AtDone(std::function<void()> fn) { at_done_ = std::move(fn); }
 
+  // Runs `fn` just before the call finishes OK, after the stats are written
+  // (e.g. to encode the response from the message). Call before Submit().
+  void BeforeOkFinish(std::function<void()> fn) {
+    before_ok_finish_ = std::move(fn);
+  }
+
   // Finishes with `status` without running anything. Call at most once, and
   // not together with Submit().
   void FinishNow(const absl::Status& status);
@@ -97,6 +103,7 @@ class ComputeCall final : public grpc::ServerUnaryReactor {
   const std::shared_ptr<core::CancelToken> token_;
   RequestRecord record_;
   std::function<void()> at_done_;
+  std::function<void()> before_ok_finish_;
   // absl::ToUnixNanos of the client's cancellation; 0 until OnCancel().
   std::atomic<int64_t> cancelled_at_ns_{0};
 };

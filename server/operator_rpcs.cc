@@ -31,8 +31,9 @@ void MoveGradOutputs(core::BackwardResult& result, Response* response,
 }  // namespace
 
 absl::StatusOr<FlashAttentionScoreRpc::Args> FlashAttentionScoreRpc::ToArgs(
-    const Request& request, HandleResolver* handles) {
-  return ToForwardArgs(request, handles);
+    const Request& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads) {
+  return ToForwardArgs(request, handles, payloads);
 }
 
 void FlashAttentionScoreRpc::Respond(Result result, Response* response,
@@ -42,8 +43,9 @@ void FlashAttentionScoreRpc::Respond(Result result, Response* response,
 
 absl::StatusOr<FlashAttentionScoreGradRpc::Args>
 FlashAttentionScoreGradRpc::ToArgs(const Request& request,
-                                   HandleResolver* handles) {
-  return ToBackwardArgs(request, handles);
+                                   HandleResolver* handles,
+                                   wire::RequestPayloads* payloads) {
+  return ToBackwardArgs(request, handles, payloads);
 }
 
 void FlashAttentionScoreGradRpc::Respond(Result result, Response* response,
@@ -55,8 +57,9 @@ void FlashAttentionScoreGradRpc::Respond(Result result, Response* response,
 }
 
 absl::StatusOr<NsaSelectedAttentionRpc::Args> NsaSelectedAttentionRpc::ToArgs(
-    const Request& request, HandleResolver* handles) {
-  return ToNsaForwardArgs(request, handles);
+    const Request& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads) {
+  return ToNsaForwardArgs(request, handles, payloads);
 }
 
 void NsaSelectedAttentionRpc::Respond(Result result, Response* response,
@@ -66,8 +69,9 @@ void NsaSelectedAttentionRpc::Respond(Result result, Response* response,
 
 absl::StatusOr<NsaSelectedAttentionGradRpc::Args>
 NsaSelectedAttentionGradRpc::ToArgs(const Request& request,
-                                    HandleResolver* handles) {
-  return ToNsaBackwardArgs(request, handles);
+                                    HandleResolver* handles,
+                                    wire::RequestPayloads* payloads) {
+  return ToNsaBackwardArgs(request, handles, payloads);
 }
 
 void NsaSelectedAttentionGradRpc::Respond(Result result, Response* response,

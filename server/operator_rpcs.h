@@ -5,13 +5,17 @@
 // pipeline's (rpc_pipeline.h), written once for all of them.
 //
 //   using Rpc = NsaSelectedAttentionRpc;
-//   ATTN_ASSIGN_OR_RETURN(Rpc::Args args, Rpc::ToArgs(request, &handles));
+//   ATTN_ASSIGN_OR_RETURN(Rpc::Args args,
+//                         Rpc::ToArgs(request, &handles, &payloads));
 //   ...
-//   Rpc::Respond(std::move(result), &response, MoveToResponse());
+//   Rpc::Respond(std::move(result), &response, sink);
 //
-// ToArgs resolves tensors sent by handle through its HandleResolver, and
-// Respond hands every output to its OutputSink (proto_convert.h): the
-// pipeline's resident tensors come in through these two, for every RPC.
+// ToArgs resolves tensors sent by handle through its HandleResolver and
+// reads tensors' data from the request's received payloads when given them;
+// Respond hands every output to its OutputSink (proto_convert.h), which puts
+// it into the response (as a payload sent from its buffer, on the byte-level
+// path) or keeps it on the server: the pipeline's resident tensors and
+// byte-level path come in through these two, for every RPC.
 //
 // A new operator RPC is a traits type here, its entry in OperatorRpcs, and
 // its one-line method in AttentionService.
@@ -46,8 +50,10 @@ struct FlashAttentionScoreRpc
                   v1::FlashAttentionScoreResponse, core::FlashAttentionScoreOp,
                   v1::GetWorkspaceSizeRequest::kFlashAttentionScore> {
   static absl::StatusOr<Args> ToArgs(const Request& request,
-                                     HandleResolver* handles);
-  static void Respond(Result result, Response* response, OutputSink& sink);
+                                     HandleResolver* handles = nullptr,
+                                     wire::RequestPayloads* payloads = nullptr);
+  static void Respond(Result result, Response* response,
+                      OutputSink& sink = MoveToResponse());
 };
 
 struct FlashAttentionScoreGradRpc
@@ -56,8 +62,10 @@ struct FlashAttentionScoreGradRpc
                   core::FlashAttentionScoreGradOp,
                   v1::GetWorkspaceSizeRequest::kFlashAttentionScoreGrad> {
   static absl::StatusOr<Args> ToArgs(const Request& request,
-                                     HandleResolver* handles);
-  static void Respond(Result result, Response* response, OutputSink& sink);
+                                     HandleResolver* handles = nullptr,
+                                     wire::RequestPayloads* payloads = nullptr);
+  static void Respond(Result result, Response* response,
+                      OutputSink& sink = MoveToResponse());
 };
 
 struct NsaSelectedAttentionRpc
@@ -66,8 +74,10 @@ struct NsaSelectedAttentionRpc
                   core::NsaSelectedAttentionOp,
                   v1::GetWorkspaceSizeRequest::kNsaSelectedAttention> {
   static absl::StatusOr<Args> ToArgs(const Request& request,
-                                     HandleResolver* handles);
-  static void Respond(Result result, Response* response, OutputSink& sink);
+                                     HandleResolver* handles = nullptr,
+                                     wire::RequestPayloads* payloads = nullptr);
+  static void Respond(Result result, Response* response,
+                      OutputSink& sink = MoveToResponse());
 };
 
 struct NsaSelectedAttentionGradRpc
@@ -76,8 +86,10 @@ struct NsaSelectedAttentionGradRpc
                   core::NsaSelectedAttentionGradOp,
                   v1::GetWorkspaceSizeRequest::kNsaSelectedAttentionGrad> {
   static absl::StatusOr<Args> ToArgs(const Request& request,
-                                     HandleResolver* handles);
-  static void Respond(Result result, Response* response, OutputSink& sink);
+                                     HandleResolver* handles = nullptr,
+                                     wire::RequestPayloads* payloads = nullptr);
+  static void Respond(Result result, Response* response,
+                      OutputSink& sink = MoveToResponse());
 };
 
 // A list of RPC traits types, visited in order.

@@ -33,11 +33,12 @@ const v1::Tensor* TensorField(const google::protobuf::Message& request,
 // missing one is INVALID_ARGUMENT naming it.
 absl::Status Required(
     const google::protobuf::Message& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads,
     std::initializer_list<std::pair<const char*, core::TensorView*>> fields) {
   for (const auto& [name, out] : fields) {
     const v1::Tensor* tensor = TensorField(request, name);
     if (tensor == nullptr) return core::InvalidField(name, "is required");
-    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, handles));
+    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, handles, payloads));
   }
   return absl::OkStatus();
 }
@@ -45,13 +46,14 @@ absl::Status Required(
 // The same for optional tensor fields: absent ones stay nullopt.
 absl::Status Optional(
     const google::protobuf::Message& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads,
     std::initializer_list<
         std::pair<const char*, std::optional<core::TensorView>*>>
         fields) {
   for (const auto& [name, out] : fields) {
     const v1::Tensor* tensor = TensorField(request, name);
     if (tensor == nullptr) continue;
-    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, handles));
+    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, handles, payloads));
   }
   return absl::OkStatus();
 }
@@ -65,8 +67,9 @@ std::vector<int64_t> ToVector(
 // share (same names, different field numbers).
 template <typename Request>
 absl::Status FillOptions(const Request& request, HandleResolver* handles,
+                         wire::RequestPayloads* payloads,
                          core::AttentionOptions* options) {
-  ATTN_RETURN_IF_ERROR(Optional(request, handles,
+  ATTN_RETURN_IF_ERROR(Optional(request, handles, payloads,
                                 {{"pse", &options->pse},
                                  {"drop_mask", &options->drop_mask},
                                  {"padding_mask", &options->padding_mask},
@@ -97,9 +100,10 @@ absl::Status FillOptions(const Request& request, HandleResolver* handles,
 // share.
 template <typename Request>
 absl::Status FillNsaOptions(const Request& request, HandleResolver* handles,
+                            wire::RequestPayloads* payloads,
                             core::NsaOptions* options) {
-  ATTN_RETURN_IF_ERROR(
-      Optional(request, handles, {{"atten_mask", &options->atten_mask}}));
+  ATTN_RETURN_IF_ERROR(Optional(request, handles, payloads,
+                                {{"atten_mask", &options->atten_mask}}));
   options->actual_seq_qlen = ToVector(request.actual_seq_qlen());
   options->actual_seq_kvlen = ToVector(request.actual_seq_kvlen());
   options->scale_value =
@@ -119,10 +123,14 @@ std::string DimsString(absl::Span<const int64_t> dims) {
 
 // The view of a tensor sent by handle, checked against what the request
 // states about it.
-absl::StatusOr<core::TensorView> ResolveHandle(const v1::Tensor& tensor,
-                                               const std::string& field,
-                                               HandleResolver* handles) {
-  if (!tensor.data().empty()) {
+absl::StatusOr<core::TensorView> ResolveHandle(
+    const v1::Tensor& tensor, const std::string& field, HandleResolver* handles,
+    const wire::RequestPayloads* payloads) {
+  const std::optional<size_t> received =
+      payloads == nullptr
+          ? std::nullopt
+          : payloads->SizeOf(tensor, v1::Tensor::kDataFieldNumber);
+  if (!tensor.data().empty() || received.value_or(0) > 0) {
     return core::InvalidField(
         field + ".data",
         absl::StrCat("must be empty when ", field,
@@ -170,64 +178,87 @@ OutputSink& MoveToResponse() {
 
 absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
                                               const std::string& field,
-                                              HandleResolver* handles) {
-  if (!tensor.handle().empty()) return ResolveHandle(tensor, field, handles);
-  ATTN_RETURN_IF_ERROR(wire::CheckData(tensor, field));
+                                              HandleResolver* handles,
+                                              wire::RequestPayloads* payloads) {
+  if (!tensor.handle().empty()) {
+    return ResolveHandle(tensor, field, handles, payloads);
+  }
+  const std::optional<size_t> received =
+      payloads == nullptr
+          ? std::nullopt
+          : payloads->SizeOf(tensor, v1::Tensor::kDataFieldNumber);
   core::TensorView view;
+  if (received.has_value()) {
+    // Checked before the bytes are copied out of the received message.
+    ATTN_RETURN_IF_ERROR(wire::CheckDataSize(tensor, *received, field));
+    const core::Buffer* bytes =
+        payloads->Get(tensor, v1::Tensor::kDataFieldNumber);
+    if (bytes == nullptr) {
+      return absl::InternalError(
+          absl::StrCat(field, ".data: the received bytes are gone"));
+    }
+    view.data = bytes->data();
+    view.size_bytes = bytes->size();
+  } else {
+    ATTN_RETURN_IF_ERROR(wire::CheckData(tensor, field));
+    view.data = tensor.data().data();
+    view.size_bytes = tensor.data().size();
+  }
   ATTN_ASSIGN_OR_RETURN(view.dtype,
                         wire::ToCoreDType(tensor.dtype(), field + ".dtype"));
   view.shape.assign(tensor.shape().begin(), tensor.shape().end());
-  view.data = tensor.data().data();
-  view.size_bytes = tensor.data().size();
   return view;
 }
 
 absl::StatusOr<core::ForwardArgs> ToForwardArgs(
-    const v1::FlashAttentionScoreRequest& request, HandleResolver* handles) {
+    const v1::FlashAttentionScoreRequest& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads) {
   core::ForwardArgs args;
   ATTN_RETURN_IF_ERROR(Required(
-      request, handles,
+      request, handles, payloads,
       {{"query", &args.query}, {"key", &args.key}, {"value", &args.value}}));
-  ATTN_RETURN_IF_ERROR(FillOptions(request, handles, &args.options));
+  ATTN_RETURN_IF_ERROR(FillOptions(request, handles, payloads, &args.options));
   return args;
 }
 
 absl::StatusOr<core::BackwardArgs> ToBackwardArgs(
-    const v1::FlashAttentionScoreGradRequest& request,
-    HandleResolver* handles) {
+    const v1::FlashAttentionScoreGradRequest& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads) {
   core::BackwardArgs args;
-  ATTN_RETURN_IF_ERROR(Required(request, handles,
+  ATTN_RETURN_IF_ERROR(Required(request, handles, payloads,
                                 {{"query", &args.query},
                                  {"key", &args.key},
                                  {"value", &args.value},
                                  {"dy", &args.dy}}));
-  ATTN_RETURN_IF_ERROR(Optional(request, handles,
+  ATTN_RETURN_IF_ERROR(Optional(request, handles, payloads,
                                 {{"softmax_max", &args.softmax_max},
                                  {"softmax_sum", &args.softmax_sum},
                                  {"softmax_in", &args.softmax_in},
                                  {"attention_in", &args.attention_in}}));
-  ATTN_RETURN_IF_ERROR(FillOptions(request, handles, &args.options));
+  ATTN_RETURN_IF_ERROR(FillOptions(request, handles, payloads, &args.options));
   return args;
 }
 
 absl::StatusOr<core::NsaForwardArgs> ToNsaForwardArgs(
-    const v1::NsaSelectedAttentionRequest& request, HandleResolver* handles) {
+    const v1::NsaSelectedAttentionRequest& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads) {
   core::NsaForwardArgs args;
-  ATTN_RETURN_IF_ERROR(Required(request, handles,
+  ATTN_RETURN_IF_ERROR(Required(request, handles, payloads,
                                 {{"query", &args.query},
                                  {"key", &args.key},
                                  {"value", &args.value},
                                  {"topk_indices", &args.topk_indices}}));
-  ATTN_RETURN_IF_ERROR(FillNsaOptions(request, handles, &args.options));
+  ATTN_RETURN_IF_ERROR(
+      FillNsaOptions(request, handles, payloads, &args.options));
   return args;
 }
 
 absl::StatusOr<core::NsaBackwardArgs> ToNsaBackwardArgs(
-    const v1::NsaSelectedAttentionGradRequest& request,
-    HandleResolver* handles) {
+    const v1::NsaSelectedAttentionGradRequest& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads) {
   core::NsaBackwardArgs args;
   ATTN_RETURN_IF_ERROR(
-      Required(request, handles,
+      Required(request, handles, payloads,
                {{"query", &args.query},
                 {"key", &args.key},
                 {"value", &args.value},
@@ -236,14 +267,20 @@ absl::StatusOr<core::NsaBackwardArgs> ToNsaBackwardArgs(
                 {"softmax_max", &args.softmax_max},
                 {"softmax_sum", &args.softmax_sum},
                 {"topk_indices", &args.topk_indices}}));
-  ATTN_RETURN_IF_ERROR(FillNsaOptions(request, handles, &args.options));
+  ATTN_RETURN_IF_ERROR(
+      FillNsaOptions(request, handles, payloads, &args.options));
   return args;
 }
 
-void MoveToProto(core::HostTensor tensor, v1::Tensor* out) {
+void MoveToProto(core::HostTensor tensor, v1::Tensor* out,
+                 wire::OutgoingPayloads* payloads) {
   out->set_dtype(wire::ToWireDType(tensor.dtype));
   out->mutable_shape()->Assign(tensor.shape.begin(), tensor.shape.end());
-  out->mutable_data()->swap(tensor.bytes);
+  if (payloads != nullptr) {
+    payloads->Set(out, v1::Tensor::kDataFieldNumber, std::move(tensor.bytes));
+  } else {
+    out->set_data(tensor.bytes.data(), tensor.bytes.size());
+  }
 }
 
 void ToProto(const core::OutputSpec& spec, v1::TensorSpec* out) {

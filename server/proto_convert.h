@@ -1,12 +1,15 @@
 // Conversion between the wire messages (attnserve.v1) and the core's types.
 //
 // Inputs become non-owning core::TensorView's pointing into the request's
-// `bytes` fields, so the request must outlive every use of the returned args
-// (the server keeps the request alive until the call finishes). A tensor
-// sent by `handle` becomes a view of the stored tensor's bytes, found through
-// a HandleResolver that keeps it alive for the call (no copy either).
-// Outputs move their bytes into the response without copying, or go where
-// an OutputSink puts them (the tensor store).
+// `bytes` fields, or, for a request decoded by the wire codec
+// (attnserve/wire/message_decoder.h), into the pooled buffers its payloads
+// are copied to (RequestPayloads): the request and its payloads must outlive
+// every use of the returned args (the server keeps them until the call
+// finishes). A tensor sent by `handle` becomes a view of the stored tensor's
+// bytes, found through a HandleResolver that keeps it alive for the call (no
+// copy either). Outputs go where an OutputSink puts them: into the response
+// (as payloads sent from their buffers, attnserve/wire/message_encoder.h,
+// or copied into the message) or into the tensor store.
 //
 //   ATTN_ASSIGN_OR_RETURN(core::ForwardArgs args, ToForwardArgs(request));
 //   ... run ...
@@ -31,6 +34,8 @@
 #include "attnserve/core/plan.h"
 #include "attnserve/core/tensor.h"
 #include "attnserve/v1/attention.pb.h"
+#include "attnserve/wire/message_encoder.h"
+#include "attnserve/wire/request_payloads.h"
 
 namespace attnserve::server {
 
@@ -62,14 +67,17 @@ OutputSink& MoveToResponse();
 // A view of `tensor`'s bytes after the wire checks above. `field` is the
 // tensor's name in the request ("query"); errors name "query.dtype",
 // "query.shape[2]", "query.shape" or "query.data". The view borrows
-// `tensor.data()`.
+// `tensor.data()`, or, when `payloads` (may be null) holds the tensor's
+// data, that payload's buffer: its size is checked before it is copied out
+// of the received bytes.
 // A tensor sent by `handle` is resolved by `handles` (null: every handle is
 // NOT_FOUND "query.handle"); it must carry no data, and the dtype and shape
 // it states, if any, must be the stored tensor's (INVALID_ARGUMENT naming
 // "query.data", "query.dtype" or "query.shape").
 absl::StatusOr<core::TensorView> ToTensorView(
     const v1::Tensor& tensor, const std::string& field,
-    HandleResolver* handles = nullptr);
+    HandleResolver* handles = nullptr,
+    wire::RequestPayloads* payloads = nullptr);
 
 // Request conversions. Unset optional scalars take the documented defaults
 // (scale_value 1.0, keep_prob 1.0, pre/next_tokens 2147483647, pse_type 1);
@@ -77,21 +85,28 @@ absl::StatusOr<core::TensorView> ToTensorView(
 // handle are resolved by `handles` as ToTensorView says.
 absl::StatusOr<core::ForwardArgs> ToForwardArgs(
     const v1::FlashAttentionScoreRequest& request,
-    HandleResolver* handles = nullptr);
+    HandleResolver* handles = nullptr,
+    wire::RequestPayloads* payloads = nullptr);
 absl::StatusOr<core::BackwardArgs> ToBackwardArgs(
     const v1::FlashAttentionScoreGradRequest& request,
-    HandleResolver* handles = nullptr);
+    HandleResolver* handles = nullptr,
+    wire::RequestPayloads* payloads = nullptr);
 // NSA selected attention: every tensor but atten_mask is required; an unset
 // scale_value is 1.0.
 absl::StatusOr<core::NsaForwardArgs> ToNsaForwardArgs(
     const v1::NsaSelectedAttentionRequest& request,
-    HandleResolver* handles = nullptr);
+    HandleResolver* handles = nullptr,
+    wire::RequestPayloads* payloads = nullptr);
 absl::StatusOr<core::NsaBackwardArgs> ToNsaBackwardArgs(
     const v1::NsaSelectedAttentionGradRequest& request,
-    HandleResolver* handles = nullptr);
+    HandleResolver* handles = nullptr,
+    wire::RequestPayloads* payloads = nullptr);
 
-// Moves `tensor`'s bytes into `out` (no copy); `tensor.bytes` is left empty.
-void MoveToProto(core::HostTensor tensor, v1::Tensor* out);
+// `tensor`'s dtype and shape into `out`; its bytes become `out`'s data in
+// `payloads` (no copy: the encoded response is sent from the buffer), or,
+// when `payloads` is null, are copied into `out`'s data.
+void MoveToProto(core::HostTensor tensor, v1::Tensor* out,
+                 wire::OutgoingPayloads* payloads = nullptr);
 
 // The wire description of one planned output.
 void ToProto(const core::OutputSpec& spec, v1::TensorSpec* out);

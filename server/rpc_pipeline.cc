@@ -1,6 +1,14 @@
 #include "server/rpc_pipeline.h"
 
+#include <optional>
+#include <string>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "attnserve/core/status_macros.h"
+#include "attnserve/wire/message_decoder.h"
+#include "attnserve/wire/received_bytes.h"
 #include "server/call_tracker.h"
 #include "server/status_mapping.h"
 
@@ -12,7 +20,91 @@ uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
   return __builtin_add_overflow(a, b, &sum) ? UINT64_MAX : sum;
 }
 
+// A slice's destroy function for bytes a core::Buffer owns.
+void DropBufferRef(void* ref) { core::Buffer::DropRef(ref); }
+
 }  // namespace
+
+absl::Status DecodeRequest(const grpc::ByteBuffer& bytes,
+                           core::BufferPool* pool,
+                           std::vector<grpc::Slice>* received,
+                           google::protobuf::Message* request,
+                           wire::RequestPayloads* payloads) {
+  const std::string& type = request->GetDescriptor()->full_name();
+  received->clear();
+  if (!bytes.Valid()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a valid ", type, ": no message bytes"));
+  }
+  if (!bytes.Dump(received).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a valid ", type, ": its bytes cannot be read"));
+  }
+  std::vector<absl::string_view> chunks;
+  chunks.reserve(received->size());
+  for (const grpc::Slice& slice : *received) {
+    chunks.emplace_back(reinterpret_cast<const char*>(slice.begin()),
+                        slice.size());
+  }
+  wire::ReceivedBytes view(std::move(chunks));
+  wire::ReceivedPayloads ranges;
+  const absl::Status status = wire::DecodeMessage(view, request, &ranges);
+  if (!status.ok()) {
+    // The field the decoder stopped at stays the BadRequest's field.
+    const std::optional<std::string> field = core::FieldOf(status);
+    if (!field.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("not a valid ", type, ": ", status.message()));
+    }
+    absl::string_view rule = status.message();
+    absl::ConsumePrefix(&rule, absl::StrCat(*field, ": "));
+    return core::InvalidField(*field,
+                              absl::StrCat(rule, " (not a valid ", type, ")"));
+  }
+  *payloads = wire::RequestPayloads(std::move(view), std::move(ranges), pool);
+  return absl::OkStatus();
+}
+
+absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
+                          google::protobuf::Message* request) {
+  std::vector<grpc::Slice> slices;
+  std::string flat;
+  if (bytes.Valid() && bytes.Dump(&slices).ok()) {
+    flat.reserve(bytes.Length());
+    for (const grpc::Slice& slice : slices) {
+      flat.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+    if (request->ParseFromString(flat)) return absl::OkStatus();
+  }
+  request->Clear();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "not a valid ", request->GetDescriptor()->full_name(),
+      " (the request's bytes are not that message's protobuf encoding)"));
+}
+
+grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,
+                                const wire::OutgoingPayloads& payloads) {
+  const wire::EncodedMessage encoded = wire::EncodeMessage(response, payloads);
+  std::vector<grpc::Slice> slices;
+  std::string small;
+  auto flush = [&] {
+    if (small.empty()) return;
+    slices.emplace_back(small.data(), small.size());  // Copies.
+    small.clear();
+  };
+  for (const wire::EncodedMessage::Piece& piece : encoded.pieces()) {
+    if (piece.owner == nullptr) {
+      small.append(piece.bytes.data(), piece.bytes.size());
+      continue;
+    }
+    flush();
+    slices.emplace_back(const_cast<char*>(piece.bytes.data()),
+                        piece.bytes.size(), &DropBufferRef,
+                        piece.owner->NewRef());
+  }
+  flush();
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
 
 JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes,
                uint64_t kept_bytes) {

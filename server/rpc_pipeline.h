@@ -16,6 +16,16 @@
 // 3 (what the call keeps is reserved in the tensor store before admission;
 // outputs returned by handle do not count against the message size) and 5.
 //
+// The service's compute RPCs take their requests as received bytes
+// (Serve<Rpc> on grpc::ByteBuffer): the request is decoded by the wire codec
+// (attnserve/wire/message_decoder.h) with its tensors' data left in the
+// received bytes, each copied once, after its size was checked, into a
+// pooled buffer of the engine's (core::BufferPool) that the kernel reads;
+// the response is encoded as slices, the outputs' sent from the buffers the
+// kernel wrote (attnserve/wire/message_encoder.h). Bytes that are not a
+// valid request are INVALID_ARGUMENT naming the message type, logged like
+// any other refusal.
+//
 // Compute RPCs take all of it (Serve<Rpc>, driven by the traits of
 // operator_rpcs.h); GetWorkspaceSize runs steps 0-2 for the same traits
 // (Size<Rpc>), so it reports exactly what the call would lease; the other
@@ -34,6 +44,7 @@
 #include <cstdint>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -42,6 +53,8 @@
 #include "attnserve/core/prepared_call.h"
 #include "attnserve/core/status_macros.h"
 #include "attnserve/v1/attention.pb.h"
+#include "attnserve/wire/message_encoder.h"
+#include "attnserve/wire/request_payloads.h"
 #include "grpcpp/grpcpp.h"
 #include "server/call_guard.h"
 #include "server/call_tensors.h"
@@ -81,6 +94,13 @@ class RpcPipeline {
                                   const typename Rpc::Request* request,
                                   typename Rpc::Response* response) const;
 
+  // The same for the request as received (decoded here) and the response as
+  // sent (encoded here, outputs sent from their buffers).
+  template <typename Rpc>
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) const;
+
   // Steps 1-2 for `Rpc`'s request, as Serve prepares it (tensors sent by
   // handle resolved for `context`'s caller; retention ignored): the call's
   // workspace, FLOPs and output specs into `response`.
@@ -98,10 +118,31 @@ class RpcPipeline {
                                    RequestRecord record, Fn answer) const;
 
  private:
+  // A compute call's request and response as messages, with their tensors'
+  // bytes outside them when it was received and is sent as bytes.
+  template <typename Rpc>
+  struct Exchange {
+    grpc::CallbackServerContext* context;
+    const typename Rpc::Request* request;
+    typename Rpc::Response* response;
+    // Null when the request's tensors hold their bytes themselves.
+    wire::RequestPayloads* payloads = nullptr;
+    // Null when the outputs go into the response message.
+    wire::OutgoingPayloads* outgoing = nullptr;
+    // The request's size as received.
+    uint64_t request_bytes = 0;
+  };
+
+  // Steps 0-5 for `exchange`, whose parts live until `reactor` is done.
+  template <typename Rpc>
+  void Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
+           std::shared_ptr<void> keep_alive) const;
+
   // Steps 1-2.
   template <typename Rpc>
   absl::StatusOr<typename Rpc::Call> Prepare(
-      const typename Rpc::Request& request, HandleResolver* handles) const;
+      const typename Rpc::Request& request, HandleResolver* handles,
+      wire::RequestPayloads* payloads = nullptr) const;
 
   // Step 3's own check: RESOURCE_EXHAUSTED when `output_bytes` of outputs
   // would not fit in one message.
@@ -129,10 +170,32 @@ JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes,
 // The engine's share of ExecutionStats; the call fills in the timings.
 void SetRunStats(const core::RunStats& stats, v1::ExecutionStats* out);
 
+// Decodes `bytes` into `request`, keeping the received slices in `received`
+// (the payloads' ranges point into them) and making `payloads` copy from
+// them into `pool`. INVALID_ARGUMENT "not a valid <message type>: ..." (with
+// the field, when one is to blame) for bytes that are not one.
+absl::Status DecodeRequest(const grpc::ByteBuffer& bytes,
+                           core::BufferPool* pool,
+                           std::vector<grpc::Slice>* received,
+                           google::protobuf::Message* request,
+                           wire::RequestPayloads* payloads);
+
+// Parses `bytes` (a small message) into `request` with protobuf;
+// INVALID_ARGUMENT "not a valid <message type>" when they are not one.
+absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
+                          google::protobuf::Message* request);
+
+// `response` with `payloads` in their fields, as slices: the payloads' point
+// at their buffers (which they keep alive), the rest is copied.
+grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,
+                                const wire::OutgoingPayloads& payloads);
+
 template <typename Rpc>
 absl::StatusOr<typename Rpc::Call> RpcPipeline::Prepare(
-    const typename Rpc::Request& request, HandleResolver* handles) const {
-  ATTN_ASSIGN_OR_RETURN(typename Rpc::Args args, Rpc::ToArgs(request, handles));
+    const typename Rpc::Request& request, HandleResolver* handles,
+    wire::RequestPayloads* payloads) const {
+  ATTN_ASSIGN_OR_RETURN(typename Rpc::Args args,
+                        Rpc::ToArgs(request, handles, payloads));
   // Planned for the engine's tile products, so that the run accepts it.
   return Rpc::Call::Prepare(std::move(args), config_.threads,
                             engine_->bf16_tile_products());
@@ -142,50 +205,98 @@ template <typename Rpc>
 grpc::ServerUnaryReactor* RpcPipeline::Serve(
     grpc::CallbackServerContext* context, const typename Rpc::Request* request,
     typename Rpc::Response* response) const {
-  using Call = typename Rpc::Call;
   ComputeCall* reactor =
       ComputeCall::Create(context, RecordOf(Rpc::kName, *request));
+  Exchange<Rpc> exchange{context, request, response};
+  exchange.request_bytes = request->ByteSizeLong();
+  Run<Rpc>(reactor, exchange, nullptr);
+  return reactor;
+}
+
+template <typename Rpc>
+grpc::ServerUnaryReactor* RpcPipeline::Serve(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) const {
+  // What the call holds until gRPC is done with it.
+  struct State {
+    std::vector<grpc::Slice> received;
+    typename Rpc::Request request;
+    wire::RequestPayloads payloads;
+    typename Rpc::Response response;
+    wire::OutgoingPayloads outgoing;
+  };
+  auto state = std::make_shared<State>();
+  const absl::Status decoded =
+      DecodeRequest(*request, &engine_->buffer_pool(), &state->received,
+                    &state->request, &state->payloads);
+  ComputeCall* reactor =
+      ComputeCall::Create(context, RecordOf(Rpc::kName, state->request));
+  if (!decoded.ok()) {
+    reactor->FinishNow(decoded);
+    return reactor;
+  }
+  reactor->BeforeOkFinish([state, response] {
+    *response = EncodeResponse(state->response, state->outgoing);
+  });
+  Exchange<Rpc> exchange{context, &state->request, &state->response,
+                         &state->payloads, &state->outgoing};
+  exchange.request_bytes = request->Length();
+  Run<Rpc>(reactor, exchange, state);
+  // The tensors the call reads were copied out of the received bytes while
+  // it was prepared: those go back to gRPC now.
+  state->payloads.ReleaseReceived();
+  state->received.clear();
+  return reactor;
+}
+
+template <typename Rpc>
+void RpcPipeline::Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
+                      std::shared_ptr<void> keep_alive) const {
+  using Call = typename Rpc::Call;
   const absl::Time start = absl::Now();
-  // Shared by the job's closure and the reactor, which gives back what the
-  // response borrowed once gRPC is done with it.
+  grpc::CallbackServerContext& context = *exchange.context;
+  const typename Rpc::Request& request = *exchange.request;
+  // Shared by the job's closure and the reactor, which holds it (and
+  // `keep_alive`) until gRPC is done with the call: the outputs being sent
+  // and the stored tensors they share stay held until then.
   std::shared_ptr<CallTensors> tensors;
   absl::StatusOr<Call> prepared = [&]() -> absl::StatusOr<Call> {
-    ATTN_RETURN_IF_ERROR(guard_->Admit(*context, Rpc::kName, *request));
-    tensors = std::make_shared<CallTensors>(store_, guard_->Owner(*context),
-                                            request->retention());
+    ATTN_RETURN_IF_ERROR(guard_->Admit(context, Rpc::kName, request));
+    tensors = std::make_shared<CallTensors>(store_, guard_->Owner(context),
+                                            request.retention());
+    tensors->SetPayloads(exchange.payloads, exchange.outgoing);
     ATTN_RETURN_IF_ERROR(tensors->CheckRetention());
-    ATTN_ASSIGN_OR_RETURN(Call call, Prepare<Rpc>(*request, tensors.get()));
+    ATTN_ASSIGN_OR_RETURN(
+        Call call, Prepare<Rpc>(request, tensors.get(), exchange.payloads));
     ATTN_RETURN_IF_ERROR(CheckResponseSize(
         tensors->outputs_by_handle() ? 0 : call.output_bytes()));
-    ATTN_RETURN_IF_ERROR(tensors->ReserveKept(*request, call.output_bytes()));
+    ATTN_RETURN_IF_ERROR(tensors->ReserveKept(request, call.output_bytes()));
     return call;
   }();
-  if (tensors != nullptr) reactor->AtDone([tensors] { tensors->ReturnLent(); });
+  reactor->AtDone([keep_alive, tensors] {});
   if (!prepared.ok()) {
     reactor->FinishNow(prepared.status());
-    return reactor;
+    return;
   }
   // Shared by the job's closure, which the scheduler may copy.
   auto call = std::make_shared<const Call>(*std::move(prepared));
-  const JobCost cost = CostOf(request->ByteSizeLong(), call->flops(),
+  const JobCost cost = CostOf(exchange.request_bytes, call->flops(),
                               call->memory_bytes(), tensors->kept_bytes());
   core::Engine* engine = engine_;
-  // The request is gRPC's (not const itself): kept inputs move out of it
-  // once the run is over.
-  auto* mutable_request = const_cast<typename Rpc::Request*>(request);
-  auto run = [engine, call, tensors, mutable_request,
-              response](const core::CancelToken& token) -> absl::Status {
+  const typename Rpc::Request* request_ptr = exchange.request;
+  typename Rpc::Response* response = exchange.response;
+  auto run = [engine, call, tensors, request_ptr, response,
+              keep_alive](const core::CancelToken& token) -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(typename Rpc::Result result,
                           engine->Run(*call, token));
     SetRunStats(result.stats, response->mutable_stats());
     Rpc::Respond(std::move(result), response, *tensors);
-    tensors->KeepInputs(mutable_request);
+    tensors->KeepInputs(*request_ptr);
     tensors->FillHandles(response->mutable_handles());
     return absl::OkStatus();
   };
   reactor->Submit(scheduler_, cost, absl::Now() - start, std::move(run),
                   response->mutable_stats());
-  return reactor;
 }
 
 template <typename Rpc>

@@ -181,11 +181,23 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The engine's buffers: idle ones count against the memory budget's size.
+core::BufferPoolOptions BufferOptions(const ServerOptions& options) {
+  core::BufferPoolOptions buffers;
+  buffers.max_idle_bytes = options.memory_budget_bytes;
+  return buffers;
+}
+
+}  // namespace
+
 Server::Server(const ServerOptions& options)
     : options_(options),
       engine_(core::EngineOptions{options.memory_budget_bytes,
                                   options.threads_per_request,
-                                  options.bf16_tile_products}),
+                                  options.bf16_tile_products},
+              BufferOptions(options)),
       tracker_(options.instance_id.empty() ? NewInstanceId()
                                            : options.instance_id),
       budget_(options.memory_budget_bytes) {}
@@ -324,6 +336,12 @@ absl::Status Server::Start() {
           grpc_server_->GetHealthCheckService()) {
     health->SetServingStatus(v1::AttentionService::service_full_name(), true);
   }
+  core::BufferPool* buffers = &engine_.buffer_pool();
+  trimmer_ = std::thread([this, buffers] {
+    while (!stop_trimming_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      buffers->TrimIdle();
+    }
+  });
   started_ = true;
   for (const std::string& warning : StartupWarnings(options_)) {
     spdlog::warn("{}", warning);
@@ -385,6 +403,8 @@ void Server::Shutdown(absl::Duration drain_timeout) {
   grpc_server_->Wait();
   if (metrics_ != nullptr) RemoveRequestObserver(metrics_.get());
   metrics_endpoint_.reset();
+  stop_trimming_.Notify();
+  trimmer_.join();
   absl::MutexLock lock(&mu_);
   shut_down_ = true;
 }

@@ -14,11 +14,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "attnserve/core/engine.h"
 #include "grpcpp/grpcpp.h"
@@ -182,6 +184,10 @@ class Server {
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
+  // Frees the engine's idle buffers (BufferPool::TrimIdle) once a second
+  // until stopped.
+  absl::Notification stop_trimming_;
+  std::thread trimmer_;
 
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;

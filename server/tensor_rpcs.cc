@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <new>
 #include <optional>
 #include <string>
@@ -24,6 +26,18 @@ namespace {
 
 constexpr char kPutTensor[] = "PutTensor";
 constexpr char kGetTensor[] = "GetTensor";
+
+// A buffer of `size` bytes on the heap, allocated and not touched (no
+// zeroing): an upload writes each byte once, where it goes.
+core::Buffer UntouchedBuffer(uint64_t size) {
+  constexpr uint64_t kAlignment = 64;
+  const uint64_t capacity =
+      std::max(kAlignment, (size + kAlignment - 1) / kAlignment * kAlignment);
+  void* data = std::aligned_alloc(kAlignment, capacity);
+  if (data == nullptr) throw std::bad_alloc();
+  return core::Buffer::Adopt(static_cast<char*>(data), size, capacity,
+                             [](char* p) { std::free(p); });
+}
 
 // The status a stream stopped by its client or deadline ends with.
 absl::Status StoppedStatus(const grpc::CallbackServerContext& context,
@@ -121,7 +135,7 @@ class PutTensorCall final
     memory_ = std::move(memory);
     try {
       // Allocated, not touched: each chunk is written once, where it goes.
-      bytes_.reserve(size_);
+      bytes_ = UntouchedBuffer(size_);
     } catch (const std::bad_alloc&) {
       return absl::ResourceExhaustedError(
           absl::StrCat("cannot allocate ", size_, " bytes for the tensor"));
@@ -146,14 +160,17 @@ class PutTensorCall final
 
   absl::Status Append() {
     const std::string& chunk = message_.chunk();
-    const uint64_t received = bytes_.size();
+    const uint64_t received = received_;
     if (chunk.size() > size_ - received) {
       return core::InvalidField(
           "chunk", absl::StrCat("the stream carries more than the ", size_,
                                 " bytes that tensor.dtype and tensor.shape "
                                 "declare"));
     }
-    bytes_.append(chunk);
+    if (!chunk.empty()) {
+      std::memcpy(bytes_.data() + received_, chunk.data(), chunk.size());
+    }
+    received_ += chunk.size();
     return absl::OkStatus();
   }
 
@@ -170,12 +187,12 @@ class PutTensorCall final
                               "the stream ended before its first message"));
       return;
     }
-    if (bytes_.size() < size_) {
+    if (received_ < size_) {
       Stop(core::InvalidField(
-          "chunk", absl::StrCat("the stream ended after ", bytes_.size(),
-                                " of the ", size_,
-                                " bytes that tensor.dtype and tensor.shape "
-                                "declare")));
+          "chunk",
+          absl::StrCat("the stream ended after ", received_, " of the ", size_,
+                       " bytes that tensor.dtype and tensor.shape "
+                       "declare")));
       return;
     }
     auto tensor = std::make_shared<ResidentTensor>(dtype_, std::move(shape_),
@@ -191,7 +208,7 @@ class PutTensorCall final
 
   // Frees what was received (unless stored) and finishes.
   void Stop(const absl::Status& status) {
-    std::string().swap(bytes_);
+    bytes_ = core::Buffer();
     memory_.Reset();
     FinishLogged(this, &record_, status);
   }
@@ -208,7 +225,8 @@ class PutTensorCall final
   absl::Duration ttl_;
   // The bytes received so far, in a buffer of the declared size, and their
   // share of the memory budget.
-  std::string bytes_;
+  core::Buffer bytes_;
+  uint64_t received_ = 0;
   MemoryReservation memory_;
   std::atomic<int64_t> cancelled_at_ns_{0};
 };

@@ -46,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "attnserve/core/buffer.h"
 #include "attnserve/core/dtype.h"
 #include "attnserve/core/tensor.h"
 #include "server/clock.h"
@@ -57,41 +58,41 @@ namespace attnserve::server {
 // bytes never change once the tensor is stored, so any number of calls may
 // read them at once (the kernels read them in place through view()).
 //
-// The buffer is a heap std::string so that a compute call's output (or a
-// request's input) moves into the store and back out into a response
-// without a copy: a response may borrow the buffer (TakeBuffer) while it is
-// sent, and gives it back (ReturnBuffer). The bytes' address does not change
-// when the string object changes hands, so readers are unaffected.
+// The bytes are a core::Buffer (attnserve/core/buffer.h), so that they are
+// shared, not copied: a compute call's output kept on the server is the
+// buffer the kernel wrote, also sent in the response (Share()); an input
+// kept by retention is the pooled buffer its received bytes were copied to
+// once; an upload is assembled in a buffer of its declared size. Only a
+// tensor whose block is more than twice its size is copied (see the
+// constructor). A share keeps the bytes alive after the entry is deleted or
+// expires.
 class ResidentTensor {
  public:
+  // Holds `bytes` themselves, unless their block is more than twice their
+  // size (an idle pooled block reused for a smaller tensor): then a copy of
+  // the right size, so that what the store pins is never more than twice
+  // what it accounts for.
   ResidentTensor(core::DType dtype, std::vector<int64_t> shape,
-                 std::string bytes)
+                 core::Buffer bytes)
       : dtype_(dtype),
         shape_(std::move(shape)),
-        buffer_(std::make_unique<std::string>(std::move(bytes))),
-        data_(buffer_->data()),
-        size_(buffer_->size()) {}
+        bytes_(bytes.capacity() / 2 > bytes.size()
+                   ? core::Buffer(bytes.data(), bytes.size())
+                   : std::move(bytes)) {}
   ResidentTensor(const ResidentTensor&) = delete;
   ResidentTensor& operator=(const ResidentTensor&) = delete;
 
   core::DType dtype() const { return dtype_; }
   const std::vector<int64_t>& shape() const { return shape_; }
-  const char* data() const { return data_; }
-  size_t size() const { return size_; }
+  const char* data() const { return bytes_.data(); }
+  size_t size() const { return bytes_.size(); }
   core::TensorView view() const {
-    return core::TensorView{dtype_, shape_, data_, size_};
+    return core::TensorView{dtype_, shape_, bytes_.data(), bytes_.size()};
   }
 
-  // Whether the buffer may be lent: its bytes live on the heap (a short
-  // string keeps them inside the string object, which moves).
-  bool lendable() const { return size_ > 64; }
-  // The owning string, for a response to send from; data() stays valid as
-  // long as the borrower keeps it. One borrower at a time; the caller must
-  // give it back before the tensor is destroyed.
-  std::unique_ptr<std::string> TakeBuffer() { return std::move(buffer_); }
-  void ReturnBuffer(std::unique_ptr<std::string> buffer) {
-    buffer_ = std::move(buffer);
-  }
+  // Another owner of the bytes (no copy), e.g. for a response to send from.
+  // Nothing may write through it: the stored tensor is immutable.
+  core::Buffer Share() const { return bytes_.Share(); }
 
   // The bytes' share of the memory budget, given back when the tensor is
   // destroyed.
@@ -100,9 +101,7 @@ class ResidentTensor {
  private:
   const core::DType dtype_;
   const std::vector<int64_t> shape_;
-  std::unique_ptr<std::string> buffer_;
-  const char* const data_;
-  const size_t size_;
+  const core::Buffer bytes_;
 };
 
 using ResidentTensorPtr = std::shared_ptr<ResidentTensor>;

@@ -70,11 +70,12 @@ int64_t KeyRows(const AttentionDims& d) {
 // the pse (or the slopes) is shared by the batches, then narrowed.
 HostTensor ReduceDpse(const PseSpec& pse, const AttentionDims& d,
                       const std::vector<float>& plane_partials,
-                      const std::vector<double>& slope_partials) {
+                      const std::vector<double>& slope_partials,
+                      BufferPool* buffers) {
   const bool generated = pse.kind == PseSpec::Kind::kAlibi ||
                          pse.kind == PseSpec::Kind::kAlibiSqrt;
-  HostTensor out =
-      MakeHostTensor(generated ? DType::kFloat32 : pse.dtype, pse.shape);
+  HostTensor out = MakeHostTensor(generated ? DType::kFloat32 : pse.dtype,
+                                  pse.shape, buffers);
   if (generated) {
     const bool per_batch = pse.stride_b != 0;
     std::vector<double> sum(static_cast<size_t>(per_batch ? d.b * d.n1 : d.n1));
@@ -96,8 +97,9 @@ HostTensor ReduceDpse(const PseSpec& pse, const AttentionDims& d,
 
 }  // namespace
 
-Engine::Engine(const EngineOptions& options)
+Engine::Engine(const EngineOptions& options, const BufferPoolOptions& buffers)
     : pool_(options.workspace_budget_bytes),
+      buffers_(buffers),
       intra_op_threads_(std::max(1, options.intra_op_threads)),
       bf16_tile_products_(options.bf16_tile_products),
       compute_(std::make_unique<ComputePool>(intra_op_threads_ - 1)) {
@@ -147,9 +149,11 @@ absl::StatusOr<ForwardResult> Engine::RunForward(const ForwardArgs& args,
   const AttentionDims& d = plan.dims;
   ForwardResult result;
   result.attention_out =
-      MakeHostTensor(plan.outputs[0].dtype, plan.outputs[0].shape);
-  result.softmax_max = MakeHostTensor(DType::kFloat32, plan.outputs[1].shape);
-  result.softmax_sum = MakeHostTensor(DType::kFloat32, plan.outputs[2].shape);
+      MakeHostTensor(plan.outputs[0].dtype, plan.outputs[0].shape, &buffers_);
+  result.softmax_max =
+      MakeHostTensor(DType::kFloat32, plan.outputs[1].shape, &buffers_);
+  result.softmax_sum =
+      MakeHostTensor(DType::kFloat32, plan.outputs[2].shape, &buffers_);
 
   FlashForwardArgs k;
   k.geo = GeometryOf(plan, args.options);
@@ -196,9 +200,12 @@ absl::StatusOr<BackwardResult> Engine::Run(const BackwardCall& call,
                         pool_.Acquire(plan.workspace_bytes));
   const AttentionDims& d = plan.dims;
   BackwardResult result;
-  result.dq = MakeHostTensor(plan.outputs[0].dtype, plan.outputs[0].shape);
-  result.dk = MakeHostTensor(plan.outputs[1].dtype, plan.outputs[1].shape);
-  result.dv = MakeHostTensor(plan.outputs[2].dtype, plan.outputs[2].shape);
+  result.dq =
+      MakeHostTensor(plan.outputs[0].dtype, plan.outputs[0].shape, &buffers_);
+  result.dk =
+      MakeHostTensor(plan.outputs[1].dtype, plan.outputs[1].shape, &buffers_);
+  result.dv =
+      MakeHostTensor(plan.outputs[2].dtype, plan.outputs[2].shape, &buffers_);
 
   FlashBackwardArgs k;
   k.geo = GeometryOf(plan, args.options);
@@ -230,7 +237,8 @@ absl::StatusOr<BackwardResult> Engine::Run(const BackwardCall& call,
   ATTN_RETURN_IF_ERROR(FlashBackward(k, lease.floats(), lease.size(), *compute_,
                                      cancel, &result.stats));
   if (plan.pse.kind != PseSpec::Kind::kNone) {
-    result.dpse = ReduceDpse(plan.pse, d, dpse_partial, dslope_partial);
+    result.dpse =
+        ReduceDpse(plan.pse, d, dpse_partial, dslope_partial, &buffers_);
   }
   result.stats.flops = call.flops();
   return result;
@@ -273,9 +281,11 @@ absl::StatusOr<ForwardResult> Engine::Run(const NsaForwardCall& call,
                         pool_.Acquire(plan.workspace_bytes));
   ForwardResult result;
   result.attention_out =
-      MakeHostTensor(plan.outputs[0].dtype, plan.outputs[0].shape);
-  result.softmax_max = MakeHostTensor(DType::kFloat32, plan.outputs[1].shape);
-  result.softmax_sum = MakeHostTensor(DType::kFloat32, plan.outputs[2].shape);
+      MakeHostTensor(plan.outputs[0].dtype, plan.outputs[0].shape, &buffers_);
+  result.softmax_max =
+      MakeHostTensor(DType::kFloat32, plan.outputs[1].shape, &buffers_);
+  result.softmax_sum =
+      MakeHostTensor(DType::kFloat32, plan.outputs[2].shape, &buffers_);
   NsaKernelArgs k =
       NsaArgs(plan.dims, args.options, plan.scale, plan.threads, args.query,
               args.key, args.value, args.topk_indices);
@@ -300,9 +310,12 @@ absl::StatusOr<BackwardResult> Engine::Run(const NsaBackwardCall& call,
   ATTN_ASSIGN_OR_RETURN(WorkspaceLease lease,
                         pool_.Acquire(plan.workspace_bytes));
   BackwardResult result;
-  result.dq = MakeHostTensor(plan.outputs[0].dtype, plan.outputs[0].shape);
-  result.dk = MakeHostTensor(plan.outputs[1].dtype, plan.outputs[1].shape);
-  result.dv = MakeHostTensor(plan.outputs[2].dtype, plan.outputs[2].shape);
+  result.dq =
+      MakeHostTensor(plan.outputs[0].dtype, plan.outputs[0].shape, &buffers_);
+  result.dk =
+      MakeHostTensor(plan.outputs[1].dtype, plan.outputs[1].shape, &buffers_);
+  result.dv =
+      MakeHostTensor(plan.outputs[2].dtype, plan.outputs[2].shape, &buffers_);
   NsaKernelArgs k =
       NsaArgs(plan.dims, args.options, plan.scale, plan.threads, args.query,
               args.key, args.value, args.topk_indices);

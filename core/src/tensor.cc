@@ -78,13 +78,19 @@ void CountHostAllocation() {
 }
 
 HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape) {
+  return MakeHostTensor(dtype, std::move(shape), nullptr);
+}
+
+HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape,
+                          BufferPool* pool) {
   CountHostAllocation();
   HostTensor t;
   t.dtype = dtype;
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   t.shape = std::move(shape);
-  t.bytes.assign(static_cast<size_t>(n) * ItemSize(dtype), '\0');
+  const size_t bytes = static_cast<size_t>(n) * ItemSize(dtype);
+  t.bytes = pool == nullptr ? Buffer(bytes) : pool->AcquireZeroed(bytes);
   return t;
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "attnserve/core/cancel.h"
@@ -50,10 +51,11 @@ using RunFn =
     std::function<absl::StatusOr<std::string>(const CancelToken& cancel)>;
 
 std::string Bytes(const ForwardResult& r) {
-  return r.attention_out.bytes + r.softmax_max.bytes + r.softmax_sum.bytes;
+  return absl::StrCat(r.attention_out.bytes.view(), r.softmax_max.bytes.view(),
+                      r.softmax_sum.bytes.view());
 }
 std::string Bytes(const BackwardResult& r) {
-  return r.dq.bytes + r.dk.bytes + r.dv.bytes;
+  return absl::StrCat(r.dq.bytes.view(), r.dk.bytes.view(), r.dv.bytes.view());
 }
 
 void ExpectCancelsMidRun(Engine& engine, const RunFn& run) {

@@ -70,7 +70,7 @@ class PlanTest : public ::testing::Test {
   // statistics check (sums must be positive and finite).
   TensorView PositiveSums(std::vector<int64_t> shape) {
     storage_.push_back(MakeHostTensor(DType::kFloat32, std::move(shape)));
-    std::string& bytes = storage_.back().bytes;
+    auto& bytes = storage_.back().bytes;
     const float one = 1.0f;
     for (size_t i = 0; i + sizeof(one) <= bytes.size(); i += sizeof(one)) {
       std::memcpy(&bytes[i], &one, sizeof(one));

@@ -4,7 +4,10 @@
 #include <limits>
 #include <string>
 
+#include "attnserve/core/buffer_pool.h"
 #include "attnserve/core/status_macros.h"
+#include "attnserve/wire/message_decoder.h"
+#include "attnserve/wire/received_bytes.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
@@ -228,17 +231,64 @@ TEST(ProtoConvertTest, BackwardResidualsAreOptionalViews) {
   EXPECT_TRUE(args->attention_in.has_value());
 }
 
-TEST(ProtoConvertTest, HostTensorBytesMoveIntoTheResponseWithoutCopy) {
+TEST(ProtoConvertTest, HostTensorBytesBecomeAPayloadWithoutCopy) {
   core::HostTensor host = core::MakeHostTensor(core::DType::kFloat16, {4, 64});
   host.bytes[0] = 'x';
   const char* buffer = host.bytes.data();
   v1::Tensor out;
-  MoveToProto(std::move(host), &out);
+  wire::OutgoingPayloads payloads;
+  MoveToProto(std::move(host), &out, &payloads);
   EXPECT_EQ(out.dtype(), v1::DATA_TYPE_FLOAT16);
+  EXPECT_THAT(out.shape(), ElementsAre(4, 64));
+  EXPECT_TRUE(out.data().empty());
+  const core::Buffer* sent = payloads.Find(out, v1::Tensor::kDataFieldNumber);
+  ASSERT_NE(sent, nullptr);
+  ASSERT_EQ(sent->size(), 4u * 64u * 2u);
+  EXPECT_EQ((*sent)[0], 'x');
+  EXPECT_EQ(sent->data(), buffer);
+}
+
+TEST(ProtoConvertTest, HostTensorBytesAreCopiedIntoAMessageWithoutPayloads) {
+  core::HostTensor host = core::MakeHostTensor(core::DType::kFloat16, {4, 64});
+  host.bytes[0] = 'x';
+  v1::Tensor out;
+  MoveToProto(std::move(host), &out);
   EXPECT_THAT(out.shape(), ElementsAre(4, 64));
   ASSERT_EQ(out.data().size(), 4u * 64u * 2u);
   EXPECT_EQ(out.data()[0], 'x');
-  EXPECT_EQ(out.data().data(), buffer);
+}
+
+// A request decoded from bytes (the server's path): the view reads the
+// payload's pooled copy, and a wrong size is refused before any copy.
+TEST(ProtoConvertTest, ViewsReadReceivedPayloadsAfterTheirSizeIsChecked) {
+  v1::Tensor t;
+  t.set_dtype(v1::DATA_TYPE_FLOAT32);
+  t.add_shape(2);
+  t.add_shape(3);
+  t.set_data(std::string(24, '\x01'));
+  const std::string good = t.SerializeAsString();
+  t.set_data(std::string(20, '\x01'));
+  const std::string bad = t.SerializeAsString();
+  core::BufferPool pool;
+  for (const std::string* bytes : {&good, &bad}) {
+    wire::ReceivedBytes received({absl::string_view(*bytes)});
+    v1::Tensor decoded;
+    wire::ReceivedPayloads ranges;
+    ASSERT_THAT(wire::DecodeMessage(received, &decoded, &ranges), IsOk());
+    EXPECT_TRUE(decoded.data().empty());
+    wire::RequestPayloads payloads(received, std::move(ranges), &pool);
+    absl::StatusOr<core::TensorView> view =
+        ToTensorView(decoded, "query", nullptr, &payloads);
+    if (bytes == &good) {
+      ASSERT_THAT(view, IsOk());
+      EXPECT_EQ(view->size_bytes, 24u);
+      EXPECT_EQ(static_cast<const char*>(view->data)[23], 1);
+      EXPECT_EQ(payloads.copied_bytes(), 24u);
+    } else {
+      EXPECT_EQ(core::FieldOf(view.status()), "query.data");
+      EXPECT_EQ(payloads.copied_bytes(), 0u);
+    }
+  }
 }
 
 TEST(ProtoConvertTest, OutputSpecBecomesTensorSpec) {

@@ -55,7 +55,7 @@ class TensorStoreTest : public ::testing::Test {
     EXPECT_THAT(memory, IsOk());
     auto tensor = std::make_shared<ResidentTensor>(
         core::DType::kUInt8, std::vector<int64_t>{static_cast<int64_t>(bytes)},
-        std::string(bytes, 'x'));
+        core::Buffer(std::string(bytes, 'x').data(), bytes));
     tensor->memory = *std::move(memory);
     return store.Insert(owner, std::move(tensor), ttl, TensorStore::kViaPut);
   }

@@ -35,7 +35,7 @@ core::HostTensor FromWire(const v1::Tensor& t) {
   core::HostTensor h;
   h.dtype = wire::ToCoreDType(t.dtype(), "dtype").value();
   h.shape.assign(t.shape().begin(), t.shape().end());
-  h.bytes = t.data();
+  h.bytes.assign(t.data().data(), t.data().size());
   return h;
 }
 

@@ -32,13 +32,17 @@ absl::StatusOr<uint64_t> ByteSize(const v1::Tensor& tensor,
 }
 
 absl::Status CheckData(const v1::Tensor& tensor, const std::string& field) {
+  return CheckDataSize(tensor, tensor.data().size(), field);
+}
+
+absl::Status CheckDataSize(const v1::Tensor& tensor, uint64_t data_bytes,
+                           const std::string& field) {
   ATTN_ASSIGN_OR_RETURN(const uint64_t want, ByteSize(tensor, field));
-  if (tensor.data().size() == want) return absl::OkStatus();
+  if (data_bytes == want) return absl::OkStatus();
   return core::InvalidField(
       field + ".data",
-      absl::StrCat("has ", tensor.data().size(), " bytes, expected ", want,
-                   " = prod(", ShapeString(tensor), ") * ",
-                   *ItemSize(tensor.dtype()), " (",
+      absl::StrCat("has ", data_bytes, " bytes, expected ", want, " = prod(",
+                   ShapeString(tensor), ") * ", *ItemSize(tensor.dtype()), " (",
                    DataTypeName(tensor.dtype()), ")"));
 }
 

@@ -8,11 +8,11 @@
 //   ATTN_ASSIGN_OR_RETURN(ForwardResult out, engine.Run(call, token));
 //
 // A run leases the call's workspace from the engine's pool for its
-// duration, allocates the outputs, checks the cancel token between tiles,
-// and returns CANCELLED / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED as fit. A
-// call prepared with bf16 tile products on an engine without them is
-// FAILED_PRECONDITION (prepare with engine.bf16_tile_products()).
-// Thread-safe: many runs may proceed at once.
+// duration, takes the outputs from the engine's buffer pool, checks the cancel
+// token between tiles, and returns CANCELLED / DEADLINE_EXCEEDED /
+// RESOURCE_EXHAUSTED as fit. A call prepared with bf16 tile products on an
+// engine without them is FAILED_PRECONDITION (prepare with
+// engine.bf16_tile_products()). Thread-safe: many runs may proceed at once.
 #ifndef ATTNSERVE_CORE_ENGINE_H_
 #define ATTNSERVE_CORE_ENGINE_H_
 
@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "attnserve/core/buffer_pool.h"
 #include "attnserve/core/cancel.h"
 #include "attnserve/core/prepared_call.h"
 #include "attnserve/core/workspace_pool.h"
@@ -47,7 +48,9 @@ struct EngineOptions {
 
 class Engine {
  public:
-  explicit Engine(const EngineOptions& options);
+  // `buffers` configures the pool the outputs come from (buffer_pool()).
+  explicit Engine(const EngineOptions& options,
+                  const BufferPoolOptions& buffers = {});
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -66,6 +69,8 @@ class Engine {
                                      const CancelToken& cancel);
 
   WorkspacePool& workspace_pool() { return pool_; }
+  // Outputs' buffers; they return here when their last owner drops them.
+  BufferPool& buffer_pool() { return buffers_; }
   int intra_op_threads() const { return intra_op_threads_; }
   bool bf16_tile_products() const { return bf16_tile_products_; }
   // What computes: the tile-product library (e.g. "onednn-sgemm:2.6.3"),
@@ -83,6 +88,7 @@ class Engine {
   absl::Status CheckProducts(TileProducts products) const;
 
   WorkspacePool pool_;
+  BufferPool buffers_;
   const int intra_op_threads_;
   const bool bf16_tile_products_;
   std::unique_ptr<ComputePool> compute_;

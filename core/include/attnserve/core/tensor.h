@@ -1,10 +1,10 @@
 // Tensors as the core sees them: non-owning views of wire bytes for inputs,
 // owning byte buffers for outputs.
 //
-// A TensorView points into memory owned by the caller (e.g. a protobuf
-// request), which must outlive every use of the view. HostTensor owns its
-// bytes in a std::string so that the server can move them into a protobuf
-// `bytes` field without copying.
+// A TensorView points into memory owned by the caller (e.g. a request's
+// received bytes), which must outlive every use of the view. HostTensor owns
+// its bytes in a Buffer (buffer.h), which the server sends from, and may
+// share (e.g. with tensors kept on the server), without copying.
 #ifndef ATTNSERVE_CORE_TENSOR_H_
 #define ATTNSERVE_CORE_TENSOR_H_
 
@@ -14,6 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "attnserve/core/buffer.h"
+#include "attnserve/core/buffer_pool.h"
 #include "attnserve/core/dtype.h"
 
 namespace attnserve::core {
@@ -33,7 +35,7 @@ struct TensorView {
 struct HostTensor {
   DType dtype = DType::kFloat32;
   std::vector<int64_t> shape;
-  std::string bytes;
+  Buffer bytes;
 
   TensorView view() const {
     return TensorView{dtype, shape, bytes.data(), bytes.size()};
@@ -54,8 +56,11 @@ absl::StatusOr<uint64_t> CheckedByteSize(DType dtype,
                                          absl::Span<const int64_t> shape,
                                          const std::string& field);
 
-// Allocates a zero-filled tensor.
+// Allocates a zero-filled tensor on the heap.
 HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape);
+// The same from `pool` (zero-filled).
+HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape,
+                          BufferPool* pool);
 
 }  // namespace attnserve::core
 

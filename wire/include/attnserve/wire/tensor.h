@@ -44,6 +44,9 @@ absl::StatusOr<uint64_t> ByteSize(const v1::Tensor& tensor,
 
 // OK when data.size() == ByteSize(tensor).
 absl::Status CheckData(const v1::Tensor& tensor, const std::string& field);
+// The same for `data_bytes` of data held elsewhere (a received payload).
+absl::Status CheckDataSize(const v1::Tensor& tensor, uint64_t data_bytes,
+                           const std::string& field);
 
 }  // namespace attnserve::wire
 

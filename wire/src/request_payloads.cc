@@ -1,0 +1,28 @@
+#include "attnserve/wire/request_payloads.h"
+
+namespace attnserve::wire {
+
+std::optional<size_t> RequestPayloads::SizeOf(
+    const google::protobuf::Message& message, int field) const {
+  const ByteRange* range = ranges_.Find(message, field);
+  if (range == nullptr) return std::nullopt;
+  return range->size;
+}
+
+const core::Buffer* RequestPayloads::Get(
+    const google::protobuf::Message& message, int field) {
+  auto cached = copies_.find({&message, field});
+  if (cached != copies_.end()) return &cached->second;
+  const ByteRange* range = ranges_.Find(message, field);
+  if (range == nullptr || range->offset + range->size > bytes_.size()) {
+    return nullptr;
+  }
+  core::Buffer copy = pool_ == nullptr ? core::Buffer(range->size)
+                                       : pool_->Acquire(range->size);
+  bytes_.CopyTo(*range, copy.data());
+  copied_bytes_ += range->size;
+  return &copies_.emplace(std::make_pair(&message, field), std::move(copy))
+              .first->second;
+}
+
+}  // namespace attnserve::wire
