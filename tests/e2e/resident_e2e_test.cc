@@ -1,7 +1,9 @@
 // Resident tensors end to end: the real attnserve process driven by attnctl
 // (put, get, rm, --resident forward/backward), by the resident workflow of
 // docs/api.md (run as written, with buf curl and attnctl), and observed
-// through its metrics; a tensor's time to live with a short real TTL.
+// through its metrics; a tensor's time to live with a short real TTL; and
+// uploads in progress when the process gets SIGTERM.
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -15,7 +17,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "attnserve/v1/attention.grpc.pb.h"
 #include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_fixture.h"
 #include "tests/testing/http_get.h"
@@ -204,6 +208,78 @@ TEST_F(ResidentE2eTest, TheDocumentedWorkflowsRun) {
     EXPECT_THAT(r->out + r->err, Not(HasSubstr("command not found")));
   }
   EXPECT_GE(Metric("attnserve_tensor_gets_total"), 2);
+}
+
+// One PutTensor stream written piece by piece.
+class Upload {
+ public:
+  Upload(v1::AttentionService::Stub& stub, int64_t elements) {
+    context_.set_deadline(std::chrono::system_clock::now() +
+                          std::chrono::seconds(120));
+    writer_ = stub.PutTensor(&context_, &response_);
+    v1::PutTensorRequest first;
+    first.mutable_tensor()->set_dtype(v1::DATA_TYPE_FLOAT32);
+    first.mutable_tensor()->add_shape(elements);
+    writer_->Write(first);
+  }
+  bool Send(const std::string& chunk) {
+    v1::PutTensorRequest message;
+    message.set_chunk(chunk);
+    return writer_->Write(message);
+  }
+  grpc::Status Finish(bool close) {
+    if (close) writer_->WritesDone();
+    return writer_->Finish();
+  }
+  const v1::PutTensorResponse& response() const { return response_; }
+
+ private:
+  grpc::ClientContext context_;
+  v1::PutTensorResponse response_;
+  std::unique_ptr<grpc::ClientWriter<v1::PutTensorRequest>> writer_;
+};
+
+TEST(ResidentDrainE2eTest, SigtermLetsAnUploadFinishAndEndsOneThatStalls) {
+  absl::StatusOr<int> metrics_port = PickFreePort();
+  ASSERT_TRUE(metrics_port.ok());
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
+      kAttnserveBinary,
+      {"--workers=1", "--drain_timeout=4s",
+       absl::StrCat("--metrics_listen=127.0.0.1:", *metrics_port)});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::AttentionService::NewStub(grpc::CreateChannel(
+      (*server)->target(), grpc::InsecureChannelCredentials()));
+  constexpr int64_t kElements = 1 << 16;  // 256 KiB of fp32.
+  const std::string bytes(kElements * 4, '\x3f');
+  Upload finishing(*stub, kElements);
+  Upload stalled(*stub, kElements);
+  ASSERT_TRUE(finishing.Send(bytes.substr(0, 1000)));
+  ASSERT_TRUE(stalled.Send(bytes.substr(0, 1000)));
+  // Both uploads hold their declared size from their first message on.
+  ASSERT_GE(AwaitMetricAtLeast(*metrics_port, "attnserve_tensor_store_bytes",
+                               2 * kElements * 4, absl::Seconds(60)),
+            2 * kElements * 4)
+      << (*server)->log();
+
+  const absl::Time signalled = absl::Now();
+  (*server)->Signal(SIGTERM);
+  absl::SleepFor(absl::Milliseconds(300));
+  // Opened before the signal: it may finish within the drain time.
+  ASSERT_TRUE(finishing.Send(bytes.substr(1000)));
+  const grpc::Status finished = finishing.Finish(/*close=*/true);
+  EXPECT_TRUE(finished.ok()) << finished.error_message() << (*server)->log();
+  EXPECT_EQ(finishing.response().bytes(), uint64_t{kElements} * 4);
+  EXPECT_FALSE(finishing.response().handle().empty());
+  // Never finished: ended when the drain's time is up, and the process
+  // exits 0 soon after (nothing of it was stored).
+  const grpc::Status ended = stalled.Finish(/*close=*/false);
+  EXPECT_FALSE(ended.ok());
+  const std::optional<int> exit_code =
+      (*server)->WaitForExit(absl::Seconds(60));
+  ASSERT_TRUE(exit_code.has_value()) << "still running 60 s after SIGTERM";
+  EXPECT_EQ(*exit_code, 0) << (*server)->log();
+  EXPECT_LT(absl::Now() - signalled, absl::Seconds(4 + 20));
+  EXPECT_THAT((*server)->log(), HasSubstr("PutTensor"));
 }
 
 }  // namespace
