@@ -14,6 +14,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
+#include "server/header_token_check.h"
 #include "server/heap_stats.h"
 #include "server/startup_warnings.h"
 #include "spdlog/spdlog.h"
@@ -226,6 +227,11 @@ absl::Status Server::Start() {
       return core::InvalidField("auth_token_file", auth.status().message());
     }
     auth_ = std::make_unique<TokenAuth>(*std::move(auth));
+    if (!options_.tls_cert_file.empty()) {
+      // Refused on their headers, before their bodies are read.
+      credentials->SetAuthMetadataProcessor(std::make_shared<HeaderTokenCheck>(
+          std::make_shared<const TokenAuth>(*auth_)));
+    }
   }
 
   SchedulerOptions scheduling;

@@ -186,6 +186,57 @@ TEST_F(SecurityE2eTest, TokensGuardTheAttentionRpcsButNotHealth) {
   EXPECT_TRUE(InfoWith(with_token).ok());
 }
 
+TEST_F(SecurityE2eTest, TokenlessCallsOverTlsAreRefusedBeforeTheirBodyIsRead) {
+  std::vector<std::string> args = TlsServerArgs();
+  args.push_back("--auth_token_file=" + *tokens_);
+  ASSERT_NO_FATAL_FAILURE(StartServer(args, TrustingOurCa()));
+  // A 256 MiB forward request (its value tensor): received and parsed, it
+  // would take the server's peak memory up by at least its size.
+  v1::FlashAttentionScoreRequest big;
+  for (v1::Tensor* t : {big.mutable_query(), big.mutable_key()}) {
+    t->set_dtype(v1::DATA_TYPE_FLOAT32);
+    for (int64_t d : {1, 1, 4, 8}) t->add_shape(d);
+    t->set_data(std::string(4 * 8 * 4, '\0'));
+  }
+  big.mutable_value()->set_dtype(v1::DATA_TYPE_FLOAT32);
+  for (int64_t d : {1, 1, 1 << 23, 8}) big.mutable_value()->add_shape(d);
+  big.mutable_value()->set_data(std::string(size_t{256} << 20, '\0'));
+  big.set_head_num(1);
+  big.set_input_layout("BNSD");
+
+  const int64_t peak_before = server_->PeakRssBytes();
+  ClientOptions anonymous;
+  anonymous.tls = TrustingOurCa();
+  ClientOptions wrong = anonymous;
+  wrong.bearer_token = "wrong-token-0123456789abcdef";
+  ClientOptions info_only = anonymous;
+  info_only.bearer_token = kInfoOnlyToken;
+  const struct {
+    const ClientOptions* options;
+    absl::StatusCode code;
+  } callers[] = {{&anonymous, absl::StatusCode::kUnauthenticated},
+                 {&wrong, absl::StatusCode::kUnauthenticated},
+                 {&info_only, absl::StatusCode::kPermissionDenied}};
+  for (const auto& caller : callers) {
+    absl::StatusOr<Client> client =
+        Client::Connect(server_->target(), *caller.options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    EXPECT_EQ(
+        client->FlashAttentionScore(big, absl::Seconds(60)).status().code(),
+        caller.code);
+  }
+  const int64_t grown = server_->PeakRssBytes() - peak_before;
+  EXPECT_LT(grown, int64_t{64} << 20)
+      << "peak RSS grew by " << (grown >> 20) << " MiB for refused calls";
+
+  // The right token still gets in, and health needs none.
+  ClientOptions good = anonymous;
+  good.bearer_token = kGoodToken;
+  EXPECT_TRUE(InfoWith(good).ok());
+  const ProcessResult health = Attnctl({"health", "--tls_ca=" + pki_->ca_cert});
+  EXPECT_EQ(health.exit_code, 0) << Describe(health);
+}
+
 TEST_F(SecurityE2eTest, TokensWorkOverPlaintextToo) {
   ASSERT_NO_FATAL_FAILURE(
       StartServer({"--workers=1", "--auth_token_file=" + *tokens_}, {}));

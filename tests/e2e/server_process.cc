@@ -180,17 +180,27 @@ std::optional<int> ServerProcess::WaitForExit(absl::Duration timeout) {
   return std::nullopt;
 }
 
-int64_t ServerProcess::RssBytes() const {
-  if (stopped_) return -1;
-  std::ifstream status(absl::StrCat("/proc/", pid_, "/status"));
+namespace {
+
+// A "Vm...:" line of /proc/<pid>/status in bytes, or -1.
+int64_t StatusBytes(pid_t pid, const char* format) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
   std::string line;
   while (std::getline(status, line)) {
     int64_t kib = 0;
-    if (std::sscanf(line.c_str(), "VmRSS: %ld kB", &kib) == 1) {
-      return kib * 1024;
-    }
+    if (std::sscanf(line.c_str(), format, &kib) == 1) return kib * 1024;
   }
   return -1;
+}
+
+}  // namespace
+
+int64_t ServerProcess::RssBytes() const {
+  return stopped_ ? -1 : StatusBytes(pid_, "VmRSS: %ld kB");
+}
+
+int64_t ServerProcess::PeakRssBytes() const {
+  return stopped_ ? -1 : StatusBytes(pid_, "VmHWM: %ld kB");
 }
 
 ServerProcess::~ServerProcess() {

@@ -68,6 +68,8 @@ class ServerProcess {
 
   // Resident set size of the process in bytes (VmRSS), or -1 when gone.
   int64_t RssBytes() const;
+  // Its peak so far (VmHWM), or -1 when gone.
+  int64_t PeakRssBytes() const;
 
   pid_t pid() const { return pid_; }
   int port() const { return port_; }
