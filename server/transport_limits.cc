@@ -78,6 +78,12 @@ void ApplyTransportLimits(const TransportLimits& limits,
                               or_never(limits.max_connection_age));
   builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
                               or_never(limits.max_connection_age_grace));
+  // Compressed requests are refused: this gRPC inflates a compressed message
+  // whole before comparing its size with the message limit, so a few
+  // hundred KiB of gzip could make the server allocate gigabytes. Tensors
+  // hardly compress anyway.
+  builder->SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, false);
+  builder->SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, false);
 }
 
 }  // namespace attnserve::server

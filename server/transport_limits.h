@@ -1,6 +1,6 @@
 // HTTP/2 connection limits of the gRPC port: how many calls one connection
-// may carry at once, how dead or idle connections are found and closed, and
-// how often clients may ping.
+// may carry at once, how dead or idle connections are found and closed, how
+// often clients may ping, and no compressed requests.
 //
 //   grpc::ServerBuilder builder;
 //   ApplyTransportLimits(options.transport, &builder);

@@ -10,7 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "attnserve/client/client.h"
+#include "attnserve/v1/attention.grpc.pb.h"
 #include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_fixture.h"
 #include "tests/e2e/test_pki.h"
@@ -235,6 +237,35 @@ TEST_F(SecurityE2eTest, TokenlessCallsOverTlsAreRefusedBeforeTheirBodyIsRead) {
   EXPECT_TRUE(InfoWith(good).ok());
   const ProcessResult health = Attnctl({"health", "--tls_ca=" + pki_->ca_cert});
   EXPECT_EQ(health.exit_code, 0) << Describe(health);
+}
+
+TEST_F(SecurityE2eTest, ACompressedBombIsRefusedWithoutInflatingIt) {
+  ASSERT_NO_FATAL_FAILURE(StartServer(
+      {"--workers=1", "--max_message_bytes=1048576"}, TlsOptions{}));
+  // 256 MiB of zeros: a few hundred KiB once gzip-compressed, far past the
+  // message limit once inflated.
+  v1::FlashAttentionScoreRequest bomb;
+  bomb.mutable_value()->set_dtype(v1::DATA_TYPE_FLOAT32);
+  bomb.mutable_value()->set_data(std::string(size_t{256} << 20, '\0'));
+  auto stub = v1::AttentionService::NewStub(grpc::CreateChannel(
+      server_->target(), grpc::InsecureChannelCredentials()));
+  const int64_t peak_before = server_->PeakRssBytes();
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(60));
+  context.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+  v1::FlashAttentionScoreResponse response;
+  const grpc::Status status =
+      stub->FlashAttentionScore(&context, bomb, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
+      << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("gzip"));
+  const int64_t grown = server_->PeakRssBytes() - peak_before;
+  EXPECT_LT(grown, int64_t{64} << 20)
+      << "peak RSS grew by " << (grown >> 20) << " MiB; status "
+      << status.error_code() << " " << status.error_message();
+  ClientOptions plain;
+  EXPECT_TRUE(InfoWith(plain).ok());
 }
 
 TEST_F(SecurityE2eTest, TokensWorkOverPlaintextToo) {
