@@ -12,31 +12,17 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/server/fake_clock.h"
 #include "tests/testing/status_matchers.h"
 
 namespace attnserve::server {
 namespace {
 
+using ::attnserve::server::testing::FakeClock;
+
 using ::attnserve::test::IsOk;
 using ::attnserve::test::StatusIs;
 using ::testing::HasSubstr;
-
-// Time moves only when the test says so.
-class FakeClock : public Clock {
- public:
-  absl::Time Now() const override {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock lock(&mu_);
-    now_ += d;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  absl::Time now_ = absl::FromUnixSeconds(1'700'000'000);
-};
 
 // What one job observed; filled by its callbacks.
 struct Outcome {

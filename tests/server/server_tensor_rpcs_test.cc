@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/call_tracker.h"
+#include "tests/server/fake_clock.h"
 #include "tests/server/resident_support.h"
 #include "tests/server/test_server.h"
 #include "tests/server/wire_tensors.h"
@@ -363,24 +364,8 @@ TEST_F(TensorRpcsTest, NewUploadsAreRefusedWhileDraining) {
   drain.join();
 }
 
-class FakeClock : public Clock {
- public:
-  absl::Time Now() const override {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock lock(&mu_);
-    now_ += d;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  absl::Time now_ = absl::Now();
-};
-
 TEST(TensorRpcsTtlTest, ATensorExpiresWhenItsTtlPassesWithoutUse) {
-  FakeClock clock;
+  FakeClock clock(absl::Now());
   ServerOptions options = TestServer::DefaultOptions();
   options.clock = &clock;
   options.tensor_ttl = absl::Seconds(30);

@@ -10,32 +10,19 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/server/fake_clock.h"
 #include "tests/testing/status_matchers.h"
 
 namespace attnserve::server {
 namespace {
+
+using ::attnserve::server::testing::FakeClock;
 
 using ::attnserve::test::IsOk;
 using ::attnserve::test::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
-
-class FakeClock : public Clock {
- public:
-  absl::Time Now() const override {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock lock(&mu_);
-    now_ += d;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  absl::Time now_ = absl::FromUnixSeconds(1'700'000'000);
-};
 
 class TensorStoreTest : public ::testing::Test {
  protected:
