@@ -364,9 +364,8 @@ void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
                                  ? absl::GetFlag(FLAGS_kv_heads)
                                  : n),
       static_cast<long long>(s), static_cast<long long>(KvSeq(s)),
-      static_cast<long long>(d),
-      causal ? "true" : "false", threads, seconds, gflops, ref_gflops,
-      gflops / ref_gflops, bf16_ref.c_str(),
+      static_cast<long long>(d), causal ? "true" : "false", threads, seconds,
+      gflops, ref_gflops, gflops / ref_gflops, bf16_ref.c_str(),
       static_cast<unsigned long long>(workspace), memory.c_str(),
       eager.c_str());
   std::fflush(stdout);
