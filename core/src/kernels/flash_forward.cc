@@ -89,6 +89,17 @@ void EmptyKeysTile(const FlashForwardArgs& a, const ForwardScratch& w,
   StoreRows(w.o, a.out.Slice(b, n, span.q_start), i0, rows, a.out.mutable_data);
 }
 
+// Whether the forward writes its outputs with non-temporal stores: when
+// they are far larger than the caches (only then: the stores bypass the
+// caches, which small outputs read next would miss).
+constexpr int64_t kStreamingOutputBytes = int64_t{16} << 20;
+bool StreamOutputs(const AttentionDims& d) {
+  const int64_t rows = d.layout == Layout::kTND ? d.t1 : d.b * d.s1;
+  const int64_t row_bytes =
+      d.dv * static_cast<int64_t>(ItemSize(d.dtype)) + 2 * 8 * 4;
+  return rows * d.n1 * row_bytes >= kStreamingOutputBytes;
+}
+
 // The query tile in the products' precision (bf16: rows past `rows` zero).
 void LoadQueryRows(const FlashForwardArgs& a, const ForwardScratch& w,
                    int64_t b, int64_t n, int64_t i0, int64_t rows) {
@@ -113,11 +124,13 @@ void SoftmaxTileFp32(const ScoreModifiers& mods, const ForwardScratch& w,
       std::fill(row, row + cols, 0.0f);
       continue;
     }
+    // The row's output is still 0 while m = -inf: no rescaling then.
+    const bool rescale = w.m[r] != -INFINITY;
     const float correction = std::exp(w.m[r] - m_new);  // 0 when m = -inf.
     const float sum = ExpShiftSum(row, cols, m_new);
     w.l[r] = w.l[r] * correction + sum;
     w.m[r] = m_new;
-    if (correction != 1.0f) Scale(w.o + r * dv, dv, correction);
+    if (rescale && correction != 1.0f) Scale(w.o + r * dv, dv, correction);
     if (mods.dropout.active()) {
       TileDropout::Apply(row, w.keep + r * cols, cols,
                          mods.dropout.inv_keep_prob());
@@ -157,9 +170,10 @@ void SoftmaxTileBf16(const ScoreModifiers& mods, const ForwardScratch& w,
 }
 
 // One Sq tile of one query head: online softmax over the Skv tiles.
+// `stream`: write the outputs with non-temporal stores (StreamOutputs).
 void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
                  const ForwardScratch& w, int64_t b, int64_t n, int64_t i0,
-                 int64_t rows, RunStats* stats) {
+                 int64_t rows, bool stream, RunStats* stats) {
   const AttentionGeometry& g = a.geo;
   const AttentionDims& d = g.dims;
   const BatchSpan& span = g.batches[static_cast<size_t>(b)];
@@ -204,10 +218,21 @@ void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
       Scale(o, d.dv, 1.0f / sum);
     }
     const int64_t idx = g.SoftmaxIndex(b, n, i0 + r);
-    std::fill(a.softmax_max + idx, a.softmax_max + idx + 8, max);
-    std::fill(a.softmax_sum + idx, a.softmax_sum + idx + 8, sum);
+    if (stream) {
+      FillStreaming(a.softmax_max + idx, 8, max);
+      FillStreaming(a.softmax_sum + idx, 8, sum);
+    } else {
+      std::fill(a.softmax_max + idx, a.softmax_max + idx + 8, max);
+      std::fill(a.softmax_sum + idx, a.softmax_sum + idx + 8, sum);
+    }
   }
-  StoreRows(w.o, a.out.Slice(b, n, span.q_start), i0, rows, a.out.mutable_data);
+  const HeadSlice out = a.out.Slice(b, n, span.q_start);
+  if (stream) {
+    StoreRowsStreaming(w.o, out, i0, rows, a.out.mutable_data);
+    FenceStreaming();
+  } else {
+    StoreRows(w.o, out, i0, rows, a.out.mutable_data);
+  }
 }
 
 // The kv tile [j0, j0 + cols) of kv head (b, n2) into rows [0, cols) of
@@ -360,6 +385,7 @@ absl::Status FlashForward(const FlashForwardArgs& a, void* workspace,
     return status;
   }
   const QueryTileItems items(g.batches, d.n1, g.tiling.tile_q);
+  const bool stream = StreamOutputs(d);
   const absl::Status status =
       pool.ParallelFor(items.size(), slots, [&](int64_t item, int slot) {
         ATTN_RETURN_IF_ERROR(cancel.Check());
@@ -368,7 +394,7 @@ absl::Status FlashForward(const FlashForwardArgs& a, void* workspace,
         const BatchSpan& span = g.batches[static_cast<size_t>(it.b)];
         s.held.Hold(a.k, a.v, it.b, it.n / d.g, span, s.w.kv);
         const int64_t rows = std::min(g.tiling.tile_q, span.s1 - it.i0);
-        ForwardTile(a, mods, s.w, it.b, it.n, it.i0, rows, &s.stats);
+        ForwardTile(a, mods, s.w, it.b, it.n, it.i0, rows, stream, &s.stats);
         return absl::OkStatus();
       });
   for (const Slot& s : slot_state) {
