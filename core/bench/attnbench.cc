@@ -13,6 +13,8 @@
 // matmul on --threads threads, f32 and bf16, at the start and at the end),
 // {"kind":"attention",...} (GFLOP/s, ratio to the reference, and with
 // --eager the ratio to eager matmul/softmax/matmul on the same threads), and
+// with --memcpy_reference, forward cases also give their bytes per second
+// against a same-run memcpy (the memory-bound shapes' reference), and
 // {"kind":"rss",...} (peak RSS of a forward at --rss_seq in a child process,
 // against the bytes of its inputs and outputs).
 #include <sys/resource.h>
@@ -23,6 +25,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <random>
 #include <string>
@@ -43,7 +46,14 @@ ABSL_FLAG(int64_t, n, 8, "Query heads (N1).");
 ABSL_FLAG(int64_t, kv_heads, 0,
           "Key/value heads (N2, dividing N1; 0: N2 = N1). 1 is MQA.");
 ABSL_FLAG(std::string, dtypes, "fp32,fp16,bf16", "Comma-separated dtypes.");
-ABSL_FLAG(std::string, seqs, "512,1024,2048,4096,8192", "Sequence lengths.");
+ABSL_FLAG(std::string, seqs, "512,1024,2048,4096,8192",
+          "Sequence lengths (of the queries when --skv is set).");
+ABSL_FLAG(int64_t, skv, 0,
+          "Key/value sequence length (0: the --seqs value, Sq = Skv).");
+ABSL_FLAG(bool, memcpy_reference, false,
+          "Measure memcpy of the case's bytes (inputs and outputs) just "
+          "before and just after every forward case and report the bytes "
+          "per second against the better of the two.");
 ABSL_FLAG(std::string, dims, "64,128", "Head dims.");
 ABSL_FLAG(std::string, causal, "0,1", "0 = full, 1 = causal (sparse_mode 2).");
 ABSL_FLAG(std::string, directions, "forward,backward", "Directions.");
@@ -108,14 +118,19 @@ struct Problem {
   core::AttentionOptions options;
 };
 
+int64_t KvSeq(int64_t s) {
+  const int64_t skv = absl::GetFlag(FLAGS_skv);
+  return skv > 0 ? skv : s;
+}
+
 Problem MakeProblem(DType dtype, int64_t b, int64_t n, int64_t s, int64_t d,
                     bool causal) {
   Problem p;
   p.q = RandomTensor(dtype, {b, n, s, d}, 1);
   const int64_t kv = absl::GetFlag(FLAGS_kv_heads);
   const int64_t n2 = kv > 0 ? kv : n;
-  p.k = RandomTensor(dtype, {b, n2, s, d}, 2);
-  p.v = RandomTensor(dtype, {b, n2, s, d}, 3);
+  p.k = RandomTensor(dtype, {b, n2, KvSeq(s), d}, 2);
+  p.v = RandomTensor(dtype, {b, n2, KvSeq(s), d}, 3);
   p.dy = RandomTensor(dtype, {b, n, s, d}, 4);
   p.options.head_num = n;
   p.options.input_layout = "BNSD";
@@ -143,6 +158,23 @@ double BestSeconds(Fn&& fn) {
 void Die(const absl::Status& status) {
   std::fprintf(stderr, "attnbench: %s\n", status.ToString().c_str());
   std::exit(1);
+}
+
+// GB/s of memcpy of `bytes` on one thread (the source and destination
+// touched once first), the best of runs filling 0.25 s.
+double MemcpyGbps(size_t bytes) {
+  std::vector<char> from(bytes, 1), to(bytes, 0);
+  double best = 1e30, total = 0;
+  for (int run = 0; run < 2 || total < 0.25; ++run) {
+    const auto start = Clock::now();
+    std::memcpy(to.data(), from.data(), bytes);
+    const double dt =
+        std::chrono::duration<double>(Clock::now() - start).count();
+    best = std::min(best, dt);
+    total += dt;
+  }
+  if (to[bytes / 2] != 1) std::abort();
+  return static_cast<double>(bytes) / best / 1e9;
 }
 
 // The tile reference of head dim `d` in `lib`: the harmonic mean of the
@@ -243,13 +275,33 @@ void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
   core::CancelToken token;
   double seconds = 0, flops = 0;
   uint64_t workspace = 0;
+  std::string memory;
   if (direction == "forward") {
+    size_t io_bytes = 0;
+    const bool by_memcpy = absl::GetFlag(FLAGS_memcpy_reference);
+    double memcpy_gbps = 0;
+    {
+      absl::StatusOr<core::ForwardResult> r = engine.Run(*fcall, token);
+      if (!r.ok()) Die(r.status());
+      io_bytes = p.q.bytes.size() + p.k.bytes.size() + p.v.bytes.size() +
+                 r->attention_out.bytes.size() + r->softmax_max.bytes.size() +
+                 r->softmax_sum.bytes.size();
+    }
+    if (by_memcpy) memcpy_gbps = MemcpyGbps(io_bytes);
     seconds = BestSeconds([&] {
       absl::StatusOr<core::ForwardResult> r = engine.Run(*fcall, token);
       if (!r.ok()) Die(r.status());
       workspace = r->stats.workspace_bytes;
     });
     flops = fcall->flops();
+    const double gbps = static_cast<double>(io_bytes) / seconds / 1e9;
+    absl::StrAppend(&memory, ",\"io_bytes\":", io_bytes,
+                    ",\"io_gb_per_s\":", gbps);
+    if (by_memcpy) {
+      memcpy_gbps = std::max(memcpy_gbps, MemcpyGbps(io_bytes));
+      absl::StrAppend(&memory, ",\"memcpy_gb_per_s\":", memcpy_gbps,
+                      ",\"ratio_to_memcpy\":", gbps / memcpy_gbps);
+    }
   } else {
     absl::StatusOr<core::ForwardResult> f = engine.Run(*fcall, token);
     if (!f.ok()) Die(f.status());
@@ -290,7 +342,7 @@ void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
                     ",\"ratio_to_matmul\":", gflops / matmul_gflops);
   }
   std::string eager;
-  if (absl::GetFlag(FLAGS_eager) && s <= 4096 && b == 1) {
+  if (absl::GetFlag(FLAGS_eager) && s <= 4096 && b == 1 && KvSeq(s) == s) {
     const double eager_s = EagerAttentionSeconds(
         n, s, d, causal, direction == "backward", threads, 2);
     absl::StrAppend(&eager, ",\"eager_fp32_seconds\":", eager_s,
@@ -299,21 +351,23 @@ void RunCase(core::Engine& engine, DType dtype, int64_t s, int64_t d,
   std::printf(
       "{\"kind\":\"attention\",\"direction\":\"%s\",\"dtype\":\"%s\","
       "\"tile_products\":\"%s\","
-      "\"b\":%lld,\"n\":%lld,\"kv_heads\":%lld,\"s\":%lld,\"d\":%lld,"
+      "\"b\":%lld,\"n\":%lld,\"kv_heads\":%lld,\"s\":%lld,\"skv\":%lld,"
+      "\"d\":%lld,"
       "\"causal\":%s,"
       "\"threads\":%d,\"seconds\":%.6f,\"gflops_dense\":%.2f,"
       "\"tile_sgemm_gflops\":%.2f,\"ratio_to_tile_sgemm\":%.3f%s,"
-      "\"workspace_bytes\":%llu%s}\n",
+      "\"workspace_bytes\":%llu%s%s}\n",
       direction.c_str(), core::DTypeName(dtype),
       core::TileProductsName(fcall->plan().tiling.products),
       static_cast<long long>(b), static_cast<long long>(n),
       static_cast<long long>(absl::GetFlag(FLAGS_kv_heads) > 0
                                  ? absl::GetFlag(FLAGS_kv_heads)
                                  : n),
-      static_cast<long long>(s), static_cast<long long>(d),
-      causal ? "true" : "false", threads, seconds, gflops, ref_gflops,
-      gflops / ref_gflops, bf16_ref.c_str(),
-      static_cast<unsigned long long>(workspace), eager.c_str());
+      static_cast<long long>(s), static_cast<long long>(KvSeq(s)),
+      static_cast<long long>(d), causal ? "true" : "false", threads, seconds,
+      gflops, ref_gflops, gflops / ref_gflops, bf16_ref.c_str(),
+      static_cast<unsigned long long>(workspace), memory.c_str(),
+      eager.c_str());
   std::fflush(stdout);
 }
 

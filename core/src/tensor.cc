@@ -94,4 +94,17 @@ HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape,
   return t;
 }
 
+HostTensor MakeUninitializedHostTensor(DType dtype, std::vector<int64_t> shape,
+                                       BufferPool* pool) {
+  CountHostAllocation();
+  HostTensor t;
+  t.dtype = dtype;
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  t.shape = std::move(shape);
+  const size_t bytes = static_cast<size_t>(n) * ItemSize(dtype);
+  t.bytes = pool->Acquire(bytes);
+  return t;
+}
+
 }  // namespace attnserve::core

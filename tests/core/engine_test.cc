@@ -2,6 +2,7 @@
 // workspace budget.
 #include "attnserve/core/engine.h"
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -10,6 +11,7 @@
 #include "attnserve/core/plan.h"
 #include "gtest/gtest.h"
 #include "tests/testing/attention_case.h"
+#include "tests/testing/feature_case.h"
 #include "tests/testing/status_matchers.h"
 
 namespace attnserve::test {
@@ -107,6 +109,81 @@ TEST(EngineTest, BackwardWorkspaceOverBudgetIsResourceExhausted) {
   core::CancelToken token;
   EXPECT_THAT(small.Run(call, token),
               StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+// The forward's outputs come from the engine's pool without being cleared:
+// on blocks that held 0xff bytes (NaN) the results are the same bits as on
+// a fresh engine, so every element is written. Cases: the tiled path with
+// fully masked rows and Dv < D, the stacked path (G * Sq <= tile_q), and
+// TND with a batch without queries and one without keys.
+TEST(EngineTest, ForwardWritesEveryOutputElementOfReusedBuffers) {
+  std::vector<FeatureConfig> configs;
+  {
+    FeatureConfig c;
+    c.layout = Layout::kSBH;
+    c.dtype = DType::kFloat16;
+    c.n1 = 4;
+    c.n2 = 2;
+    c.s1 = 300;
+    c.s2 = 70;
+    c.dv = 24;
+    c.mask = MaskForm::kPerHead;
+    c.fully_masked_rows = 2;
+    configs.push_back(c);
+  }
+  {
+    FeatureConfig c;
+    c.layout = Layout::kBSH;
+    c.dtype = DType::kBFloat16;
+    c.n1 = 8;
+    c.n2 = 2;
+    c.s1 = 3;
+    c.s2 = 200;
+    c.sparse_mode = 3;
+    c.mask = MaskForm::kCompressed;
+    configs.push_back(c);
+  }
+  {
+    FeatureConfig c;
+    c.layout = Layout::kTND;
+    c.dtype = DType::kFloat32;
+    c.n1 = 6;
+    c.n2 = 2;
+    c.dv = 24;
+    c.seq_q = {17, 0, 29, 11, 6};
+    c.seq_kv = {23, 14, 19, 0, 6};
+    configs.push_back(c);
+  }
+  for (const FeatureConfig& config : configs) {
+    SCOPED_TRACE(FeatureCaseName(config));
+    FeatureCase c(config);
+    ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult fresh,
+                              RunForward(c.forward_args(), 2));
+    core::EngineOptions options;
+    options.intra_op_threads = 2;
+    core::BufferPoolOptions pooled;
+    pooled.min_pooled_bytes = 1;  // Pool even these small outputs.
+    core::Engine engine(options, pooled);
+    {
+      std::vector<core::Buffer> dirty;
+      for (int copy = 0; copy < 2; ++copy) {
+        for (const core::HostTensor* t :
+             {&fresh.attention_out, &fresh.softmax_max, &fresh.softmax_sum}) {
+          dirty.push_back(engine.buffer_pool().Acquire(t->bytes.size()));
+          std::memset(dirty.back().data(), 0xff, dirty.back().size());
+        }
+      }
+    }  // Back to the pool, 0xff.
+    const uint64_t reused_before = engine.buffer_pool().stats().reused;
+    ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardCall call,
+                              core::ForwardCall::Prepare(c.forward_args(), 2));
+    core::CancelToken token;
+    ATTN_ASSERT_OK_AND_ASSIGN(core::ForwardResult got, engine.Run(call, token));
+    EXPECT_EQ(engine.buffer_pool().stats().reused - reused_before, 3u);
+    EXPECT_TRUE(got.attention_out.bytes == fresh.attention_out.bytes);
+    EXPECT_TRUE(got.softmax_max.bytes == fresh.softmax_max.bytes);
+    EXPECT_TRUE(got.softmax_sum.bytes == fresh.softmax_sum.bytes);
+  }
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 // Forward, per (batch, kv head): K and V are loaded once (fp32: widened;
 // bf16: as they are) and shared by the G query heads of the group; per Sq
 // tile an online softmax runs over the Skv tiles, skipping tiles the band
-// masks entirely.
+// masks entirely. When the group's query rows fit one tile (G * Sq <=
+// tile_q: decode-like shapes) the G heads run stacked as one tile and K/V
+// are streamed a tile at a time instead (UseStackedForward).
 // Backward, per (batch, kv head): P is recomputed from softmax_max/sum;
 // dK/dV accumulate over the group in scratch and are written once, so the
 // result is deterministic.
@@ -42,6 +44,12 @@ absl::Status FlashForward(const FlashForwardArgs& args, void* workspace,
 absl::Status FlashBackward(const FlashBackwardArgs& args, void* workspace,
                            size_t workspace_bytes, ComputePool& pool,
                            const CancelToken& cancel, RunStats* stats);
+
+// Whether FlashForward runs stacked: all G query heads of a kv head as one
+// query tile (G * Sq <= tile_q, Sq the longest), one work item per
+// (batch, kv head) streaming its K/V tile by tile. Depends on the shape
+// only, never on the threads.
+bool UseStackedForward(const AttentionDims& dims, const Tiling& tiling);
 
 // Whether FlashBackward splits dK/dV and dQ into separate parallel phases
 // (fewer kv heads than workers, no pse); the bits are the same either way.

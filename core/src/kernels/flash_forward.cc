@@ -47,12 +47,14 @@ struct ForwardScratch {
 
 // The one layout of a worker's region: sizes the workspace (counting
 // Scratch) and carves it.
+// Stacked runs hold one kv tile at a time instead of the whole head.
 void Carve(const AttentionDims& d, const Tiling& t, Scratch& arena,
            ForwardScratch* s) {
   const int64_t tq = t.tile_q, tk = t.tile_kv;
+  const int64_t kv_rows = UseStackedForward(d, t) ? std::min(d.s2, tk) : d.s2;
   *s = ForwardScratch{};
   if (UsesBf16(t)) {
-    const int64_t s2 = RoundUpToGranule(d.s2);
+    const int64_t s2 = RoundUpToGranule(kv_rows);
     s->kv.kb = arena.Take<uint16_t>(s2 * d.d);
     s->kv.vb = arena.Take<uint16_t>(s2 * d.dv);
     s->qb = arena.Take<uint16_t>(tq * d.d);
@@ -60,8 +62,8 @@ void Carve(const AttentionDims& d, const Tiling& t, Scratch& arena,
     s->m_new = arena.Take<float>(tq);
     s->corr = arena.Take<float>(tq);
   } else {
-    s->kv.k = arena.Take<float>(d.s2 * d.d);
-    s->kv.v = arena.Take<float>(d.s2 * d.dv);
+    s->kv.k = arena.Take<float>(kv_rows * d.d);
+    s->kv.v = arena.Take<float>(kv_rows * d.dv);
     s->q = arena.Take<float>(tq * d.d);
   }
   s->s = arena.Take<float>(tq * tk);
@@ -85,6 +87,17 @@ void EmptyKeysTile(const FlashForwardArgs& a, const ForwardScratch& w,
     std::fill(a.softmax_sum + idx, a.softmax_sum + idx + 8, 0.0f);
   }
   StoreRows(w.o, a.out.Slice(b, n, span.q_start), i0, rows, a.out.mutable_data);
+}
+
+// Whether the forward writes its outputs with non-temporal stores: when
+// they are far larger than the caches (only then: the stores bypass the
+// caches, which small outputs read next would miss).
+constexpr int64_t kStreamingOutputBytes = int64_t{16} << 20;
+bool StreamOutputs(const AttentionDims& d) {
+  const int64_t rows = d.layout == Layout::kTND ? d.t1 : d.b * d.s1;
+  const int64_t row_bytes =
+      d.dv * static_cast<int64_t>(ItemSize(d.dtype)) + 2 * 8 * 4;
+  return rows * d.n1 * row_bytes >= kStreamingOutputBytes;
 }
 
 // The query tile in the products' precision (bf16: rows past `rows` zero).
@@ -111,11 +124,13 @@ void SoftmaxTileFp32(const ScoreModifiers& mods, const ForwardScratch& w,
       std::fill(row, row + cols, 0.0f);
       continue;
     }
+    // The row's output is still 0 while m = -inf: no rescaling then.
+    const bool rescale = w.m[r] != -INFINITY;
     const float correction = std::exp(w.m[r] - m_new);  // 0 when m = -inf.
     const float sum = ExpShiftSum(row, cols, m_new);
     w.l[r] = w.l[r] * correction + sum;
     w.m[r] = m_new;
-    if (correction != 1.0f) Scale(w.o + r * dv, dv, correction);
+    if (rescale && correction != 1.0f) Scale(w.o + r * dv, dv, correction);
     if (mods.dropout.active()) {
       TileDropout::Apply(row, w.keep + r * cols, cols,
                          mods.dropout.inv_keep_prob());
@@ -155,9 +170,10 @@ void SoftmaxTileBf16(const ScoreModifiers& mods, const ForwardScratch& w,
 }
 
 // One Sq tile of one query head: online softmax over the Skv tiles.
+// `stream`: write the outputs with non-temporal stores (StreamOutputs).
 void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
                  const ForwardScratch& w, int64_t b, int64_t n, int64_t i0,
-                 int64_t rows, RunStats* stats) {
+                 int64_t rows, bool stream, RunStats* stats) {
   const AttentionGeometry& g = a.geo;
   const AttentionDims& d = g.dims;
   const BatchSpan& span = g.batches[static_cast<size_t>(b)];
@@ -202,13 +218,127 @@ void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
       Scale(o, d.dv, 1.0f / sum);
     }
     const int64_t idx = g.SoftmaxIndex(b, n, i0 + r);
-    std::fill(a.softmax_max + idx, a.softmax_max + idx + 8, max);
-    std::fill(a.softmax_sum + idx, a.softmax_sum + idx + 8, sum);
+    if (stream) {
+      FillStreaming(a.softmax_max + idx, 8, max);
+      FillStreaming(a.softmax_sum + idx, 8, sum);
+    } else {
+      std::fill(a.softmax_max + idx, a.softmax_max + idx + 8, max);
+      std::fill(a.softmax_sum + idx, a.softmax_sum + idx + 8, sum);
+    }
   }
-  StoreRows(w.o, a.out.Slice(b, n, span.q_start), i0, rows, a.out.mutable_data);
+  const HeadSlice out = a.out.Slice(b, n, span.q_start);
+  if (stream) {
+    StoreRowsStreaming(w.o, out, i0, rows, a.out.mutable_data);
+    FenceStreaming();
+  } else {
+    StoreRows(w.o, out, i0, rows, a.out.mutable_data);
+  }
+}
+
+// The kv tile [j0, j0 + cols) of kv head (b, n2) into rows [0, cols) of
+// the held rows (bf16: zero-padded to the granule).
+void LoadKvTile(const FlashForwardArgs& a, const KvRows& kv, int64_t b,
+                int64_t n2, const BatchSpan& span, int64_t j0, int64_t cols) {
+  const HeadSlice ks = a.k.Slice(b, n2, span.kv_start);
+  const HeadSlice vs = a.v.Slice(b, n2, span.kv_start);
+  if (kv.kb == nullptr) {
+    LoadRows(a.k.data, ks, j0, cols, kv.k);
+    LoadRows(a.v.data, vs, j0, cols, kv.v);
+    return;
+  }
+  CopyBf16Rows(a.k.data, ks, j0, cols, kv.kb);
+  CopyBf16Rows(a.v.data, vs, j0, cols, kv.vb);
+  const int64_t padded = RoundUpToGranule(cols);
+  ZeroBf16Rows(kv.kb, ks.cols, cols, padded, ks.cols);
+  ZeroBf16Rows(kv.vb, vs.cols, cols, padded, vs.cols);
+}
+
+// All G query heads of kv head (b, n2) at once (UseStackedForward): their
+// rows stacked into one query tile (stacked row r is row r % s1 of head
+// n2 * G + r / s1), so that each kv tile is read once, into L2, for the
+// whole group, and each product has G times the rows. Rows are independent
+// in the online softmax; the mask, pse and dropout are applied head by
+// head (ScoreStackedTile, TileDropout::Fill per head).
+void ForwardStacked(const FlashForwardArgs& a, const ScoreModifiers& mods,
+                    const ForwardScratch& w, int64_t b, int64_t n2,
+                    RunStats* stats) {
+  const AttentionGeometry& g = a.geo;
+  const AttentionDims& d = g.dims;
+  const BatchSpan& span = g.batches[static_cast<size_t>(b)];
+  const int64_t s1 = span.s1, heads = d.g, n0 = n2 * d.g;
+  if (s1 == 0) return;
+  if (span.s2 == 0) {
+    for (int64_t h = 0; h < heads; ++h) EmptyKeysTile(a, w, b, n0 + h, 0, s1);
+    return;
+  }
+  const int64_t rows = heads * s1;
+  const bool bf16 = UsesBf16(g.tiling);
+  const TileOperands op = w.operands();
+  for (int64_t h = 0; h < heads; ++h) {
+    const HeadSlice slice = a.q.Slice(b, n0 + h, span.q_start);
+    if (bf16) {
+      CopyBf16Rows(a.q.data, slice, 0, s1, w.qb + h * s1 * d.d);
+    } else {
+      LoadRows(a.q.data, slice, 0, s1, w.q + h * s1 * d.d);
+    }
+  }
+  if (bf16) ZeroBf16Rows(w.qb, d.d, rows, RoundUpToGranule(rows), d.d);
+  std::fill(w.m, w.m + rows, -INFINITY);
+  std::fill(w.l, w.l + rows, 0.0f);
+  const int64_t o_rows = bf16 ? RoundUpToGranule(rows) : rows;
+  std::fill(w.o, w.o + o_rows * d.dv, 0.0f);
+
+  for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
+    const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
+    if (mods.mask.Classify(b, 0, s1, j0, cols) == TileCoverage::kEmpty) {
+      stats->tiles_skipped += heads;
+      continue;
+    }
+    LoadKvTile(a, w.kv, b, n2, span, j0, cols);
+    const ScoredTile scored = ScoreStackedTile(g, mods, b, n0, heads, s1, j0,
+                                               cols, 0, op, w.s, w.row, stats);
+    if (mods.dropout.active()) {
+      for (int64_t h = 0; h < heads; ++h) {
+        mods.dropout.Fill(b, n0 + h, span, 0, s1, j0, cols,
+                          w.keep + h * s1 * cols);
+      }
+    }
+    if (bf16) {
+      SoftmaxTileBf16(mods, w, g.tiling, d.dv, rows, cols,
+                      scored.pending_scale);
+    } else {
+      SoftmaxTileFp32(mods, w, d.dv, rows, cols);
+    }
+    OutputProduct(g.tiling, d, op, rows, 0, cols, w.s, w.pb, w.o);
+  }
+
+  for (int64_t h = 0; h < heads; ++h) {
+    const int64_t n = n0 + h;
+    for (int64_t i = 0; i < s1; ++i) {
+      const int64_t r = h * s1 + i;
+      float* o = w.o + r * d.dv;
+      float max = w.m[r], sum = w.l[r];
+      if (max == -INFINITY) {  // Fully masked row: the "invalid line" result.
+        std::fill(o, o + d.dv, 0.0f);
+        max = -FLT_MAX;
+        sum = FLT_MAX;
+      } else {
+        Scale(o, d.dv, 1.0f / sum);
+      }
+      const int64_t idx = g.SoftmaxIndex(b, n, i);
+      std::fill(a.softmax_max + idx, a.softmax_max + idx + 8, max);
+      std::fill(a.softmax_sum + idx, a.softmax_sum + idx + 8, sum);
+    }
+    StoreRows(w.o + h * s1 * d.dv, a.out.Slice(b, n, span.q_start), 0, s1,
+              a.out.mutable_data);
+  }
 }
 
 }  // namespace
+
+bool UseStackedForward(const AttentionDims& dims, const Tiling& tiling) {
+  return dims.s1 > 0 && dims.g * dims.s1 <= tiling.tile_q;
+}
 
 uint64_t FlashForwardWorkspaceBytes(const AttentionDims& dims,
                                     const Tiling& tiling) {
@@ -239,7 +369,23 @@ absl::Status FlashForward(const FlashForwardArgs& a, void* workspace,
                                            Carve(d, g.tiling, arena, &slot->w);
                                          }));
   const ScoreModifiers mods(g);
+  if (UseStackedForward(d, g.tiling)) {
+    // Items are the (b, n2) pairs.
+    const absl::Status status =
+        pool.ParallelFor(d.b * d.n2, slots, [&](int64_t item, int slot) {
+          ATTN_RETURN_IF_ERROR(cancel.Check());
+          Slot& s = slot_state[static_cast<size_t>(slot)];
+          ForwardStacked(a, mods, s.w, item / d.n2, item % d.n2, &s.stats);
+          return absl::OkStatus();
+        });
+    for (const Slot& s : slot_state) {
+      stats->tiles_computed += s.stats.tiles_computed;
+      stats->tiles_skipped += s.stats.tiles_skipped;
+    }
+    return status;
+  }
   const QueryTileItems items(g.batches, d.n1, g.tiling.tile_q);
+  const bool stream = StreamOutputs(d);
   const absl::Status status =
       pool.ParallelFor(items.size(), slots, [&](int64_t item, int slot) {
         ATTN_RETURN_IF_ERROR(cancel.Check());
@@ -248,7 +394,7 @@ absl::Status FlashForward(const FlashForwardArgs& a, void* workspace,
         const BatchSpan& span = g.batches[static_cast<size_t>(it.b)];
         s.held.Hold(a.k, a.v, it.b, it.n / d.g, span, s.w.kv);
         const int64_t rows = std::min(g.tiling.tile_q, span.s1 - it.i0);
-        ForwardTile(a, mods, s.w, it.b, it.n, it.i0, rows, &s.stats);
+        ForwardTile(a, mods, s.w, it.b, it.n, it.i0, rows, stream, &s.stats);
         return absl::OkStatus();
       });
   for (const Slot& s : slot_state) {

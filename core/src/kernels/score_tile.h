@@ -71,6 +71,42 @@ inline ScoredTile ScoreTile(const AttentionGeometry& g,
   return out;
 }
 
+// The same for a stacked tile of `heads` query heads n0, n0 + 1, ... of one
+// kv head, each with all `s1` rows of batch b (stacked row r is row r % s1
+// of head n0 + r / s1): columns [j0, j0 + cols), with the tile's keys at
+// rows [kv_row, kv_row + cols) of the operands. The coverage is the same
+// for every head (the band depends on the batch only); the bias and the
+// mask are applied head by head. Counts one tile per head.
+inline ScoredTile ScoreStackedTile(const AttentionGeometry& g,
+                                   const ScoreModifiers& mods, int64_t b,
+                                   int64_t n0, int64_t heads, int64_t s1,
+                                   int64_t j0, int64_t cols, int64_t kv_row,
+                                   const TileOperands& op, float* s,
+                                   float* pse_row, RunStats* stats) {
+  ScoredTile out;
+  out.cover = mods.mask.Classify(b, 0, s1, j0, cols);
+  if (out.cover == TileCoverage::kEmpty) {
+    stats->tiles_skipped += heads;
+    return out;
+  }
+  stats->tiles_computed += heads;
+  const bool defer = UsesBf16(g.tiling) && !mods.pse.active() && g.scale > 0.0f;
+  ScoreProduct(g.tiling, g.dims, g.scale, !defer, op, heads * s1, kv_row, cols,
+               s);
+  if (defer) out.pending_scale = g.scale;
+  const int64_t lds = ScoreStride(g.tiling, cols);
+  for (int64_t h = 0; h < heads; ++h) {
+    float* sh = s + h * s1 * lds;
+    if (mods.pse.active()) {
+      mods.pse.Add(b, n0 + h, s1, 0, s1, j0, cols, sh, lds, pse_row);
+    }
+    if (out.cover == TileCoverage::kPartial) {
+      mods.mask.Apply(b, n0 + h, 0, s1, j0, cols, sh, lds);
+    }
+  }
+  return out;
+}
+
 }  // namespace attnserve::core
 
 #endif  // ATTNSERVE_CORE_SRC_KERNELS_SCORE_TILE_H_

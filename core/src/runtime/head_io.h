@@ -48,6 +48,21 @@ void LoadRows(const void* base, const HeadSlice& slice, int64_t row0,
 void StoreRows(const float* src, const HeadSlice& slice, int64_t row0,
                int64_t rows, void* base);
 
+// StoreRows with non-temporal stores where it can (FLOAT32 rows of whole
+// 64-byte lines at 64-byte aligned addresses, x86): for outputs far larger
+// than the caches, whose lines are then neither read for ownership nor
+// kept. The same bytes as StoreRows. Call FenceStreaming() before the
+// bytes are handed to another thread.
+void StoreRowsStreaming(const float* src, const HeadSlice& slice, int64_t row0,
+                        int64_t rows, void* base);
+
+// dst[0..n) = value with non-temporal stores where it can (16-byte aligned
+// dst, n a multiple of 4); then FenceStreaming() as above.
+void FillStreaming(float* dst, int64_t n, float value);
+
+// Orders this thread's non-temporal stores before its later stores.
+void FenceStreaming();
+
 // dst[r][c] = src[slice row row0 + r][c] of a BFLOAT16 slice, copied as
 // they are (the bf16 tile path's operands); dst has leading dimension
 // slice.cols.

@@ -61,6 +61,9 @@ HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape);
 // The same from `pool` (zero-filled).
 HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape,
                           BufferPool* pool);
+// The same with unspecified contents, for outputs the kernels write in full.
+HostTensor MakeUninitializedHostTensor(DType dtype, std::vector<int64_t> shape,
+                                       BufferPool* pool);
 
 }  // namespace attnserve::core
 
