@@ -81,28 +81,37 @@ HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape) {
   return MakeHostTensor(dtype, std::move(shape), nullptr);
 }
 
-HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape,
-                          BufferPool* pool) {
+namespace {
+
+// Counts a host tensor's allocation (where FailNthHostAllocation throws)
+// and returns the tensor with its dtype and shape but no bytes yet; `bytes`
+// gets their count.
+HostTensor CountedHostTensor(DType dtype, std::vector<int64_t> shape,
+                             size_t* bytes) {
   CountHostAllocation();
   HostTensor t;
   t.dtype = dtype;
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   t.shape = std::move(shape);
-  const size_t bytes = static_cast<size_t>(n) * ItemSize(dtype);
+  *bytes = static_cast<size_t>(n) * ItemSize(dtype);
+  return t;
+}
+
+}  // namespace
+
+HostTensor MakeHostTensor(DType dtype, std::vector<int64_t> shape,
+                          BufferPool* pool) {
+  size_t bytes = 0;
+  HostTensor t = CountedHostTensor(dtype, std::move(shape), &bytes);
   t.bytes = pool == nullptr ? Buffer(bytes) : pool->AcquireZeroed(bytes);
   return t;
 }
 
 HostTensor MakeUninitializedHostTensor(DType dtype, std::vector<int64_t> shape,
                                        BufferPool* pool) {
-  CountHostAllocation();
-  HostTensor t;
-  t.dtype = dtype;
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  t.shape = std::move(shape);
-  const size_t bytes = static_cast<size_t>(n) * ItemSize(dtype);
+  size_t bytes = 0;
+  HostTensor t = CountedHostTensor(dtype, std::move(shape), &bytes);
   t.bytes = pool->Acquire(bytes);
   return t;
 }

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "attnserve/core/status_macros.h"
@@ -169,6 +170,19 @@ void SoftmaxTileBf16(const ScoreModifiers& mods, const ForwardScratch& w,
   ZeroBf16Rows(w.pb, lds, rows, RoundUpToGranule(rows), cols_p);
 }
 
+// Ends a query row whose keys are all seen: its output `o` (dv values)
+// divided by the row's softmax sum, or, for a fully masked row (max still
+// -inf), the "invalid line" result: zeros, and max -FLT_MAX / sum FLT_MAX.
+// Returns the (max, sum) to store for the row.
+std::pair<float, float> FinishRow(float* o, int64_t dv, float max, float sum) {
+  if (max == -INFINITY) {
+    std::fill(o, o + dv, 0.0f);
+    return {-FLT_MAX, FLT_MAX};
+  }
+  Scale(o, dv, 1.0f / sum);
+  return {max, sum};
+}
+
 // One Sq tile of one query head: online softmax over the Skv tiles.
 // `stream`: write the outputs with non-temporal stores (StreamOutputs).
 void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
@@ -208,15 +222,7 @@ void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
   }
 
   for (int64_t r = 0; r < rows; ++r) {
-    float* o = w.o + r * d.dv;
-    float max = w.m[r], sum = w.l[r];
-    if (max == -INFINITY) {  // Fully masked row: the "invalid line" result.
-      std::fill(o, o + d.dv, 0.0f);
-      max = -FLT_MAX;
-      sum = FLT_MAX;
-    } else {
-      Scale(o, d.dv, 1.0f / sum);
-    }
+    const auto [max, sum] = FinishRow(w.o + r * d.dv, d.dv, w.m[r], w.l[r]);
     const int64_t idx = g.SoftmaxIndex(b, n, i0 + r);
     if (stream) {
       FillStreaming(a.softmax_max + idx, 8, max);
@@ -316,15 +322,7 @@ void ForwardStacked(const FlashForwardArgs& a, const ScoreModifiers& mods,
     const int64_t n = n0 + h;
     for (int64_t i = 0; i < s1; ++i) {
       const int64_t r = h * s1 + i;
-      float* o = w.o + r * d.dv;
-      float max = w.m[r], sum = w.l[r];
-      if (max == -INFINITY) {  // Fully masked row: the "invalid line" result.
-        std::fill(o, o + d.dv, 0.0f);
-        max = -FLT_MAX;
-        sum = FLT_MAX;
-      } else {
-        Scale(o, d.dv, 1.0f / sum);
-      }
+      const auto [max, sum] = FinishRow(w.o + r * d.dv, d.dv, w.m[r], w.l[r]);
       const int64_t idx = g.SoftmaxIndex(b, n, i);
       std::fill(a.softmax_max + idx, a.softmax_max + idx + 8, max);
       std::fill(a.softmax_sum + idx, a.softmax_sum + idx + 8, sum);
