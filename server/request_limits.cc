@@ -15,8 +15,6 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
-// No operator takes a tensor of higher rank (pse and masks are 4-D at most).
-constexpr int kMaxRank = 8;
 // The largest batch B the operators accept (2M), hence the longest list of
 // per-batch numbers.
 constexpr int kMaxRepeated = 2 * 1024 * 1024;
@@ -26,11 +24,12 @@ constexpr size_t kMaxString = 256;
 absl::Status CheckTensor(const v1::Tensor& tensor, const std::string& field,
                          int64_t max_elements) {
   // First, before anything reads the dimensions one by one.
-  if (tensor.shape_size() > kMaxRank) {
+  if (tensor.shape_size() > wire::kMaxRank) {
     return core::InvalidField(
         field + ".shape",
         absl::StrCat("has rank ", tensor.shape_size(),
-                     "; no operator takes a tensor of rank above ", kMaxRank));
+                     "; no operator takes a tensor of rank above ",
+                     wire::kMaxRank));
   }
   if (tensor.handle().size() > kMaxString) {
     return core::InvalidField(field + ".handle",

@@ -226,11 +226,11 @@ absl::Status Server::Start() {
     if (!auth.ok()) {
       return core::InvalidField("auth_token_file", auth.status().message());
     }
-    auth_ = std::make_unique<TokenAuth>(*std::move(auth));
+    auth_ = std::make_shared<const TokenAuth>(*std::move(auth));
     if (!options_.tls_cert_file.empty()) {
       // Refused on their headers, before their bodies are read.
-      credentials->SetAuthMetadataProcessor(std::make_shared<HeaderTokenCheck>(
-          std::make_shared<const TokenAuth>(*auth_)));
+      credentials->SetAuthMetadataProcessor(
+          std::make_shared<HeaderTokenCheck>(auth_));
     }
   }
 

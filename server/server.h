@@ -174,7 +174,8 @@ class Server {
   const ServerOptions options_;
   core::Engine engine_;
   CallTracker tracker_;
-  std::unique_ptr<TokenAuth> auth_;
+  // Shared with the TLS credentials' header check (header_token_check.h).
+  std::shared_ptr<const TokenAuth> auth_;
   MemoryBudget budget_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<CallGuard> guard_;

@@ -9,13 +9,12 @@
 namespace attnserve::wire {
 
 std::string ShapeString(const v1::Tensor& tensor) {
-  constexpr int kShown = 8;  // The largest rank a request may have.
-  if (tensor.shape_size() <= kShown) {
+  if (tensor.shape_size() <= kMaxRank) {
     return absl::StrCat("[", absl::StrJoin(tensor.shape(), ","), "]");
   }
   return absl::StrCat("[",
                       absl::StrJoin(tensor.shape().begin(),
-                                    tensor.shape().begin() + kShown, ","),
+                                    tensor.shape().begin() + kMaxRank, ","),
                       ",...] (rank ", tensor.shape_size(), ")");
 }
 

@@ -31,7 +31,12 @@ inline absl::Span<const int64_t> Shape(const v1::Tensor& tensor) {
                                    static_cast<size_t>(tensor.shape_size()));
 }
 
-// "[2,128,8,64]" for log lines and messages.
+// The largest rank a request's tensor may have (no operator takes more;
+// the server refuses more before reading the dimensions).
+inline constexpr int kMaxRank = 8;
+
+// "[2,128,8,64]" for log lines and messages; a shape of rank above kMaxRank
+// shows its first kMaxRank dimensions and its rank.
 std::string ShapeString(const v1::Tensor& tensor);
 
 // prod(shape), dimensions checked for sign and the product for overflow.
