@@ -75,14 +75,19 @@ endfunction()
 
 # One helper registers each GoogleTest binary with ctest.
 #   attnserve_add_test(NAME name SOURCES a.cc b.cc LIBS lib1 lib2
-#                      [LABELS l1 l2] [TIMEOUT seconds] [SHARDS n])
+#                      [LABELS l1 l2] [TIMEOUT seconds] [SHARDS n]
+#                      [COST seconds])
 # Labels: the directory's name (core, server, client, e2e) and LABELS, so
 # that suites can be selected with `ctest -L`. SHARDS splits a long binary
 # into n ctest tests (GoogleTest's GTEST_TOTAL_SHARDS / GTEST_SHARD_INDEX)
 # that ctest can run in parallel. TIMEOUT bounds one case in per-case mode;
-# a whole binary or shard gets at least 600 s.
+# a whole binary or shard gets at least 600 s. COST is about how long the
+# binary (all its shards together) runs in Release: `ctest -j` starts the
+# costliest tests first, so that a long one does not start last and run
+# alone at the end (ctest only learns the costs from a previous run, which a
+# fresh build does not have).
 function(attnserve_add_test)
-  cmake_parse_arguments(T "" "NAME;TIMEOUT;SHARDS" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(T "" "NAME;TIMEOUT;SHARDS;COST" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${T_NAME} ${T_SOURCES})
   attnserve_warnings(${T_NAME})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
@@ -145,5 +150,9 @@ function(attnserve_add_test)
     add_test(NAME ${test_name} COMMAND ${T_NAME})
     set_tests_properties(${test_name} PROPERTIES
       LABELS "${labels}" TIMEOUT ${T_TIMEOUT} ENVIRONMENT "${env}")
+    if(T_COST)
+      math(EXPR shard_cost "${T_COST} / ${T_SHARDS}")
+      set_tests_properties(${test_name} PROPERTIES COST ${shard_cost})
+    endif()
   endforeach()
 endfunction()

@@ -177,6 +177,7 @@ until in_root "build/client/attnctl health 2>/dev/null" 2>/dev/null | grep -q SE
   sleep 2
 done
 log "attnctl health: SERVING after $(( $(date +%s) - start )) s"
+grep -E '^(install-deps: installed|build.sh: built)' "$serve_log" | sed 's/^/fresh-machine-check: /' || true
 kill -TERM "$serve_pid"
 wait "$serve_pid" || { log "the server did not exit cleanly on SIGTERM"; tail -n 20 "$serve_log"; exit 1; }
 serve_pid=""

@@ -2,6 +2,7 @@
 # Installs everything attnserve needs to build, run and test, from Debian's
 # packages (and buf, the protobuf linter / gRPC curl, from npm into .tools/).
 # Idempotent and quiet when everything is already there. Needs root (or sudo).
+#   --ci   also what continuous integration uses (.ci/run): ccache.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +28,8 @@ packages=(
   python3-pip python3-venv python3-setuptools python3-wheel
 )
 
+if [ "${1:-}" = "--ci" ]; then packages+=(ccache); fi
+
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 
@@ -39,9 +42,11 @@ if ! command -v npm >/dev/null 2>&1; then missing+=(nodejs npm); fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
+  t0=$(date +%s)
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq \
     --no-install-recommends "${missing[@]}" >/dev/null
+  echo "install-deps: installed ${#missing[@]} packages and their dependencies in $(( $(date +%s) - t0 )) s"
 fi
 
 # buf: `buf lint` for the protos and `buf curl` for the end-to-end tests.
