@@ -64,6 +64,10 @@ void ComputeCall::Submit(
   job.cancel = token_;
   job.cost = cost.flops;
   job.memory_bytes = cost.memory_bytes;
+  job.held_after_bytes = cost.response_bytes;
+  job.hold_after = [this](MemoryReservation held) {
+    response_memory_ = std::move(held);
+  };
   job.run = std::move(run);
   job.done = [this, plan_time, stats](absl::Status status,
                                       const JobTiming& timing) {

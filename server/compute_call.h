@@ -27,6 +27,7 @@
 #include "attnserve/core/cancel.h"
 #include "attnserve/v1/attention.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "server/memory_budget.h"
 #include "server/request_log.h"
 #include "server/scheduler.h"
 
@@ -50,10 +51,13 @@ bool EndedByDeadline(absl::Time deadline, absl::Time cancelled_at,
                      absl::Time now);
 
 // What admitting a job costs: its FLOPs (lane and threads) and the bytes it
-// holds while admitted (memory budget).
+// holds while admitted (memory budget), of which `response_bytes` stay held
+// after a successful run until gRPC is done with the call (the outputs the
+// response sends from their buffers).
 struct JobCost {
   double flops = 0;
   uint64_t memory_bytes = 0;
+  uint64_t response_bytes = 0;
 };
 
 class ComputeCall final : public grpc::ServerUnaryReactor {
@@ -83,8 +87,11 @@ class ComputeCall final : public grpc::ServerUnaryReactor {
   // sets workspace_bytes and flops), logs (with the job's lane) and finishes
   // with the job's status.
   // If the scheduler refuses the job (queue full, memory budget, draining),
-  // finishes with its error at once. `stats` and everything `run` touches
-  // must live until the call finishes (the request and response do).
+  // finishes with its error at once. After a successful run,
+  // `cost.response_bytes` stay charged to the memory budget until gRPC is
+  // done with the call (a client that stops reading holds them). `stats` and
+  // everything `run` touches must live until the call finishes (the request and
+  // response do).
   void Submit(Scheduler* scheduler, const JobCost& cost,
               absl::Duration plan_time,
               std::function<absl::Status(const core::CancelToken&)> run,
@@ -104,6 +111,8 @@ class ComputeCall final : public grpc::ServerUnaryReactor {
   RequestRecord record_;
   std::function<void()> at_done_;
   std::function<void()> before_ok_finish_;
+  // The response's share of the job's memory, held until OnDone().
+  MemoryReservation response_memory_;
   // absl::ToUnixNanos of the client's cancellation; 0 until OnCancel().
   std::atomic<int64_t> cancelled_at_ns_{0};
 };

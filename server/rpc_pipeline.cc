@@ -1,5 +1,6 @@
 #include "server/rpc_pipeline.h"
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <utility>
@@ -107,11 +108,11 @@ grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,
 }
 
 JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes,
-               uint64_t kept_bytes) {
+               uint64_t kept_bytes, uint64_t response_bytes) {
   const uint64_t held = SaturatingAdd(request_bytes, run_memory_bytes);
-  return JobCost{flops, held == UINT64_MAX || kept_bytes > held
-                            ? held
-                            : held - kept_bytes};
+  const uint64_t memory =
+      held == UINT64_MAX || kept_bytes > held ? held : held - kept_bytes;
+  return JobCost{flops, memory, std::min(response_bytes, memory)};
 }
 
 void SetRunStats(const core::RunStats& stats, v1::ExecutionStats* out) {

@@ -162,10 +162,12 @@ class RpcPipeline {
 
 // What admitting a prepared call costs: its FLOPs (lane), and the bytes it
 // holds while admitted (the request as received plus what the run
-// allocates), less `kept_bytes` that the tensor store already holds for it.
-// Saturates instead of overflowing.
+// allocates), less `kept_bytes` that the tensor store already holds for it;
+// of those, `response_bytes` (the outputs the response sends from their
+// buffers) stay held until the response is sent. Saturates instead of
+// overflowing.
 JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes,
-               uint64_t kept_bytes = 0);
+               uint64_t kept_bytes = 0, uint64_t response_bytes = 0);
 
 // The engine's share of ExecutionStats; the call fills in the timings.
 void SetRunStats(const core::RunStats& stats, v1::ExecutionStats* out);
@@ -280,8 +282,12 @@ void RpcPipeline::Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
   }
   // Shared by the job's closure, which the scheduler may copy.
   auto call = std::make_shared<const Call>(*std::move(prepared));
-  const JobCost cost = CostOf(exchange.request_bytes, call->flops(),
-                              call->memory_bytes(), tensors->kept_bytes());
+  // Outputs kept or sent by handle are the tensor store's to charge.
+  const bool outputs_stored =
+      request.retention().keep() || tensors->outputs_by_handle();
+  const JobCost cost =
+      CostOf(exchange.request_bytes, call->flops(), call->memory_bytes(),
+             tensors->kept_bytes(), outputs_stored ? 0 : call->output_bytes());
   core::Engine* engine = engine_;
   const typename Rpc::Request* request_ptr = exchange.request;
   typename Rpc::Response* response = exchange.response;

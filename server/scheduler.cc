@@ -137,10 +137,10 @@ void Scheduler::WorkerLoop() {
     }
     const uint64_t memory_bytes = entry.job.memory_bytes;
     const std::shared_ptr<core::CancelToken> token = entry.job.cancel;
-    RunOne(std::move(entry), large);
+    const uint64_t held_after = RunOne(std::move(entry), large);
     absl::MutexLock lock(&mu_);
     --(large ? running_large_ : running_small_);
-    budget_->Release(MemoryBudget::kRequests, memory_bytes);
+    budget_->Release(MemoryBudget::kRequests, memory_bytes - held_after);
     running_tokens_.erase(
         std::find(running_tokens_.begin(), running_tokens_.end(), token));
   }
@@ -168,7 +168,7 @@ absl::Status RunJob(Job& job) {
 
 }  // namespace
 
-void Scheduler::RunOne(Entry entry, bool large) {
+uint64_t Scheduler::RunOne(Entry entry, bool large) {
   Job& job = entry.job;
   JobTiming timing;
   timing.large = large;
@@ -177,7 +177,7 @@ void Scheduler::RunOne(Entry entry, bool large) {
   if (job.cancel->cancelled()) {
     job.done(absl::CancelledError("request cancelled before it started"),
              timing);
-    return;
+    return 0;
   }
   if (start >= job.deadline) {
     job.done(
@@ -185,11 +185,18 @@ void Scheduler::RunOne(Entry entry, bool large) {
             "deadline passed after ", absl::FormatDuration(timing.queue_time),
             " in the queue, before computation started")),
         timing);
-    return;
+    return 0;
   }
   absl::Status status = RunJob(job);
   timing.run_time = clock_->Now() - start;
+  uint64_t held_after = 0;
+  if (status.ok() && job.hold_after) {
+    held_after = std::min(job.held_after_bytes, job.memory_bytes);
+    job.hold_after(
+        MemoryReservation(budget_, MemoryBudget::kRequests, held_after));
+  }
   job.done(std::move(status), timing);
+  return held_after;
 }
 
 }  // namespace attnserve::server

@@ -26,6 +26,8 @@
 //   (together with whatever else is charged to the same MemoryBudget, e.g.
 //   resident tensors). One
 //   more is refused at once with RESOURCE_EXHAUSTED ("memory budget").
+//   What a job's outcome still holds after it ran (its response while gRPC
+//   sends it) stays charged until its holder lets go (`held_after_bytes`).
 //
 // A job whose deadline has passed or whose token is cancelled by the time a
 // worker takes it is not started: `done` receives DEADLINE_EXCEEDED or
@@ -71,6 +73,14 @@ struct Job {
   double cost = 0;
   // Bytes the job holds from admission until `done` returns.
   uint64_t memory_bytes = 0;
+  // Of memory_bytes, those a successful job's outcome holds after `done`
+  // returns (e.g. the response until gRPC has sent it): just before `done`
+  // the scheduler hands them to `hold_after` as a reservation that gives
+  // them back when destroyed (which must happen before the budget goes
+  // away). When the job fails, or without `hold_after`, every byte goes
+  // back once `done` returns.
+  uint64_t held_after_bytes = 0;
+  std::function<void(MemoryReservation)> hold_after;
   // The work. Runs on a worker thread; should check the token between steps.
   std::function<absl::Status(const core::CancelToken&)> run;
   // Called exactly once with the outcome. Required.
@@ -149,7 +159,8 @@ class Scheduler {
   bool CanTakeOrExit() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool LargeMayStart() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLoop();
-  void RunOne(Entry entry, bool large);
+  // Returns the bytes handed to the job's `hold_after`.
+  uint64_t RunOne(Entry entry, bool large);
 
   SchedulerOptions options_;
   Clock* const clock_;

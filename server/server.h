@@ -143,6 +143,11 @@ class Server {
   int running_jobs() const {
     return scheduler_ == nullptr ? 0 : scheduler_->running();
   }
+  // Bytes requests hold in the memory budget right now: admitted jobs, and
+  // the responses of finished ones until gRPC has sent them.
+  uint64_t request_memory_bytes() const {
+    return scheduler_ == nullptr ? 0 : scheduler_->memory_in_use();
+  }
   // The instance id every response carries (x-attnserve-instance).
   const std::string& instance_id() const { return tracker_.instance_id(); }
   // The resident tensors (null before Start()).

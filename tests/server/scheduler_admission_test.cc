@@ -201,6 +201,60 @@ TEST(SchedulerAdmissionTest, MemoryBudgetRefusesWhatDoesNotFitNow) {
   EXPECT_EQ(scheduler.memory_in_use(), 0u);
 }
 
+// What a successful job's outcome still holds (its response until sent)
+// stays charged until the holder lets go; a failed job holds nothing.
+TEST(SchedulerAdmissionTest, WhatTheOutcomeHoldsStaysChargedUntilReleased) {
+  SchedulerOptions options = Lanes(/*workers=*/1);
+  options.memory_budget_bytes = 100;
+  Scheduler scheduler(options);
+  // The worker gives back what a job held once its `done` has returned.
+  auto memory_in_use_becomes = [&](uint64_t expected) {
+    const absl::Time until = absl::Now() + absl::Seconds(10);
+    while (scheduler.memory_in_use() != expected && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return scheduler.memory_in_use();
+  };
+  for (const bool succeeds : {true, false}) {
+    SCOPED_TRACE(succeeds);
+    absl::Mutex mu;
+    MemoryReservation held;
+    absl::Notification done;
+    Job job;
+    job.cost = kSmall;
+    job.memory_bytes = 70;
+    job.held_after_bytes = 30;
+    job.cancel = std::make_shared<core::CancelToken>();
+    job.run = [succeeds](const core::CancelToken&) {
+      return succeeds ? absl::OkStatus() : absl::InternalError("failed");
+    };
+    job.hold_after = [&](MemoryReservation r) {
+      absl::MutexLock lock(&mu);
+      held = std::move(r);
+    };
+    job.done = [&](absl::Status, const JobTiming&) { done.Notify(); };
+    ASSERT_THAT(scheduler.Submit(std::move(job)), IsOk());
+    ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    EXPECT_EQ(memory_in_use_becomes(succeeds ? 30 : 0), succeeds ? 30u : 0u);
+    if (succeeds) {
+      // 30 held: a job of 71 does not fit until the holder lets go.
+      StartOrder order;
+      EXPECT_THAT(scheduler.Submit(order.Named("over", kSmall, 71)),
+                  StatusIs(absl::StatusCode::kResourceExhausted,
+                           HasSubstr("30 of 100 bytes are held")));
+      {
+        absl::MutexLock lock(&mu);
+        EXPECT_EQ(held.bytes(), 30u);
+        held.Reset();
+      }
+      EXPECT_EQ(scheduler.memory_in_use(), 0u);
+      ASSERT_THAT(scheduler.Submit(order.Named("fits", kSmall, 71)), IsOk());
+      EXPECT_THAT(order.WaitFor(1), ElementsAre("fits"));
+      EXPECT_EQ(memory_in_use_becomes(0), 0u);
+    }
+  }
+}
+
 TEST(SchedulerAdmissionTest, CancelAllStopsQueuedAndRunningJobs) {
   Scheduler scheduler(Lanes(/*workers=*/1));
   absl::Notification running;
