@@ -11,6 +11,32 @@ if(ATTNSERVE_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
+# The libFuzzer targets of fuzz/ (clang only): everything built with
+# AddressSanitizer, UndefinedBehaviorSanitizer (float-cast-overflow named,
+# though clang's `undefined` has it) and the fuzzer's coverage
+# instrumentation (fuzzer-no-link: only the targets link libFuzzer's main).
+# Assertions stay on: the build type's flags must not define NDEBUG
+# (scripts/fuzz.sh configures -O1 -g1).
+option(ATTNSERVE_FUZZ "Build the libFuzzer targets (clang only)" OFF)
+if(ATTNSERVE_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "ATTNSERVE_FUZZ needs clang "
+            "(-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang)")
+  endif()
+  if(ATTNSERVE_SANITIZE)
+    message(FATAL_ERROR "ATTNSERVE_SANITIZE and ATTNSERVE_FUZZ exclude each other")
+  endif()
+  string(TOUPPER "${CMAKE_BUILD_TYPE}" build_type)
+  if("${CMAKE_CXX_FLAGS} ${CMAKE_CXX_FLAGS_${build_type}}" MATCHES "NDEBUG")
+    message(FATAL_ERROR "ATTNSERVE_FUZZ keeps assertions on: the C++ flags of "
+            "build type ${CMAKE_BUILD_TYPE} must not define NDEBUG")
+  endif()
+  add_compile_options(
+    -fsanitize=address,undefined,float-cast-overflow,fuzzer-no-link
+    -fno-sanitize-recover=all -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined,float-cast-overflow)
+endif()
+
 # How GoogleTest binaries appear in ctest. By default each binary (or each
 # of its SHARDS) is one ctest test: its cases run in one process, one after
 # the other, and write their results to <build>/test-results/<test>.xml

@@ -2,6 +2,7 @@
 # Installs everything attnserve needs to build, run and test, from Debian's
 # packages (and buf, the protobuf linter / gRPC curl, from npm into .tools/).
 # Idempotent and quiet when everything is already there. Needs root (or sudo).
+#   scripts/install-deps.sh [--clang]
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +27,13 @@ packages=(
   python3 python3-grpcio python3-protobuf python3-numpy python3-torch python3-pytest
   python3-pip python3-venv python3-setuptools python3-wheel
 )
+
+# --clang: also clang with its sanitizer and libFuzzer runtimes, for
+# scripts/fuzz.sh and scripts/test.sh --thread-sanitize (not needed to
+# build, run or test otherwise).
+if [ "${1:-}" = "--clang" ]; then
+  packages+=(clang libclang-rt-dev)
+fi
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
