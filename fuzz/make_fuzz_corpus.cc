@@ -245,14 +245,13 @@ void WriteRequests() {
   by_handle.mutable_retention()->set_outputs_by_handle(true);
   WriteRequest("fa_handles_kept", 0, by_handle);
 
-  // NSA: D = 128 (Dv = 64), small batches, one block of 16 keys selected:
-  // the grad's seed stays below 64 KiB.
+  // NSA: D = Dv = 128, small batches, one block of 16 keys selected: the
+  // grad's seed stays below 64 KiB.
   test::NsaCaseConfig nsa;
   nsa.seq_q = {3, 0, 4};
-  nsa.seq_kv = {32, 0, 16};
+  nsa.seq_kv = {16, 0, 16};
   nsa.n1 = 2;
   nsa.n2 = 1;
-  nsa.dv = 64;
   nsa.block_size = 16;
   nsa.block_count = 1;
   nsa.qk_range = 1.0;

@@ -34,6 +34,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -354,6 +356,10 @@ void CheckLogLine(const char* op, const Request& request,
   // The JSON form escapes what it needs to; it is fuzzed on its own (log
   // fuzzer), here it only has to be made.
   (void)server::FormatRequestJsonFields(record);
+  // ATTNSERVE_FUZZ_VERBOSE=1: the line of every input (e.g. to see what a
+  // seed comes to).
+  static const bool verbose = std::getenv("ATTNSERVE_FUZZ_VERBOSE") != nullptr;
+  if (verbose) std::fprintf(stderr, "%s\n", line.c_str());
 }
 
 // The received bytes as gRPC hands them over: slices of `chunk` bytes.
