@@ -11,6 +11,42 @@ if(ATTNSERVE_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
+# The libFuzzer targets of fuzz/ (clang only): everything built with
+# AddressSanitizer, UndefinedBehaviorSanitizer (float-cast-overflow named,
+# though clang's `undefined` has it) and the fuzzer's coverage
+# instrumentation (fuzzer-no-link: only the targets link libFuzzer's main).
+# Assertions stay on: the build type's flags must not define NDEBUG
+# (scripts/fuzz.sh configures -O1 -g1).
+option(ATTNSERVE_FUZZ "Build the libFuzzer targets (clang only)" OFF)
+# ThreadSanitizer on everything (clang only; scripts/test.sh
+# --thread-sanitize builds the unit tests with it and runs the server's).
+option(ATTNSERVE_THREAD_SANITIZE "Build with ThreadSanitizer (clang only)" OFF)
+if(ATTNSERVE_FUZZ OR ATTNSERVE_THREAD_SANITIZE)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "ATTNSERVE_FUZZ and ATTNSERVE_THREAD_SANITIZE need "
+            "clang (-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang)")
+  endif()
+  if(ATTNSERVE_SANITIZE OR (ATTNSERVE_FUZZ AND ATTNSERVE_THREAD_SANITIZE))
+    message(FATAL_ERROR "ATTNSERVE_SANITIZE, ATTNSERVE_FUZZ and "
+            "ATTNSERVE_THREAD_SANITIZE exclude each other")
+  endif()
+endif()
+if(ATTNSERVE_THREAD_SANITIZE)
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+endif()
+if(ATTNSERVE_FUZZ)
+  string(TOUPPER "${CMAKE_BUILD_TYPE}" build_type)
+  if("${CMAKE_CXX_FLAGS} ${CMAKE_CXX_FLAGS_${build_type}}" MATCHES "NDEBUG")
+    message(FATAL_ERROR "ATTNSERVE_FUZZ keeps assertions on: the C++ flags of "
+            "build type ${CMAKE_BUILD_TYPE} must not define NDEBUG")
+  endif()
+  add_compile_options(
+    -fsanitize=address,undefined,float-cast-overflow,fuzzer-no-link
+    -fno-sanitize-recover=all -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined,float-cast-overflow)
+endif()
+
 # How GoogleTest binaries appear in ctest. By default each binary (or each
 # of its SHARDS) is one ctest test: its cases run in one process, one after
 # the other, and write their results to <build>/test-results/<test>.xml
@@ -91,6 +127,10 @@ function(attnserve_add_test)
   add_executable(${T_NAME} ${T_SOURCES})
   attnserve_warnings(${T_NAME})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
+  if(ATTNSERVE_THREAD_SANITIZE)
+    # abseil's locking, visible to ThreadSanitizer (tests/tsan/).
+    target_link_libraries(${T_NAME} PRIVATE attnserve_tsan_absl)
+  endif()
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 600)
   endif()
@@ -102,6 +142,9 @@ function(attnserve_add_test)
   list(REMOVE_DUPLICATES labels)
   if(NOT dir_label STREQUAL "e2e")
     set_property(GLOBAL APPEND PROPERTY ATTNSERVE_UNIT_TESTS ${T_NAME})
+    if("server" IN_LIST labels)
+      set_property(GLOBAL APPEND PROPERTY ATTNSERVE_SERVER_UNIT_TESTS ${T_NAME})
+    endif()
   endif()
   # The core's tests share the core headers; the others the gRPC ones.
   if(dir_label STREQUAL "core")

@@ -6,7 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 mapfile -t files < <(git ls-files -co --exclude-standard -- \
   'core/*.cc' 'core/*.h' 'wire/*.cc' 'wire/*.h' 'server/*.cc' 'server/*.h' \
-  'client/*.cc' 'client/*.h' \
+  'client/*.cc' 'client/*.h' 'fuzz/*.cc' 'fuzz/*.h' \
   'tests/*.cc' 'tests/*.h' 'bench/*.cc' 'bench/*.h')
 if [ ${#files[@]} -eq 0 ]; then echo "no sources found"; exit 1; fi
 # One clang-format process for every file (a process per file costs more

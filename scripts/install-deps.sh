@@ -2,7 +2,11 @@
 # Installs everything attnserve needs to build, run and test, from Debian's
 # packages (and buf, the protobuf linter / gRPC curl, from npm into .tools/).
 # Idempotent and quiet when everything is already there. Needs root (or sudo).
-#   --ci   also what continuous integration uses (.ci/run): ccache.
+#   scripts/install-deps.sh [--ci] [--clang]
+#   --ci     also what continuous integration uses (.ci/run): ccache.
+#   --clang  also clang with its sanitizer and libFuzzer runtimes, for
+#            scripts/fuzz.sh and scripts/test.sh --thread-sanitize (not
+#            needed to build, run or test otherwise).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +32,13 @@ packages=(
   python3-pip python3-venv python3-setuptools python3-wheel
 )
 
-if [ "${1:-}" = "--ci" ]; then packages+=(ccache); fi
+for option in "$@"; do
+  case $option in
+    --ci) packages+=(ccache) ;;
+    --clang) packages+=(clang libclang-rt-dev) ;;
+    *) echo "install-deps: unknown option $option" >&2; exit 2 ;;
+  esac
+done
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi

@@ -94,7 +94,7 @@ grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
   const absl::Status parsed = ParseRequest(*request, &message);
   v1::GetWorkspaceSizeResponse answer;
   // Answered synchronously: the reply is encoded before the call finishes.
-  return GetWorkspaceSize(context, message, parsed, &answer, response);
+  return AnswerWorkspaceSize(context, message, parsed, &answer, response);
 }
 
 grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
@@ -103,10 +103,10 @@ grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
   v1::GetServerInfoRequest message;
   const absl::Status parsed = ParseRequest(*request, &message);
   v1::GetServerInfoResponse answer;
-  return GetServerInfo(context, message, parsed, &answer, response);
+  return AnswerServerInfo(context, message, parsed, &answer, response);
 }
 
-grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
+grpc::ServerUnaryReactor* AttentionService::AnswerWorkspaceSize(
     grpc::CallbackServerContext* context,
     const v1::GetWorkspaceSizeRequest& message, const absl::Status& parsed,
     v1::GetWorkspaceSizeResponse* answer, grpc::ByteBuffer* out) {
@@ -131,7 +131,7 @@ grpc::ServerUnaryReactor* AttentionService::GetWorkspaceSize(
       });
 }
 
-grpc::ServerUnaryReactor* AttentionService::GetServerInfo(
+grpc::ServerUnaryReactor* AttentionService::AnswerServerInfo(
     grpc::CallbackServerContext* context,
     const v1::GetServerInfoRequest& request, const absl::Status& parsed,
     v1::GetServerInfoResponse* response, grpc::ByteBuffer* out) {

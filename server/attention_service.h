@@ -96,11 +96,13 @@ class AttentionService final : public AttentionServiceBase {
   void CancelStreams() { tensor_rpcs_.CancelStreams(); }
 
  private:
-  grpc::ServerUnaryReactor* GetWorkspaceSize(
+  // The two RPCs above once their bytes were parsed. (Not overloads of the
+  // RPCs: those would hide the generated base's synchronous methods.)
+  grpc::ServerUnaryReactor* AnswerWorkspaceSize(
       grpc::CallbackServerContext* context,
       const v1::GetWorkspaceSizeRequest& request, const absl::Status& parsed,
       v1::GetWorkspaceSizeResponse* answer, grpc::ByteBuffer* out);
-  grpc::ServerUnaryReactor* GetServerInfo(
+  grpc::ServerUnaryReactor* AnswerServerInfo(
       grpc::CallbackServerContext* context,
       const v1::GetServerInfoRequest& request, const absl::Status& parsed,
       v1::GetServerInfoResponse* response, grpc::ByteBuffer* out);

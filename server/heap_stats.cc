@@ -1,14 +1,15 @@
 #include "server/heap_stats.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define ATTNSERVE_ASAN_ALLOCATOR 1
+// AddressSanitizer and ThreadSanitizer replace malloc.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define ATTNSERVE_SANITIZER_ALLOCATOR 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ATTNSERVE_ASAN_ALLOCATOR 1
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define ATTNSERVE_SANITIZER_ALLOCATOR 1
 #endif
 #endif
 
-#if defined(ATTNSERVE_ASAN_ALLOCATOR)
+#if defined(ATTNSERVE_SANITIZER_ALLOCATOR)
 #include <cstddef>
 // Public sanitizer interface (sanitizer/allocator_interface.h, which not
 // every compiler package installs).
@@ -20,8 +21,8 @@ extern "C" size_t __sanitizer_get_current_allocated_bytes();
 namespace attnserve::server {
 
 int64_t HeapBytesInUse() {
-#if defined(ATTNSERVE_ASAN_ALLOCATOR)
-  // AddressSanitizer replaces malloc; glibc's counters would stay still.
+#if defined(ATTNSERVE_SANITIZER_ALLOCATOR)
+  // The sanitizer's allocator; glibc's counters would stay still.
   return static_cast<int64_t>(__sanitizer_get_current_allocated_bytes());
 #elif defined(__GLIBC__) && \
     (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))

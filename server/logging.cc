@@ -62,24 +62,33 @@ class JsonFormatter final : public spdlog::formatter {
   }
 };
 
-// Length of the valid UTF-8 sequence starting at text[i], or 0.
+// Length of the valid UTF-8 sequence starting at text[i], or 0. Valid as
+// RFC 3629 has it: no overlong forms (E0 80..9F, F0 80..8F), no UTF-16
+// surrogates (ED A0..BF) and nothing above U+10FFFF (F4 90..BF), which the
+// second byte's range rules out.
 size_t Utf8SequenceLength(absl::string_view text, size_t i) {
   const auto byte = [&](size_t k) {
     return static_cast<unsigned char>(text[k]);
   };
   const unsigned char c = byte(i);
   size_t length = 0;
+  unsigned char second_min = 0x80, second_max = 0xBF;
   if (c >= 0xC2 && c <= 0xDF) {
     length = 2;
   } else if (c >= 0xE0 && c <= 0xEF) {
     length = 3;
+    if (c == 0xE0) second_min = 0xA0;
+    if (c == 0xED) second_max = 0x9F;
   } else if (c >= 0xF0 && c <= 0xF4) {
     length = 4;
+    if (c == 0xF0) second_min = 0x90;
+    if (c == 0xF4) second_max = 0x8F;
   } else {
     return 0;
   }
   if (i + length > text.size()) return 0;
-  for (size_t k = 1; k < length; ++k) {
+  if (byte(i + 1) < second_min || byte(i + 1) > second_max) return 0;
+  for (size_t k = 2; k < length; ++k) {
     if ((byte(i + k) & 0xC0) != 0x80) return 0;
   }
   return length;

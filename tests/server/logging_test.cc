@@ -54,6 +54,21 @@ TEST(LoggingTest, JsonEscapeHandlesQuotesControlsAndBadUtf8) {
   EXPECT_EQ(JsonEscape("bad\xFFz"), "bad\xEF\xBF\xBDz");
 }
 
+// Found by the log fuzzer: lead bytes were checked, the second byte's range
+// was not, so surrogates, overlong forms and code points above U+10FFFF went
+// out as they came (invalid UTF-8 in the JSON log). Each of their bytes is
+// now U+FFFD; the largest valid sequences pass.
+TEST(LoggingTest, JsonEscapeReplacesSurrogatesOverlongFormsAndBeyondUnicode) {
+  const std::string bad = "\xEF\xBF\xBD";
+  EXPECT_EQ(JsonEscape("\xED\xA0\x80"), bad + bad + bad);  // U+D800
+  EXPECT_EQ(JsonEscape("\xE0\x80\xAF"), bad + bad + bad);  // Overlong '/'
+  EXPECT_EQ(JsonEscape("\xF0\x80\x80\xAF"), bad + bad + bad + bad);
+  EXPECT_EQ(JsonEscape("\xF4\x90\x80\x80"), bad + bad + bad + bad);
+  EXPECT_EQ(
+      JsonEscape("\xED\x9F\xBF\xE0\xA0\x80\xF0\x90\x80\x80\xF4\x8F\xBF\xBF"),
+      "\xED\x9F\xBF\xE0\xA0\x80\xF0\x90\x80\x80\xF4\x8F\xBF\xBF");
+}
+
 TEST(LoggingTest, JsonFormatWritesOneObjectPerLine) {
   CapturedLog log;
   ASSERT_THAT(ConfigureLogging("info", "json"), IsOk());

@@ -1,5 +1,7 @@
 #include "server/request_log.h"
 
+#include "absl/strings/escaping.h"
+#include "attnserve/core/client_text.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -47,6 +49,30 @@ TEST(RequestLogTest, ClientStringsCannotForgeLinesOrFieldsOrFloodThem) {
   const std::string json =
       FormatRequestJsonFields(RecordOf("FlashAttentionScore", request));
   EXPECT_THAT(json, Not(HasSubstr("\n")));
+}
+
+// Found by the log fuzzer: a space became \x20 after the escaping, so a hex
+// digit after it read as part of the escape (" a" gave \x20a, 0x20a to a C
+// reader). Every escape reads back as the bytes sent.
+TEST(RequestLogTest, ClientTextReadsBackAsTheBytesSent) {
+  EXPECT_EQ(core::ClientText(" a"), "\\x20\\x61");
+  EXPECT_EQ(core::ClientText("\x01"
+                             "f\x80"
+                             "0 g"),
+            "\\x01\\x66\\x80\\x30\\x20g");
+  using std::string_literals::operator""s;
+  for (const std::string& sent : {" a"s, "BSND F"s,
+                                  "\x7f"
+                                  "b\"c'"s,
+                                  "\0"
+                                  "1\t2\n3\r"s,
+                                  "\xff"
+                                  "e\xc3\xa9"s}) {
+    std::string read;
+    ASSERT_TRUE(absl::CUnescape(core::ClientText(sent), &read))
+        << core::ClientText(sent);
+    EXPECT_EQ(read, sent) << core::ClientText(sent);
+  }
 }
 
 TEST(RequestLogTest, FailedRequestShowsCodeAndMessage) {

@@ -89,7 +89,7 @@ bool RowProbabilities(const RefProblem& p, int64_t b, int64_t n, int64_t i,
 KeepFn MakeKeepFn(const RefDims& dims, const RefMask& mask) {
   // Strides of (b, n, i, j) into the mask; 0 broadcasts.
   int64_t sb = 0, sn = 0;
-  const int64_t si = dims.s2, sj = 1;
+  const int64_t si = dims.s2;  // Keys are contiguous (stride 1).
   const bool has_tensor = !mask.values.empty() || !mask.shape.empty();
   if (has_tensor) {
     const std::vector<int64_t>& s = mask.shape;
@@ -108,12 +108,11 @@ KeepFn MakeKeepFn(const RefDims& dims, const RefMask& mask) {
     RefCheck(static_cast<int64_t>(mask.values.size()) == count,
              "mask values size != prod(shape)");
   }
-  return [values = mask.values, has_tensor, sb, sn, si, sj,
-          pre = mask.pre_tokens,
+  return [values = mask.values, has_tensor, sb, sn, si, pre = mask.pre_tokens,
           next = mask.next_tokens](int64_t b, int64_t n, int64_t i, int64_t j) {
     if (j < i - pre || j > i + next) return false;
     if (!has_tensor) return true;
-    return values[static_cast<size_t>(b * sb + n * sn + i * si + j * sj)] == 0;
+    return values[static_cast<size_t>(b * sb + n * sn + i * si + j)] == 0;
   };
 }
 

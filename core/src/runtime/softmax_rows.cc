@@ -10,8 +10,10 @@
 #define ATTNSERVE_SOFTMAX_ROWS_X86 1
 // GCC 12 warns that its own AVX-512 intrinsics' undefined-vector operands
 // "may be used uninitialized" (a false positive inside the header).
+#if !defined(__clang__)  // Clang has no -Wmaybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #else
 #define ATTNSERVE_SOFTMAX_ROWS_X86 0
 #endif
