@@ -40,8 +40,21 @@ absl::StatusOr<std::vector<int64_t>> LayoutShape(const std::string& layout,
   if (layout == "SBH") return std::vector<int64_t>{s, b, n * d};
   if (layout == "BSND") return std::vector<int64_t>{b, s, n, d};
   if (layout == "BNSD") return std::vector<int64_t>{b, n, s, d};
+  if (layout == "TND") {
+    int64_t t = 0;
+    for (int64_t len : TndLengths(s, b)) t += len;
+    return std::vector<int64_t>{t, n, d};
+  }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--layout: must be BSH, SBH, BSND or BNSD, got \"", layout, "\""));
+      "--layout: must be BSH, SBH, BSND, BNSD or TND, got \"", layout, "\""));
+}
+
+std::vector<int64_t> TndLengths(int64_t s, int64_t batch) {
+  std::vector<int64_t> lengths;
+  for (int64_t i = 0; i < batch; ++i) {
+    lengths.push_back(s - i * (s / (2 * batch)));
+  }
+  return lengths;
 }
 
 absl::StatusOr<v1::FlashAttentionScoreRequest> MakeForwardRequest(
@@ -64,10 +77,19 @@ absl::StatusOr<v1::FlashAttentionScoreRequest> MakeForwardRequest(
     if (!mask.ok()) return mask.status();
     *request.mutable_atten_mask() = *std::move(mask);
   }
+  if (w.layout == "TND") {
+    int64_t q_end = 0, kv_end = 0;
+    for (int64_t len : TndLengths(w.sq, w.batch)) {
+      request.add_actual_seq_qlen(q_end += len);
+    }
+    for (int64_t len : TndLengths(w.skv, w.batch)) {
+      request.add_actual_seq_kvlen(kv_end += len);
+    }
+  }
   request.set_scale_value(w.scale);
   request.set_head_num(w.head_num);
   request.set_input_layout(w.layout);
-  request.set_sparse_mode(0);
+  request.set_sparse_mode(w.sparse_mode);
   return request;
 }
 
@@ -87,6 +109,8 @@ absl::StatusOr<v1::FlashAttentionScoreGradRequest> MakeGradRequest(
   request.mutable_softmax_max()->Swap(result.mutable_softmax_max());
   request.mutable_softmax_sum()->Swap(result.mutable_softmax_sum());
   request.mutable_attention_in()->Swap(result.mutable_attention_out());
+  *request.mutable_actual_seq_qlen() = forward.actual_seq_qlen();
+  *request.mutable_actual_seq_kvlen() = forward.actual_seq_kvlen();
   request.set_scale_value(forward.scale_value());
   request.set_head_num(forward.head_num());
   request.set_input_layout(forward.input_layout());

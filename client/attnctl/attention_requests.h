@@ -24,10 +24,16 @@ absl::Status ValidateAttentionWorkload(const Workload& w);
 
 // Shape of a tensor with `b` batches, `n` heads, `s` positions and head dim
 // `d` in `layout` (BSH [B,S,N*D], SBH [S,B,N*D], BSND [B,S,N,D], BNSD
-// [B,N,S,D]). INVALID_ARGUMENT for another layout.
+// [B,N,S,D]; TND [T,N,D] with T the sum of TndLengths(s, b)).
+// INVALID_ARGUMENT for another layout.
 absl::StatusOr<std::vector<int64_t>> LayoutShape(const std::string& layout,
                                                  int64_t b, int64_t n,
                                                  int64_t s, int64_t d);
+
+// The sequence lengths of `batch` TND batches for `s`: batch i holds
+// s - i * (s / (2 * batch)) tokens, from s down to about s / 2, so that the
+// batches differ (varlen) and the longest is s.
+std::vector<int64_t> TndLengths(int64_t s, int64_t batch);
 
 // A forward request with random query/key/value in [-1, 1).
 absl::StatusOr<v1::FlashAttentionScoreRequest> MakeForwardRequest(

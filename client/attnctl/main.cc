@@ -34,7 +34,9 @@
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(5),
           "Deadline of each call, e.g. 30s or 2m.");
 ABSL_FLAG(std::string, service, "", "health: service name to check.");
-ABSL_FLAG(std::string, layout, "BNSD", "Input layout: BSH, SBH, BSND or BNSD.");
+ABSL_FLAG(std::string, layout, "BNSD",
+          "Input layout: BSH, SBH, BSND, BNSD or TND (varlen: -b batches "
+          "from -s tokens down to about half).");
 ABSL_FLAG(std::string, dtype, "fp32",
           "Input dtype: fp32, fp16, bf16 (or float32, float16, bfloat16).");
 ABSL_FLAG(int64_t, b, 1, "Batch size.");
@@ -80,7 +82,8 @@ ABSL_FLAG(std::string, input, "",
 ABSL_FLAG(std::string, output, "", "get: write the tensor's raw bytes here.");
 ABSL_FLAG(int64_t, sparse_mode, 0,
           "nsa-*: 0 (every selected key) or 2 (causal; the random selection "
-          "then prefers blocks at or before each query).");
+          "then prefers blocks at or before each query). forward/backward: "
+          "sent as is (2, 3 and 4 need no mask tensor).");
 
 namespace attnserve::attnctl {
 namespace {

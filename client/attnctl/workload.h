@@ -37,7 +37,8 @@ struct Workload {
   // Seeds the random inputs: the same seed gives the same tensors.
   uint64_t seed = 1;
 
-  // FlashAttention: "BSH", "SBH", "BSND" or "BNSD".
+  // FlashAttention: "BSH", "SBH", "BSND", "BNSD" or "TND" (varlen: batches
+  // of decreasing lengths, see TndLengths in attention_requests.h).
   std::string layout = "BNSD";
   // FlashAttention: send a full BOOL [sq, skv] top-left causal mask with
   // sparse_mode 0.
@@ -47,6 +48,9 @@ struct Workload {
   int64_t value_dim = 128;  // Dv.
   int64_t block_size = 64;
   int64_t block_count = 16;
+  // Sent as the request's sparse_mode. NSA: 0 or 2. FlashAttention: 0 (with
+  // causal_mask or none), or a mode that needs no mask tensor (2 leftUpCausal,
+  // 3 rightDownCausal, 4 band, ...).
   int64_t sparse_mode = 0;
 };
 

@@ -50,6 +50,46 @@ TEST(LoadGeneratorTest, DifferentAnswersToTheSameRequestAreMismatches) {
   EXPECT_EQ(report.mismatches, 1);
 }
 
+TEST(LoadGeneratorTest, MixedLoadComparesAnswersWithinEachCase) {
+  // One caller, so that the wrong answer (case 2's third) is not the first
+  // one the report compares with.
+  std::atomic<int> n{0};
+  LoadOptions options = Short(1);
+  options.pause = absl::Milliseconds(1);
+  const LoadReport report = RunMixedLoad(
+      options, {"a", "b", "c"},
+      [&](size_t index, absl::Duration) -> absl::StatusOr<uint64_t> {
+        absl::SleepFor(absl::Milliseconds(1));
+        if (index == 2 && ++n == 3) return 99;  // One wrong answer.
+        return index;
+      });
+  ASSERT_EQ(report.cases.size(), 3u);
+  int64_t calls = 0;
+  for (const CaseReport& c : report.cases) {
+    EXPECT_GT(c.calls, 0) << c.name;  // Random choice reaches every case.
+    EXPECT_EQ(c.ok(), c.calls);
+    EXPECT_EQ(static_cast<int64_t>(c.ok_latencies.size()), c.ok());
+    calls += c.calls;
+  }
+  EXPECT_EQ(calls, report.calls);
+  EXPECT_EQ(report.cases[0].mismatches, 0);
+  EXPECT_EQ(report.cases[2].mismatches, n >= 3 ? 1 : 0);
+  EXPECT_EQ(report.mismatches, report.cases[2].mismatches);
+  const std::string text = FormatReport(report);
+  EXPECT_THAT(text, HasSubstr("case.1: b\ncase.1.calls: "));
+  EXPECT_THAT(text, HasSubstr("case.2.latency_p99_ms: "));
+}
+
+TEST(LoadGeneratorTest, SingleLoadHasNoCases) {
+  const LoadReport report =
+      RunLoad(Short(1), [](absl::Duration) -> absl::StatusOr<uint64_t> {
+        absl::SleepFor(absl::Milliseconds(1));
+        return 1;
+      });
+  EXPECT_TRUE(report.cases.empty());
+  EXPECT_THAT(FormatReport(report), ::testing::Not(HasSubstr("case.")));
+}
+
 TEST(LoadGeneratorTest, QuantilesUseNearestRank) {
   LoadReport report;
   for (int i = 1; i <= 100; ++i) report.ok_latencies.push_back(i / 1000.0);

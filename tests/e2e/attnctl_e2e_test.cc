@@ -195,7 +195,7 @@ TEST_F(AttnctlTest, UsageErrorsExitWithTwo) {
       Run({kAttnctlBinary, "forward", TargetFlag(), "--dtype=fp64"}).exit_code,
       2);
   EXPECT_EQ(
-      Run({kAttnctlBinary, "forward", TargetFlag(), "--layout=TND"}).exit_code,
+      Run({kAttnctlBinary, "forward", TargetFlag(), "--layout=NTD"}).exit_code,
       2);
   EXPECT_EQ(Run({kAttnctlBinary, "forward", TargetFlag(), "-d", "0"}).exit_code,
             2);
