@@ -246,10 +246,11 @@ void WriteRequests() {
   WriteRequest("fa_handles_kept", 0, by_handle);
 
   // NSA: D = Dv = 128, small batches, one block of 16 keys selected: the
-  // grad's seed stays below 64 KiB.
+  // grad's seed stays below 64 KiB. Every batch has keys (the server
+  // refuses a batch with fewer than one block of them).
   test::NsaCaseConfig nsa;
-  nsa.seq_q = {3, 0, 4};
-  nsa.seq_kv = {16, 0, 16};
+  nsa.seq_q = {3, 4};
+  nsa.seq_kv = {16, 16};
   nsa.n1 = 2;
   nsa.n2 = 1;
   nsa.block_size = 16;
