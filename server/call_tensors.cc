@@ -56,9 +56,8 @@ void CallTensors::SetPayloads(wire::RequestPayloads* received,
 }
 
 absl::Status CallTensors::CheckRetention() {
-  const bool keeps = retention_.keep() || retention_.outputs_by_handle();
   if (store_ == nullptr) {
-    if (keeps) {
+    if (outputs_stored()) {
       return absl::UnimplementedError(
           "retention: this server keeps no tensors");
     }
@@ -99,7 +98,7 @@ absl::Status CallTensors::ReserveKept(const Message& request,
       bytes += received != nullptr ? received->size() : t.data().size();
     });
   }
-  if (retention_.keep() || retention_.outputs_by_handle()) {
+  if (outputs_stored()) {
     bytes =
         output_bytes > UINT64_MAX - bytes ? UINT64_MAX : bytes + output_bytes;
   } else {
@@ -121,7 +120,7 @@ std::string CallTensors::Keep(const std::string& field,
 
 void CallTensors::Put(const std::string& field, core::HostTensor tensor,
                       v1::Tensor* out) {
-  if (!retention_.keep() && !retention_.outputs_by_handle()) {
+  if (!outputs_stored()) {
     MoveToProto(std::move(tensor), out, outgoing_);
     return;
   }

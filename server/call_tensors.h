@@ -82,6 +82,11 @@ class CallTensors final : public HandleResolver, public OutputSink {
   // Whether the outputs go back as handles only (not counted against the
   // message size).
   bool outputs_by_handle() const { return retention_.outputs_by_handle(); }
+  // Whether the outputs go into the tensor store (keep or
+  // outputs_by_handle), which then holds them and charges their bytes.
+  bool outputs_stored() const {
+    return retention_.keep() || retention_.outputs_by_handle();
+  }
 
   absl::StatusOr<core::TensorView> Resolve(const std::string& field,
                                            const std::string& handle) override;

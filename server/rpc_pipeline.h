@@ -283,11 +283,10 @@ void RpcPipeline::Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
   // Shared by the job's closure, which the scheduler may copy.
   auto call = std::make_shared<const Call>(*std::move(prepared));
   // Outputs kept or sent by handle are the tensor store's to charge.
-  const bool outputs_stored =
-      request.retention().keep() || tensors->outputs_by_handle();
   const JobCost cost =
       CostOf(exchange.request_bytes, call->flops(), call->memory_bytes(),
-             tensors->kept_bytes(), outputs_stored ? 0 : call->output_bytes());
+             tensors->kept_bytes(),
+             tensors->outputs_stored() ? 0 : call->output_bytes());
   core::Engine* engine = engine_;
   const typename Rpc::Request* request_ptr = exchange.request;
   typename Rpc::Response* response = exchange.response;

@@ -8,6 +8,7 @@
 #ifndef ATTNSERVE_TESTS_E2E_E2E_FIXTURE_H_
 #define ATTNSERVE_TESTS_E2E_E2E_FIXTURE_H_
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -111,6 +112,41 @@ inline double AwaitMetricAtLeast(int metrics_port, const std::string& series,
     if (value >= minimum || absl::Now() >= deadline) return value;
     absl::SleepFor(absl::Milliseconds(10));
   }
+}
+
+// The server's Prometheus text from `metrics_port` ("" and a test failure
+// when it cannot be read).
+inline std::string Metrics(int metrics_port) {
+  absl::StatusOr<test::HttpResponse> r =
+      test::HttpGet(metrics_port, "/metrics");
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? r->body : "";
+}
+
+// The metrics once the server holds nothing: no call in flight and no
+// memory admitted (a worker updates its gauges just after answering, so
+// callers can be a moment ahead). Gives up after 30 s and returns the last.
+inline std::string IdleMetrics(int metrics_port) {
+  std::string metrics = Metrics(metrics_port);
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30);
+       absl::Now() < deadline &&
+       (test::MetricValue(metrics, "attnserve_in_flight_requests") != 0 ||
+        test::MetricValue(metrics, "attnserve_admitted_memory_bytes") != 0);) {
+    absl::SleepFor(absl::Milliseconds(10));
+    metrics = Metrics(metrics_port);
+  }
+  return metrics;
+}
+
+// The whole seconds in the environment variable `name` when it is set to a
+// number of at least `minimum`, else `fallback` (a test's run length).
+inline int SecondsFromEnv(const char* name, int fallback, int minimum) {
+  int seconds = 0;
+  const char* env = std::getenv(name);
+  if (env != nullptr && absl::SimpleAtoi(env, &seconds) && seconds >= minimum) {
+    return seconds;
+  }
+  return fallback;
 }
 
 // The first line of `text` that starts with `prefix`, or "" if none does.

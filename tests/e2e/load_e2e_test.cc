@@ -31,37 +31,10 @@
 namespace attnserve::e2e {
 namespace {
 
-using ::attnserve::test::HttpGet;
 using ::attnserve::test::MetricValue;
 
-int LoadSeconds() {
-  int seconds = 8;
-  const char* env = std::getenv("ATTNSERVE_LOAD_SECONDS");
-  if (env != nullptr && absl::SimpleAtoi(env, &seconds) && seconds > 0) {
-    return seconds;
-  }
-  return 8;
-}
-
-std::string Metrics(int port) {
-  absl::StatusOr<test::HttpResponse> r = HttpGet(port, "/metrics");
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? r->body : "";
-}
-
-// The metrics once the server holds nothing (a worker updates its gauges
-// just after answering, so the callers can be a moment ahead).
-std::string IdleMetrics(int port) {
-  std::string metrics = Metrics(port);
-  for (const absl::Time deadline = absl::Now() + absl::Seconds(30);
-       absl::Now() < deadline &&
-       (MetricValue(metrics, "attnserve_in_flight_requests") != 0 ||
-        MetricValue(metrics, "attnserve_admitted_memory_bytes") != 0);) {
-    absl::SleepFor(absl::Milliseconds(10));
-    metrics = Metrics(port);
-  }
-  return metrics;
-}
+// ATTNSERVE_LOAD_SECONDS, at least 1; 8 by default.
+int LoadSeconds() { return SecondsFromEnv("ATTNSERVE_LOAD_SECONDS", 8, 1); }
 
 // Checks random small problems against the float64 reference until `stop`.
 struct SampleChecker {

@@ -84,33 +84,8 @@ std::string OperatorAndDtype(const std::string& spec) {
   return absl::StrCat(rpc.at(tokens[0]), " ", tokens[1]);
 }
 
-int SoakSeconds() {
-  int seconds = 60;
-  const char* env = std::getenv("ATTNSERVE_SOAK_SECONDS");
-  if (env != nullptr && absl::SimpleAtoi(env, &seconds) && seconds >= 10) {
-    return seconds;
-  }
-  return 60;
-}
-
-std::string Metrics(int port) {
-  absl::StatusOr<test::HttpResponse> r = HttpGet(port, "/metrics");
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? r->body : "";
-}
-
-// The metrics once the server holds nothing.
-std::string IdleMetrics(int port) {
-  std::string metrics = Metrics(port);
-  for (const absl::Time deadline = absl::Now() + absl::Seconds(30);
-       absl::Now() < deadline &&
-       (MetricValue(metrics, "attnserve_in_flight_requests") != 0 ||
-        MetricValue(metrics, "attnserve_admitted_memory_bytes") != 0);) {
-    absl::SleepFor(absl::Milliseconds(10));
-    metrics = Metrics(port);
-  }
-  return metrics;
-}
+// ATTNSERVE_SOAK_SECONDS, at least 10; 60 by default.
+int SoakSeconds() { return SecondsFromEnv("ATTNSERVE_SOAK_SECONDS", 60, 10); }
 
 double MiB(double bytes) { return bytes / 1048576.0; }
 
