@@ -170,6 +170,16 @@ void SoftmaxTileBf16(const ScoreModifiers& mods, const ForwardScratch& w,
   ZeroBf16Rows(w.pb, lds, rows, RoundUpToGranule(rows), cols_p);
 }
 
+// Starts the online softmax of `rows` query rows: max -inf, sum 0, output
+// 0. bf16 products write whole granules of rows: their padding is zeroed
+// too, so that it stays finite.
+void StartRows(const ForwardScratch& w, int64_t rows, int64_t dv, bool bf16) {
+  std::fill(w.m, w.m + rows, -INFINITY);
+  std::fill(w.l, w.l + rows, 0.0f);
+  const int64_t o_rows = bf16 ? RoundUpToGranule(rows) : rows;
+  std::fill(w.o, w.o + o_rows * dv, 0.0f);
+}
+
 // Ends a query row whose keys are all seen: its output `o` (dv values)
 // divided by the row's softmax sum, or, for a fully masked row (max still
 // -inf), the "invalid line" result: zeros, and max -FLT_MAX / sum FLT_MAX.
@@ -198,11 +208,7 @@ void ForwardTile(const FlashForwardArgs& a, const ScoreModifiers& mods,
   const bool bf16 = UsesBf16(g.tiling);
   const TileOperands op = w.operands();
   LoadQueryRows(a, w, b, n, i0, rows);
-  std::fill(w.m, w.m + rows, -INFINITY);
-  std::fill(w.l, w.l + rows, 0.0f);
-  // bf16 products write whole granules of rows: keep the padding finite.
-  const int64_t o_rows = bf16 ? RoundUpToGranule(rows) : rows;
-  std::fill(w.o, w.o + o_rows * d.dv, 0.0f);
+  StartRows(w, rows, d.dv, bf16);
 
   for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
     const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
@@ -289,10 +295,7 @@ void ForwardStacked(const FlashForwardArgs& a, const ScoreModifiers& mods,
     }
   }
   if (bf16) ZeroBf16Rows(w.qb, d.d, rows, RoundUpToGranule(rows), d.d);
-  std::fill(w.m, w.m + rows, -INFINITY);
-  std::fill(w.l, w.l + rows, 0.0f);
-  const int64_t o_rows = bf16 ? RoundUpToGranule(rows) : rows;
-  std::fill(w.o, w.o + o_rows * d.dv, 0.0f);
+  StartRows(w, rows, d.dv, bf16);
 
   for (int64_t j0 = 0; j0 < span.s2; j0 += g.tiling.tile_kv) {
     const int64_t cols = std::min(g.tiling.tile_kv, span.s2 - j0);
