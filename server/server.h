@@ -143,6 +143,10 @@ class Server {
   int running_jobs() const {
     return scheduler_ == nullptr ? 0 : scheduler_->running();
   }
+  // Jobs admitted and waiting for a compute worker right now.
+  int queued_jobs() const {
+    return scheduler_ == nullptr ? 0 : scheduler_->queued();
+  }
   // Bytes requests hold in the memory budget right now: admitted jobs, and
   // the responses of finished ones until gRPC has sent them.
   uint64_t request_memory_bytes() const {
