@@ -70,7 +70,26 @@ AttentionService::AttentionService(core::Engine* engine, Scheduler* scheduler,
       store_(store),
       config_(config),
       pipeline_(engine, scheduler, guard, store, config),
-      tensor_rpcs_(guard, store, tensor_config) {}
+      tensor_rpcs_(guard, store, tensor_config) {
+  ServeComputeMethodsAsStreams();
+}
+
+void AttentionService::ServeComputeMethodsAsStreams() {
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          v1::AttentionService::service_full_name());
+  OperatorRpcs::ForEach([&](auto rpc) {
+    using Rpc = decltype(rpc);
+    // The generated service numbers its methods in the proto's order.
+    MarkMethodStreamed(
+        service->FindMethodByName(Rpc::kName)->index(),
+        new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer,
+                                                grpc::ByteBuffer>(
+            [this](grpc::CallbackServerContext* context) {
+              return pipeline_.Serve<Rpc>(context);
+            }));
+  });
+}
 
 grpc::ServerUnaryReactor* AttentionService::DeleteTensor(
     grpc::CallbackServerContext* context,

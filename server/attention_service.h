@@ -1,7 +1,7 @@
 // attnserve.v1.AttentionService as registered with gRPC (callback API).
 //
 // Every method is a call into the pipeline (rpc_pipeline.h): each compute
-// RPC is one line, Serve<traits> (operator_rpcs.h); GetWorkspaceSize
+// RPC is served by Serve<traits> (operator_rpcs.h); GetWorkspaceSize
 // prepares the nested request exactly as its RPC would (Size<traits>);
 // GetServerInfo answers from the configuration; the resident tensors'
 // PutTensor and GetTensor stream (tensor_rpcs.h) and DeleteTensor removes a
@@ -29,30 +29,12 @@
 
 namespace attnserve::server {
 
-// One compute RPC: the generated method `Name`, served by the pipeline with
-// the traits `Name##Rpc` of operator_rpcs.h.
-// The method takes the request as received and gives the response as sent
-// (bytes): the pipeline decodes and encodes them itself.
-#define ATTN_OPERATOR_RPC(Name)                                         \
-  grpc::ServerUnaryReactor* Name(grpc::CallbackServerContext* context,  \
-                                 const grpc::ByteBuffer* request,       \
-                                 grpc::ByteBuffer* response) override { \
-    return pipeline_.Serve<Name##Rpc>(context, request, response);      \
-  }
-
-// The generated service with the compute RPCs' methods on bytes.
+// The generated service with the small RPCs' methods on bytes. The compute
+// RPCs' methods are replaced by AttentionService itself (streams of bytes).
 using AttentionServiceBase =
-    v1::AttentionService::WithRawCallbackMethod_FlashAttentionScore<
-        v1::AttentionService::WithRawCallbackMethod_FlashAttentionScoreGrad<
-            v1::AttentionService::WithRawCallbackMethod_NsaSelectedAttention<
-                v1::AttentionService::
-                    WithRawCallbackMethod_NsaSelectedAttentionGrad<
-                        v1::AttentionService::
-                            WithRawCallbackMethod_GetWorkspaceSize<
-                                v1::AttentionService::
-                                    WithRawCallbackMethod_GetServerInfo<
-                                        v1::AttentionService::
-                                            CallbackService>>>>>>;
+    v1::AttentionService::WithRawCallbackMethod_GetWorkspaceSize<
+        v1::AttentionService::WithRawCallbackMethod_GetServerInfo<
+            v1::AttentionService::CallbackService>>;
 
 class AttentionService final : public AttentionServiceBase {
  public:
@@ -61,11 +43,6 @@ class AttentionService final : public AttentionServiceBase {
                    const CallGuard* guard, TensorStore* store,
                    const PipelineConfig& config,
                    const TensorRpcConfig& tensor_config);
-
-  ATTN_OPERATOR_RPC(FlashAttentionScore)
-  ATTN_OPERATOR_RPC(FlashAttentionScoreGrad)
-  ATTN_OPERATOR_RPC(NsaSelectedAttention)
-  ATTN_OPERATOR_RPC(NsaSelectedAttentionGrad)
 
   // Small messages: parsed and serialized by protobuf, but here, so that
   // bytes that are not a request are INVALID_ARGUMENT (after the guard).
@@ -107,6 +84,12 @@ class AttentionService final : public AttentionServiceBase {
       const v1::GetServerInfoRequest& request, const absl::Status& parsed,
       v1::GetServerInfoResponse* response, grpc::ByteBuffer* out);
 
+  // Serves every compute RPC (operator_rpcs.h) as a bidirectional stream of
+  // bytes, by Serve<traits>: gRPC then hands the call over when its headers
+  // arrive, not once its whole request has. The wire is the same: clients
+  // call it as the unary RPC it is.
+  void ServeComputeMethodsAsStreams();
+
   core::Engine* const engine_;
   Scheduler* const scheduler_;
   const CallGuard* const guard_;
@@ -115,8 +98,6 @@ class AttentionService final : public AttentionServiceBase {
   const RpcPipeline pipeline_;
   TensorRpcs tensor_rpcs_;
 };
-
-#undef ATTN_OPERATOR_RPC
 
 }  // namespace attnserve::server
 

@@ -48,6 +48,12 @@ std::string CallGuard::Owner(const grpc::ServerContextBase& context) const {
 absl::Status CallGuard::Admit(const grpc::CallbackServerContext& context,
                               absl::string_view method,
                               const google::protobuf::Message& request) const {
+  if (absl::Status s = AdmitHeaders(context, method); !s.ok()) return s;
+  return AdmitRequest(request);
+}
+
+absl::Status CallGuard::AdmitHeaders(const grpc::CallbackServerContext& context,
+                                     absl::string_view method) const {
   if (options_.auth != nullptr) {
     if (absl::Status s =
             options_.auth->Check(context.client_metadata(), method);
@@ -59,6 +65,11 @@ absl::Status CallGuard::Admit(const grpc::CallbackServerContext& context,
     return absl::UnavailableError(
         "server is draining for shutdown; retry on another instance");
   }
+  return absl::OkStatus();
+}
+
+absl::Status CallGuard::AdmitRequest(
+    const google::protobuf::Message& request) const {
   return CheckTensorLimits(request, options_.max_tensor_elements);
 }
 

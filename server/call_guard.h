@@ -4,12 +4,13 @@
 //   CallGuard guard(GuardOptions{&token_auth, 1 << 28});
 //   absl::Status s = guard.Admit(*context, "FlashAttentionScore", *request);
 //   ...
-//   guard.StartDraining();  // From now on every call gets UNAVAILABLE.
+//   guard.StartDraining();  // Calls arriving from now on get UNAVAILABLE.
 //
 // In order, a call is refused with:
 // - UNAUTHENTICATED / PERMISSION_DENIED when token auth is on and the call's
 //   bearer token is missing, unknown or not granted this RPC;
-// - UNAVAILABLE once draining has started (the server is shutting down);
+// - UNAVAILABLE once draining has started (the server is shutting down),
+//   for calls whose headers arrive after that;
 // - INVALID_ARGUMENT when a tensor breaks the size limits
 //   (request_limits.h).
 // Thread-safe.
@@ -44,10 +45,18 @@ class CallGuard {
   CallGuard& operator=(const CallGuard&) = delete;
 
   // OK when the call of `method` (the RPC's short name) may proceed;
-  // otherwise the refusal.
+  // otherwise the refusal. The same as AdmitHeaders, then AdmitRequest.
   absl::Status Admit(const grpc::CallbackServerContext& context,
                      absl::string_view method,
                      const google::protobuf::Message& request) const;
+  // The checks of the call's headers alone (token, drain): what a call
+  // passes before its request is read.
+  absl::Status AdmitHeaders(const grpc::CallbackServerContext& context,
+                            absl::string_view method) const;
+  // The checks of the request (tensor limits), for a call whose headers
+  // were admitted. A call admitted on its headers before the drain began is
+  // not refused for it here: it is in flight, and the drain waits for it.
+  absl::Status AdmitRequest(const google::protobuf::Message& request) const;
 
   // Who the caller is, for what it keeps on the server (resident tensors
   // belong to their owner): with token auth on, the SHA-256 of the call's
@@ -56,7 +65,8 @@ class CallGuard {
   // caller is the same owner). Call after Admit() succeeded. Thread-safe.
   std::string Owner(const grpc::ServerContextBase& context) const;
 
-  // Refuses every later call with UNAVAILABLE. Idempotent; thread-safe.
+  // Refuses every call whose headers are checked from now on with
+  // UNAVAILABLE. Idempotent; thread-safe.
   void StartDraining() { draining_ = true; }
   bool draining() const { return draining_; }
 

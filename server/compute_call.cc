@@ -34,9 +34,33 @@ ComputeCall::ComputeCall(absl::Time deadline, RequestRecord record)
     : token_(std::make_shared<core::CancelToken>(deadline)),
       record_(std::move(record)) {}
 
+void ComputeCall::ReadRequest(std::function<void(const grpc::ByteBuffer&)> fn) {
+  on_request_ = std::move(fn);
+  StartRead(&request_);
+}
+
+void ComputeCall::OnReadDone(bool ok) {
+  if (!ok) {
+    FinishNow(absl::CancelledError(
+        "the call ended before its request message arrived"));
+    return;
+  }
+  on_request_(request_);
+}
+
+void ComputeCall::Describe(RequestRecord record) {
+  record.request_id = std::move(record_.request_id);
+  record_ = std::move(record);
+}
+
 void ComputeCall::FinishNow(const absl::Status& status) {
-  if (status.ok() && before_ok_finish_) before_ok_finish_();
   SetOutcome(status, &record_);
+  if (status.ok()) {
+    if (before_ok_finish_) before_ok_finish_();
+    LogRequest(record_);
+    StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+    return;
+  }
   LogRequest(record_);
   Finish(ToGrpcStatus(status));
 }

@@ -1,13 +1,22 @@
 // One compute RPC in flight: the gRPC reactor of the call tied to the
 // scheduler job that serves it.
 //
-//   ComputeCall* call = ComputeCall::Create(context, RecordOf(op, *request));
-//   if (!prepared.ok()) { call->FinishNow(prepared.status()); return call; }
-//   call->Submit(scheduler, JobCost{prepared->flops(), bytes}, prepare_time,
-//                std::move(run), response->mutable_stats());
+//   ComputeCall* call = ComputeCall::Create(context, record);
+//   call->ReadRequest([=](const grpc::ByteBuffer& bytes) {
+//     ... decode, prepare ...
+//     if (!prepared.ok()) { call->FinishNow(prepared.status()); return; }
+//     call->Submit(scheduler, JobCost{prepared->flops(), bytes}, plan_time,
+//                  std::move(run), response->mutable_stats());
+//   });
 //   return call;
 //
 // The server's pipeline (rpc_pipeline.h) is its one user.
+//
+// gRPC sees a compute RPC as a stream of bytes each way (unary on the wire:
+// one request, one response), so that the call exists from its headers on:
+// it is counted in flight while its request is still arriving, it can be
+// refused before its body is read, and a drain waits for it. The call reads
+// one request message and answers with one response message or a status.
 //
 // The call owns the request's core::CancelToken (deadline = the RPC's
 // deadline); a client cancellation cancels it, which stops the job in the
@@ -60,12 +69,27 @@ struct JobCost {
   uint64_t response_bytes = 0;
 };
 
-class ComputeCall final : public grpc::ServerUnaryReactor {
+class ComputeCall final
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   // A new call for `context`; the pointer is owned by gRPC once returned
   // from the handler. Takes the request id from the call's metadata.
   static ComputeCall* Create(grpc::CallbackServerContext* context,
                              RequestRecord record);
+
+  // Reads the request message; `fn` runs on gRPC's thread with its bytes
+  // once it has arrived. A call that ends first (cancelled, or no message)
+  // finishes CANCELLED without running `fn`. Call at most once, before
+  // anything finishes the call.
+  void ReadRequest(std::function<void(const grpc::ByteBuffer&)> fn);
+  // Drops the request's bytes (once what the call needs was copied out).
+  void ReleaseRequest() { request_.Clear(); }
+
+  // What the log line says of the request (its request id is kept).
+  void Describe(RequestRecord record);
+
+  // The bytes sent when the call finishes OK (set them in BeforeOkFinish).
+  grpc::ByteBuffer* response() { return &response_; }
 
   // Runs `fn` when gRPC is done with the call, before the request and
   // response are destroyed (e.g. to take back buffers the response borrowed).
@@ -97,6 +121,7 @@ class ComputeCall final : public grpc::ServerUnaryReactor {
               std::function<absl::Status(const core::CancelToken&)> run,
               v1::ExecutionStats* stats);
 
+  void OnReadDone(bool ok) override;
   void OnCancel() override;
   void OnDone() override;
 
@@ -109,6 +134,9 @@ class ComputeCall final : public grpc::ServerUnaryReactor {
 
   const std::shared_ptr<core::CancelToken> token_;
   RequestRecord record_;
+  grpc::ByteBuffer request_;
+  grpc::ByteBuffer response_;
+  std::function<void(const grpc::ByteBuffer&)> on_request_;
   std::function<void()> at_done_;
   std::function<void()> before_ok_finish_;
   // The response's share of the job's memory, held until OnDone().

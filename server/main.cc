@@ -4,7 +4,10 @@
 //
 // SIGINT or SIGTERM drains the server (health NOT_SERVING, new calls
 // UNAVAILABLE, calls in flight finish within --drain_timeout) and exits 0;
-// a second SIGINT or SIGTERM during the drain exits at once with status 1.
+// a second SIGINT or SIGTERM during the drain exits at once with status 1,
+// and so does a shutdown still not complete --shutdown_grace after the
+// drain's time: the process is gone within --drain_timeout +
+// --shutdown_grace of the first signal.
 #include <signal.h>
 
 #include <atomic>
@@ -21,6 +24,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/logging.h"
 #include "server/server.h"
@@ -86,6 +90,10 @@ ABSL_FLAG(int64_t, tensor_chunk_bytes, Defaults().tensor_chunk_bytes,
 ABSL_FLAG(absl::Duration, drain_timeout, Defaults().drain_timeout,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish "
           "before they are cancelled");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "after --drain_timeout, how long the rest of the shutdown (calls "
+          "cancelled, port closed, workers joined) may take before the "
+          "process exits anyway with status 1");
 ABSL_FLAG(int, max_concurrent_streams,
           Defaults().transport.max_concurrent_streams,
           "calls one client connection may have open at once; further calls "
@@ -197,6 +205,16 @@ int main(int argc, char** argv) {
   options.tensor_store_evict = absl::GetFlag(FLAGS_tensor_store_evict);
   options.tensor_chunk_bytes = absl::GetFlag(FLAGS_tensor_chunk_bytes);
 
+  const absl::Duration shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  if (shutdown_grace < absl::ZeroDuration() ||
+      shutdown_grace == absl::InfiniteDuration()) {
+    spdlog::critical(
+        "cannot start: --shutdown_grace must be >= 0 and finite, "
+        "got {}",
+        absl::FormatDuration(shutdown_grace));
+    return EXIT_FAILURE;
+  }
+
   attnserve::server::Server server(options);
   if (absl::Status started = server.Start(); !started.ok()) {
     spdlog::critical("cannot start: {}", started.ToString());
@@ -223,21 +241,36 @@ int main(int argc, char** argv) {
 
   int received = 0;
   sigwait(&signals, &received);
-  spdlog::info("received {}: draining (up to {}); send it again to exit now",
-               strsignal(received),
-               absl::FormatDuration(options.drain_timeout));
+  // The whole shutdown is bounded: the drain, then the grace.
+  const absl::Duration bound = options.drain_timeout + shutdown_grace;
+  const absl::Time exit_by = absl::Now() + bound;
+  spdlog::info(
+      "received {}: draining (up to {}; exiting within {} in any case); send "
+      "it again to exit now",
+      strsignal(received), absl::FormatDuration(options.drain_timeout),
+      absl::FormatDuration(bound));
   std::atomic<bool> stopped{false};
   std::thread stopper([&] {
     server.Shutdown();
     stopped = true;
   });
-  // Meanwhile a second signal forces the exit.
+  // Meanwhile a second signal, or the bound passing, forces the exit.
   const timespec poll_interval{0, 50 * 1000 * 1000};
   while (!stopped) {
     siginfo_t info;
     if (sigtimedwait(&signals, &info, &poll_interval) > 0) {
       spdlog::warn("received {} again: exiting without waiting for {} call(s)",
                    strsignal(info.si_signo), server.in_flight());
+      spdlog::default_logger()->flush();
+      std::_Exit(EXIT_FAILURE);
+    }
+    if (!stopped && absl::Now() > exit_by) {
+      spdlog::error(
+          "shutdown not complete {} after the signal (--drain_timeout + "
+          "--shutdown_grace; {} call(s) in flight, {} job(s) running): "
+          "exiting",
+          absl::FormatDuration(bound), server.in_flight(),
+          server.running_jobs());
       spdlog::default_logger()->flush();
       std::_Exit(EXIT_FAILURE);
     }

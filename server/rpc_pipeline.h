@@ -87,19 +87,15 @@ class RpcPipeline {
         store_(store),
         config_(config) {}
 
-  // Steps 0-5 for the compute RPC `Rpc`. Returns the call's reactor at once;
-  // `request` and `response` live until it finishes (gRPC keeps them).
+  // Steps 0-5 for the compute RPC `Rpc`, whose call's headers have arrived.
+  // Returns the call's reactor at once. Step 0's checks of the headers
+  // (token, drain) run now, before the request is read; the request is
+  // decoded when it has arrived (tensors copied out of the received bytes
+  // into pooled buffers), and the response is encoded with the outputs sent
+  // from their buffers.
   template <typename Rpc>
-  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context,
-                                  const typename Rpc::Request* request,
-                                  typename Rpc::Response* response) const;
-
-  // The same for the request as received (decoded here) and the response as
-  // sent (encoded here, outputs sent from their buffers).
-  template <typename Rpc>
-  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context,
-                                  const grpc::ByteBuffer* request,
-                                  grpc::ByteBuffer* response) const;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Serve(
+      grpc::CallbackServerContext* context) const;
 
   // Steps 1-2 for `Rpc`'s request, as Serve prepares it (tensors sent by
   // handle resolved for `context`'s caller; retention ignored): the call's
@@ -133,7 +129,13 @@ class RpcPipeline {
     uint64_t request_bytes = 0;
   };
 
-  // Steps 0-5 for `exchange`, whose parts live until `reactor` is done.
+  // Steps 0-5 once `reactor`'s request has arrived as `bytes`.
+  template <typename Rpc>
+  void Received(grpc::CallbackServerContext* context, ComputeCall* reactor,
+                const grpc::ByteBuffer& bytes) const;
+
+  // Steps 0 (the request's checks) to 5 for `exchange`, whose parts live
+  // until `reactor` is done.
   template <typename Rpc>
   void Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
            std::shared_ptr<void> keep_alive) const;
@@ -204,21 +206,26 @@ absl::StatusOr<typename Rpc::Call> RpcPipeline::Prepare(
 }
 
 template <typename Rpc>
-grpc::ServerUnaryReactor* RpcPipeline::Serve(
-    grpc::CallbackServerContext* context, const typename Rpc::Request* request,
-    typename Rpc::Response* response) const {
-  ComputeCall* reactor =
-      ComputeCall::Create(context, RecordOf(Rpc::kName, *request));
-  Exchange<Rpc> exchange{context, request, response};
-  exchange.request_bytes = request->ByteSizeLong();
-  Run<Rpc>(reactor, exchange, nullptr);
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* RpcPipeline::Serve(
+    grpc::CallbackServerContext* context) const {
+  RequestRecord record;
+  record.op = Rpc::kName;
+  ComputeCall* reactor = ComputeCall::Create(context, std::move(record));
+  if (absl::Status admitted = guard_->AdmitHeaders(*context, Rpc::kName);
+      !admitted.ok()) {
+    reactor->FinishNow(admitted);
+    return reactor;
+  }
+  reactor->ReadRequest([this, context, reactor](const grpc::ByteBuffer& bytes) {
+    Received<Rpc>(context, reactor, bytes);
+  });
   return reactor;
 }
 
 template <typename Rpc>
-grpc::ServerUnaryReactor* RpcPipeline::Serve(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) const {
+void RpcPipeline::Received(grpc::CallbackServerContext* context,
+                           ComputeCall* reactor,
+                           const grpc::ByteBuffer& bytes) const {
   // What the call holds until gRPC is done with it.
   struct State {
     std::vector<grpc::Slice> received;
@@ -228,27 +235,30 @@ grpc::ServerUnaryReactor* RpcPipeline::Serve(
     wire::OutgoingPayloads outgoing;
   };
   auto state = std::make_shared<State>();
+  const uint64_t request_bytes = bytes.Length();
   const absl::Status decoded =
-      DecodeRequest(*request, &engine_->buffer_pool(), &state->received,
+      DecodeRequest(bytes, &engine_->buffer_pool(), &state->received,
                     &state->request, &state->payloads);
-  ComputeCall* reactor =
-      ComputeCall::Create(context, RecordOf(Rpc::kName, state->request));
+  // `state->received` holds the received slices from here on.
+  reactor->ReleaseRequest();
+  reactor->Describe(RecordOf(Rpc::kName, state->request));
   if (!decoded.ok()) {
     reactor->FinishNow(decoded);
-    return reactor;
+    return;
   }
+  grpc::ByteBuffer* response = reactor->response();
   reactor->BeforeOkFinish([state, response] {
     *response = EncodeResponse(state->response, state->outgoing);
   });
   Exchange<Rpc> exchange{context, &state->request, &state->response,
                          &state->payloads, &state->outgoing};
-  exchange.request_bytes = request->Length();
+  exchange.request_bytes = request_bytes;
   Run<Rpc>(reactor, exchange, state);
   // The tensors the call reads were copied out of the received bytes while
-  // it was prepared: those go back to gRPC now.
+  // it was prepared: those go back to gRPC now. (The reactor may be gone
+  // once the job was submitted: nothing below touches it.)
   state->payloads.ReleaseReceived();
   state->received.clear();
-  return reactor;
 }
 
 template <typename Rpc>
@@ -263,7 +273,7 @@ void RpcPipeline::Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
   // and the stored tensors they share stay held until then.
   std::shared_ptr<CallTensors> tensors;
   absl::StatusOr<Call> prepared = [&]() -> absl::StatusOr<Call> {
-    ATTN_RETURN_IF_ERROR(guard_->Admit(context, Rpc::kName, request));
+    ATTN_RETURN_IF_ERROR(guard_->AdmitRequest(request));
     tensors = std::make_shared<CallTensors>(store_, guard_->Owner(context),
                                             request.retention());
     tensors->SetPayloads(exchange.payloads, exchange.outgoing);

@@ -390,13 +390,14 @@ void Server::Shutdown(absl::Duration drain_timeout) {
     service_->CancelStreams();
     tracker_.WaitUntilIdle(absl::Now() + absl::Seconds(5));
   } else {
-    // 3. Linger before closing. gRPC hands a unary call to the server (and
-    //    the tracker counts it) only once its whole request has arrived, and
-    //    closing the port cuts the calls still arriving: their callers would
-    //    see CANCELLED instead of UNAVAILABLE. A caller that sends its next
-    //    call as soon as an answer arrives does exactly that when the last
-    //    call of the drain ends; this gives such calls time to arrive and be
-    //    refused, and the refusals time to reach their callers.
+    // 3. Linger before closing. Compute calls and uploads are counted from
+    //    their headers, but closing the port cuts the calls whose headers
+    //    are still on their way (and the small RPCs, which gRPC hands over
+    //    only with their message): their callers would see CANCELLED
+    //    instead of UNAVAILABLE. A caller that sends its next call as soon
+    //    as an answer arrives does exactly that when the last call of the
+    //    drain ends; this gives such calls time to arrive and be refused,
+    //    and the refusals time to reach their callers.
     const absl::Duration linger =
         std::min(options_.drain_linger, drain_deadline - absl::Now());
     if (linger > absl::ZeroDuration()) absl::SleepFor(linger);

@@ -164,15 +164,16 @@ class Server {
   // never started.
   void Wait();
 
-  // Graceful stop. Health turns NOT_SERVING and every new AttentionService
-  // call gets UNAVAILABLE at once, while health checks are still answered.
-  // Calls in flight (queued or running) get `drain_timeout` to finish; those
-  // still there then are cancelled (their jobs stop between tiles and the
-  // calls end CANCELLED). When they all finished in time, new calls are
-  // still refused for ServerOptions::drain_linger (within `drain_timeout`),
-  // so that calls whose request was still arriving get UNAVAILABLE rather
-  // than being cut by the close. Then the listener closes and the workers
-  // join.
+  // Graceful stop. Health turns NOT_SERVING and every AttentionService call
+  // whose headers arrive from now on gets UNAVAILABLE at once, while health
+  // checks are still answered. Calls in flight (from their headers on: also
+  // those whose request is still arriving; queued; running) get
+  // `drain_timeout` to finish; those still there then are cancelled (their
+  // jobs stop between tiles and the calls end CANCELLED) and get 5 s more
+  // to end. When they all finished in time, new calls are still refused for
+  // ServerOptions::drain_linger (within `drain_timeout`), so that calls
+  // whose headers were on their way get UNAVAILABLE rather than being cut
+  // by the close. Then the listener closes and the workers join.
   // Idempotent; thread-safe (a second caller waits for the first to complete).
   // Must not be called from a handler or a worker thread.
   void Shutdown(absl::Duration drain_timeout);

@@ -44,8 +44,7 @@ std::vector<std::string> StartupWarnings(const ServerOptions& options) {
       warnings.push_back(absl::StrCat(
           "serving ", address,
           " in plaintext with bearer tokens: the tokens travel in clear and "
-          "can be read by anyone on the path, and a request's body is "
-          "received before its token is checked. Set --tls_cert/--tls_key"));
+          "can be read by anyone on the path. Set --tls_cert/--tls_key"));
     } else if (!tokens && !client_certs) {
       warnings.push_back(absl::StrCat(
           "serving ", address,

@@ -5,9 +5,8 @@
 // Serving only loopback (127.0.0.0/8, ::1, localhost) or a unix socket is
 // quiet. On other addresses: plaintext without tokens (anyone who reaches
 // the port may compute, and reflection publishes the schema), tokens over
-// plaintext (they travel in clear, and bodies are read before the token is
-// checked), TLS without tokens or client certificates (any client may
-// compute), and an unlimited memory budget.
+// plaintext (they travel in clear), TLS without tokens or client certificates
+// (any client may compute), and an unlimited memory budget.
 #ifndef ATTNSERVE_SERVER_STARTUP_WARNINGS_H_
 #define ATTNSERVE_SERVER_STARTUP_WARNINGS_H_
 

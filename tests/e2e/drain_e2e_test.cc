@@ -250,5 +250,47 @@ TEST(DrainE2eTest, SecondSigtermExitsAtOnce) {
               ::testing::HasSubstr("again: exiting without waiting for 1 "));
 }
 
+// A drain that runs out of time cancels what is left, and the whole shutdown
+// ends within --drain_timeout + --shutdown_grace of the signal.
+TEST(DrainE2eTest, ShutdownEndsWithinTheDrainTimeoutAndGrace) {
+  absl::StatusOr<int> metrics_port = PickFreePort();
+  ASSERT_TRUE(metrics_port.ok());
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
+      kAttnserveBinary,
+      {"--workers=1", "--threads_per_request=1", "--drain_timeout=1s",
+       "--shutdown_grace=3s",
+       absl::StrCat("--metrics_listen=127.0.0.1:", *metrics_port)});
+  ASSERT_TRUE(server.ok()) << server.status();
+  absl::StatusOr<Client> client = Client::Connect((*server)->target());
+  ASSERT_TRUE(client.ok());
+  // Tens of seconds of work: the drain runs out.
+  const v1::FlashAttentionScoreRequest request = Request(32768, 128);
+  absl::Status call_status;
+  std::thread caller([&] {
+    call_status =
+        client->FlashAttentionScore(request, absl::Seconds(120)).status();
+  });
+  const absl::Cleanup join_caller = [&] {
+    (*server)->Stop();
+    if (caller.joinable()) caller.join();
+  };
+  ASSERT_GE(AwaitMetricAtLeast(*metrics_port, "attnserve_running_jobs", 1,
+                               absl::Seconds(60)),
+            1)
+      << (*server)->log();
+  const absl::Time signalled = absl::Now();
+  (*server)->Signal(SIGTERM);
+  const std::optional<int> exit_code =
+      (*server)->WaitForExit(absl::Seconds(30));
+  ASSERT_TRUE(exit_code.has_value()) << (*server)->log();
+  EXPECT_LT(absl::Now() - signalled, absl::Seconds(1 + 3 + 1));
+  // Cancelled in time: a clean stop.
+  EXPECT_EQ(*exit_code, 0) << (*server)->log();
+  EXPECT_THAT((*server)->log(), ::testing::HasSubstr("exiting within 4s"));
+  EXPECT_THAT((*server)->log(), ::testing::HasSubstr("drain timeout"));
+  caller.join();
+  EXPECT_EQ(call_status.code(), absl::StatusCode::kCancelled) << call_status;
+}
+
 }  // namespace
 }  // namespace attnserve::e2e

@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
+#include "tests/server/tcp_relay.h"
 #include "tests/server/test_server.h"
 #include "tests/server/wire_tensors.h"
 
@@ -56,6 +57,28 @@ grpc::Status GetInfo(TestServer& server, const std::string& authorization) {
 
 absl::StatusOr<ServingStatus> Health(TestServer& server) {
   return Client(server.channel()).Health("", absl::Seconds(10));
+}
+
+// A quick forward with a large request: 128 queries against 32768 keys and
+// values of 64 fp32 (16 MiB of K and V).
+v1::FlashAttentionScoreRequest LargeQuickRequest() {
+  const Bnsd q{1, 1, 128, 64}, kv{1, 1, 32768, 64};
+  v1::FlashAttentionScoreRequest r;
+  *r.mutable_query() = Pack("BNSD", q, RandomValues(q.count(), 4));
+  *r.mutable_key() = Pack("BNSD", kv, RandomValues(kv.count(), 5));
+  *r.mutable_value() = Pack("BNSD", kv, RandomValues(kv.count(), 6));
+  r.set_head_num(1);
+  r.set_input_layout("BNSD");
+  return r;
+}
+
+// A channel to `relay` that sends and receives messages of any size.
+std::shared_ptr<grpc::Channel> RelayChannel(const TcpRelay& relay) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  return grpc::CreateCustomChannel(relay.target(),
+                                   grpc::InsecureChannelCredentials(), args);
 }
 
 // A unary call of raw bytes to `method` (any method, registered or not).
@@ -227,6 +250,91 @@ TEST(ServerGuardTest, DrainRefusesNewCallsAndFinishesThoseInFlight) {
   EXPECT_TRUE(slow_status.ok()) << slow_status.error_message();
   EXPECT_EQ(slow_response.attention_out().data().size(), 6144u * 64 * 4);
   stopper.join();
+}
+
+// A call is in flight from its headers, not from when its whole request has
+// arrived: a request still uploading when the drain begins is waited for and
+// answered, and the drain ends after it.
+TEST(ServerGuardTest, DrainWaitsForARequestStillArriving) {
+  TestServer server;
+  ASSERT_TRUE(server.started());
+  TcpRelay relay(server.server().port());
+  auto stub = v1::AttentionService::NewStub(RelayChannel(relay));
+  // The upload stops after its first MiB, until the relay releases it.
+  relay.HoldFromClientAfter(1 << 20);
+  const v1::FlashAttentionScoreRequest request = LargeQuickRequest();
+  grpc::ClientContext context;
+  SetTestDeadline(&context, absl::Seconds(120));
+  v1::FlashAttentionScoreResponse response;
+  grpc::Status status;
+  absl::Notification done;
+  stub->async()->FlashAttentionScore(&context, &request, &response,
+                                     [&](grpc::Status s) {
+                                       status = std::move(s);
+                                       done.Notify();
+                                     });
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (server.server().in_flight() == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(server.server().in_flight(), 1)
+      << "a call whose request is arriving is not counted in flight";
+
+  absl::Notification stopped;
+  std::thread stopper([&] {
+    server.server().Shutdown(absl::Seconds(60));
+    stopped.Notify();
+  });
+  absl::StatusOr<ServingStatus> health = Health(server);
+  for (const absl::Time give_up = absl::Now() + absl::Seconds(30);
+       health.ok() && *health == ServingStatus::kServing &&
+       absl::Now() < give_up;
+       health = Health(server)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(health.value_or(ServingStatus::kServing),
+            ServingStatus::kNotServing);
+  // Draining, with the request still held half-way.
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_FALSE(done.HasBeenNotified()) << status.error_message();
+  EXPECT_FALSE(stopped.HasBeenNotified());
+  EXPECT_LT(relay.bytes_from_client(), int64_t{16} << 20);
+
+  relay.Release();
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.attention_out().data().size(), 128u * 64 * 4);
+  stopper.join();
+}
+
+// A compute call without a valid token is refused on its headers, before
+// its body is read, also on a plaintext port (where gRPC offers no hook of
+// its own before the body).
+TEST(ServerGuardTest, ComputeCallWithoutATokenIsRefusedBeforeItsBodyArrives) {
+  const std::string tokens = WriteTokenFile();
+  ServerOptions options = TestServer::DefaultOptions();
+  options.auth_token_file = tokens;
+  TestServer server(options);
+  ASSERT_TRUE(server.started());
+  for (const std::string& authorization :
+       {std::string(""), std::string("Bearer not-a-token")}) {
+    // A connection of its own: what the relay holds back blocks it.
+    TcpRelay relay(server.server().port());
+    auto stub = v1::AttentionService::NewStub(RelayChannel(relay));
+    relay.HoldFromClientAfter(1 << 20);  // The body never arrives whole.
+    grpc::ClientContext context;
+    SetTestDeadline(&context, absl::Seconds(30));
+    if (!authorization.empty()) {
+      context.AddMetadata("authorization", authorization);
+    }
+    v1::FlashAttentionScoreResponse response;
+    const grpc::Status refused =
+        stub->FlashAttentionScore(&context, LargeQuickRequest(), &response);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << refused.error_message();
+    EXPECT_LT(relay.bytes_from_client(), int64_t{16} << 20);
+  }
+  std::remove(tokens.c_str());
 }
 
 // A caller that sends its next call as soon as an answer arrives: when that
