@@ -143,9 +143,15 @@ bool CallTracker::WaitUntilIdle(absl::Time deadline) const {
   return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
 }
 
+uint64_t CallTracker::calls_started() const {
+  absl::MutexLock lock(&mu_);
+  return calls_started_;
+}
+
 void CallTracker::CallStarted() {
   absl::MutexLock lock(&mu_);
   ++in_flight_;
+  ++calls_started_;
 }
 
 void CallTracker::CallEnded() {

@@ -24,6 +24,7 @@
 #ifndef ATTNSERVE_SERVER_CALL_TRACKER_H_
 #define ATTNSERVE_SERVER_CALL_TRACKER_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -70,6 +71,9 @@ class CallTracker {
 
   // AttentionService calls in flight. Thread-safe.
   int in_flight() const;
+  // AttentionService calls started since the tracker was made (a count that
+  // moves whenever there was work). Thread-safe.
+  uint64_t calls_started() const;
 
   // Blocks until no AttentionService call is in flight or `deadline`
   // passes; true when idle. Thread-safe.
@@ -83,6 +87,7 @@ class CallTracker {
   const std::string instance_id_;
   mutable absl::Mutex mu_;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t calls_started_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace attnserve::server

@@ -143,6 +143,8 @@ class ComputeCall final
   MemoryReservation response_memory_;
   // absl::ToUnixNanos of the client's cancellation; 0 until OnCancel().
   std::atomic<int64_t> cancelled_at_ns_{0};
+  // Set when OnCancel() is done with the call.
+  std::atomic<bool> cancel_handled_{false};
 };
 
 }  // namespace attnserve::server

@@ -33,4 +33,14 @@ int64_t HeapBytesInUse() {
 #endif
 }
 
+bool ReleaseFreeHeap() {
+#if defined(ATTNSERVE_SANITIZER_ALLOCATOR)
+  return false;
+#elif defined(__GLIBC__)
+  return malloc_trim(0) != 0;
+#else
+  return false;
+#endif
+}
+
 }  // namespace attnserve::server

@@ -1,8 +1,9 @@
 // How much memory the process's allocator has handed out and not yet got
-// back. Unlike the resident set size it leaves out what the allocator keeps
-// after a free (per-thread arenas, fragmentation), which depends on how many
-// requests happened to be held at once: a leak grows it steadily, a burst of
-// concurrent requests raises it only while they are held.
+// back, and giving back what it holds free. Unlike the resident set size it
+// leaves out what the allocator keeps after a free (per-thread arenas,
+// fragmentation), which depends on how many requests happened to be held at
+// once: a leak grows it steadily, a burst of concurrent requests raises it only
+// while they are held.
 //
 //   const int64_t before = HeapBytesInUse();
 //   ...  // serve some calls, wait until none is in flight
@@ -20,6 +21,14 @@ namespace attnserve::server {
 // Thread-safe. It walks every arena under its lock, so it is meant for
 // metrics scrapes, not hot paths.
 int64_t HeapBytesInUse();
+
+// Gives the memory malloc holds free back to the system (glibc: malloc_trim,
+// which also releases whole free pages inside each arena, not only at its
+// top). Freed memory that is used again costs a page fault per page, so call
+// it when the process has been idle a while. Returns whether anything was
+// released; false where the C library cannot (or a sanitizer's allocator
+// is in place). Thread-safe; takes each arena's lock in turn.
+bool ReleaseFreeHeap();
 
 }  // namespace attnserve::server
 

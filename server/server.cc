@@ -344,8 +344,24 @@ absl::Status Server::Start() {
   }
   core::BufferPool* buffers = &engine_.buffer_pool();
   trimmer_ = std::thread([this, buffers] {
+    // The heap is given back like the pool's blocks: once no call has been
+    // in flight for the pool's idle time (and once per such pause), so that
+    // a busy server keeps its memory warm and an idle one shrinks.
+    const absl::Duration idle_ttl = buffers->options().idle_ttl;
+    uint64_t calls_seen = tracker_.calls_started();
+    absl::Time last_busy = absl::Now();
+    bool heap_released = false;
     while (!stop_trimming_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
       buffers->TrimIdle();
+      const uint64_t calls = tracker_.calls_started();
+      if (calls != calls_seen || tracker_.in_flight() > 0) {
+        calls_seen = calls;
+        last_busy = absl::Now();
+        heap_released = false;
+      } else if (!heap_released && absl::Now() - last_busy >= idle_ttl) {
+        ReleaseFreeHeap();
+        heap_released = true;
+      }
     }
   });
   started_ = true;

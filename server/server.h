@@ -195,8 +195,9 @@ class Server {
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
-  // Frees the engine's idle buffers (BufferPool::TrimIdle) once a second
-  // until stopped.
+  // Frees the engine's idle buffers (BufferPool::TrimIdle) once a second,
+  // and the heap's free memory (ReleaseFreeHeap) once no call has been in
+  // flight for the buffers' idle time, until stopped.
   absl::Notification stop_trimming_;
   std::thread trimmer_;
 

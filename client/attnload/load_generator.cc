@@ -103,6 +103,11 @@ LoadReport RunMixedLoad(const LoadOptions& options,
   std::vector<CallerTally> tallies(static_cast<size_t>(callers));
   const absl::Time start = absl::Now();
   const absl::Time stop = start + options.duration;
+  std::atomic<int64_t> started{0};
+  const auto another_call = [&] {
+    return absl::Now() < stop &&
+           (options.max_calls <= 0 || started.fetch_add(1) < options.max_calls);
+  };
   std::vector<std::thread> threads;
   threads.reserve(static_cast<size_t>(callers));
   for (int i = 0; i < callers; ++i) {
@@ -112,7 +117,7 @@ LoadReport RunMixedLoad(const LoadOptions& options,
       tally.case_codes.resize(cases);
       std::mt19937_64 gen(absl::HashOf(options.mix_seed, i));
       std::uniform_int_distribution<size_t> pick(0, cases - 1);
-      while (absl::Now() < stop) {
+      while (another_call()) {
         const size_t c = pick(gen);
         const absl::Time begin = absl::Now();
         absl::StatusOr<uint64_t> result = call(c, options.timeout);

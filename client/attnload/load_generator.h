@@ -39,6 +39,8 @@ struct LoadOptions {
   int concurrency = 4;
   // How long callers keep starting calls (calls in flight then finish).
   absl::Duration duration = absl::Seconds(10);
+  // Calls started in all, at most; 0 = as many as `duration` allows.
+  int64_t max_calls = 0;
   // Deadline of each call.
   absl::Duration timeout = absl::Seconds(30);
   // Pause of a caller after a RESOURCE_EXHAUSTED answer (the server is

@@ -47,6 +47,8 @@
 ABSL_FLAG(int, concurrency, 8, "Callers, each with one call in flight.");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(10),
           "How long to keep starting calls.");
+ABSL_FLAG(int64_t, calls, 0,
+          "Calls to make in all, at most (0: as many as --duration allows).");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30), "Deadline of each call.");
 ABSL_FLAG(absl::Duration, refused_backoff, absl::Milliseconds(5),
           "Pause of a caller after RESOURCE_EXHAUSTED before its next call.");
@@ -250,11 +252,13 @@ int Main(int argc, char** argv) {
   LoadOptions options;
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.duration = absl::GetFlag(FLAGS_duration);
+  options.max_calls = absl::GetFlag(FLAGS_calls);
   options.timeout = absl::GetFlag(FLAGS_timeout);
   options.refused_backoff = absl::GetFlag(FLAGS_refused_backoff);
   options.pause = absl::GetFlag(FLAGS_pause);
   options.mix_seed = absl::GetFlag(FLAGS_mix_seed);
   if (options.concurrency < 1) return UsageError("--concurrency must be >= 1");
+  if (options.max_calls < 0) return UsageError("--calls must be >= 0");
   LoadReport report;
   if (mix.empty()) {
     report = RunLoad(

@@ -40,6 +40,22 @@ TEST(LoadGeneratorTest, CountsCallsByCodeAndKeepsOkLatencies) {
   EXPECT_GT(report.throughput(), 0);
 }
 
+TEST(LoadGeneratorTest, MaxCallsStopsTheCallersAtThatCount) {
+  LoadOptions options = Short(3);
+  options.duration = absl::Seconds(60);
+  options.max_calls = 25;
+  std::atomic<int> n{0};
+  const absl::Time start = absl::Now();
+  const LoadReport report =
+      RunLoad(options, [&](absl::Duration) -> absl::StatusOr<uint64_t> {
+        ++n;
+        return 42;
+      });
+  EXPECT_EQ(n.load(), 25);
+  EXPECT_EQ(report.calls, 25);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+}
+
 TEST(LoadGeneratorTest, DifferentAnswersToTheSameRequestAreMismatches) {
   std::atomic<int> n{0};
   const LoadReport report =

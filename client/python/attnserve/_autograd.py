@@ -74,8 +74,9 @@ class _Handles:
         return ResidentTensor(handle, dtype, shape, server=self.server, client=self.client)
 
     def __del__(self):
+        # Queued, not called: the garbage collector may run this inside a gRPC call.
         if self.handles:
-            self.client.delete_tensors_async(self.handles.values(), self.server)
+            self.client.release_later(self.handles.values(), self.server)
             self.handles = {}
 
 

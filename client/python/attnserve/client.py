@@ -16,9 +16,11 @@ import ipaddress
 import itertools
 import json
 import os
+import queue
 import socket
 import threading
 import time
+import weakref
 from typing import Deque, Dict, Iterable, List, Optional, Sequence, Union
 
 import grpc
@@ -266,6 +268,10 @@ class Client:
         # Calls made without waiting (DeleteTensor when autograd frees a graph).
         self._pending: set = set()
         self.async_delete_codes: Deque[grpc.StatusCode] = collections.deque(maxlen=64)
+        # Handles to free (release_later), freed by a thread of their own.
+        self._releases: "queue.SimpleQueue" = queue.SimpleQueue()
+        threading.Thread(target=_release_loop, args=(self._releases, weakref.ref(self)),
+                         name="attnserve-release", daemon=True).start()
 
     # --- channels ------------------------------------------------------------------------
 
@@ -331,6 +337,7 @@ class Client:
         return found
 
     def close(self) -> None:
+        self._releases.put(None)
         with self._lock:
             channels = [self._channel] + list(self._server_channels.values())
             self._server_channels.clear()
@@ -741,10 +748,30 @@ class Client:
         except Exception:  # noqa: BLE001 - best effort; the server's TTL frees them anyway
             pass
 
+    def release_later(self, handles: Iterable[str], server: str = "") -> None:
+        """Frees handles soon, from the client's own release thread (delete_tensors_async
+        there). Safe to call from __del__ and from the garbage collector, which may run in the
+        middle of a gRPC call on the calling thread, where a new call could deadlock inside
+        gRPC."""
+        self._releases.put((list(handles), server))
+
     def _async_done(self, future) -> None:
         with self._lock:
             self._pending.discard(future)
             self.async_delete_codes.append(future.code())
+
+
+def _release_loop(releases: "queue.SimpleQueue", client_ref) -> None:
+    """The release thread of a client: frees what release_later queued, until the client is
+    closed or collected."""
+    while True:
+        item = releases.get()
+        client = client_ref()
+        if item is None or client is None:
+            return
+        handles, server = item
+        client.delete_tensors_async(handles, server)
+        del client
 
 
 def _read(value) -> Optional[bytes]:

@@ -6,6 +6,7 @@ retention.keep) and skip, printing why, when it does not keep tensors. The fallb
 the end run against any server."""
 
 import gc
+import threading
 import time
 
 import numpy as np
@@ -133,6 +134,33 @@ def test_handles_are_freed_with_the_graph(client):
                 break
             assert time.monotonic() < deadline, f"{resident} still held"
             time.sleep(0.05)
+
+
+def test_handles_dropped_by_the_garbage_collector_are_freed_on_another_thread(client):
+    """The garbage collector may drop a graph in the middle of a gRPC call; calling gRPC again
+    on that thread can deadlock inside gRPC, so the handles are freed by the client's release
+    thread instead."""
+    seen = []
+    done = threading.Event()
+    real = client.delete_tensors_async
+
+    def record(handles, server=""):
+        seen.append((threading.current_thread(), sorted(handles), server))
+        real(handles, server)
+        done.set()
+
+    client.delete_tensors_async = record
+    try:
+        dropped = _autograd._Handles(client, "", {"query": "gone-1", "key": "gone-2"}, {})
+        del dropped
+        gc.collect()
+        assert done.wait(10), "the handles were never freed"
+    finally:
+        del client.delete_tensors_async
+    assert len(seen) == 1
+    thread, handles, server = seen[0]
+    assert thread is not threading.current_thread()
+    assert handles == ["gone-1", "gone-2"] and server == ""
 
 
 # --- fallbacks, against any server ---------------------------------------------------------------
