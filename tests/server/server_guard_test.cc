@@ -81,6 +81,27 @@ std::shared_ptr<grpc::Channel> RelayChannel(const TcpRelay& relay) {
                                    grpc::InsecureChannelCredentials(), args);
 }
 
+// Starts `server`'s shutdown (a drain of up to 60 s) on `stopper`, which
+// notifies `stopped` when it is done, and waits until health says the drain
+// has begun (the thread may take a while to run on a loaded machine) or
+// 30 s passed; returns the health seen last.
+absl::StatusOr<ServingStatus> StartDrain(TestServer& server,
+                                         std::thread* stopper,
+                                         absl::Notification* stopped) {
+  *stopper = std::thread([&server, stopped] {
+    server.server().Shutdown(absl::Seconds(60));
+    stopped->Notify();
+  });
+  absl::StatusOr<ServingStatus> health = Health(server);
+  for (const absl::Time give_up = absl::Now() + absl::Seconds(30);
+       health.ok() && *health == ServingStatus::kServing &&
+       absl::Now() < give_up;
+       health = Health(server)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return health;
+}
+
 // A unary call of raw bytes to `method` (any method, registered or not).
 grpc::Status GenericCall(TestServer& server, const std::string& method) {
   grpc::GenericStub stub(server.channel());
@@ -221,19 +242,9 @@ TEST(ServerGuardTest, DrainRefusesNewCallsAndFinishesThoseInFlight) {
   ASSERT_EQ(server.server().running_jobs(), 1);
 
   absl::Notification stopped;
-  std::thread stopper([&] {
-    server.server().Shutdown(absl::Seconds(60));
-    stopped.Notify();
-  });
-  // The drain has begun once health says so (the stopper thread may take a
-  // while to run on a loaded machine).
-  absl::StatusOr<ServingStatus> health = Health(server);
-  for (const absl::Time give_up = absl::Now() + absl::Seconds(30);
-       health.ok() && *health == ServingStatus::kServing &&
-       absl::Now() < give_up;
-       health = Health(server)) {
-    absl::SleepFor(absl::Milliseconds(5));
-  }
+  std::thread stopper;
+  const absl::StatusOr<ServingStatus> health =
+      StartDrain(server, &stopper, &stopped);
   EXPECT_TRUE(health.ok()) << health.status();
   if (!slow_done.HasBeenNotified()) {
     // While the slow call runs: NOT_SERVING, and new calls are refused.
@@ -281,17 +292,9 @@ TEST(ServerGuardTest, DrainWaitsForARequestStillArriving) {
       << "a call whose request is arriving is not counted in flight";
 
   absl::Notification stopped;
-  std::thread stopper([&] {
-    server.server().Shutdown(absl::Seconds(60));
-    stopped.Notify();
-  });
-  absl::StatusOr<ServingStatus> health = Health(server);
-  for (const absl::Time give_up = absl::Now() + absl::Seconds(30);
-       health.ok() && *health == ServingStatus::kServing &&
-       absl::Now() < give_up;
-       health = Health(server)) {
-    absl::SleepFor(absl::Milliseconds(5));
-  }
+  std::thread stopper;
+  const absl::StatusOr<ServingStatus> health =
+      StartDrain(server, &stopper, &stopped);
   EXPECT_EQ(health.value_or(ServingStatus::kServing),
             ServingStatus::kNotServing);
   // Draining, with the request still held half-way.
