@@ -5,13 +5,22 @@ For each server binary given (e.g. a build before and after a change), starts
 it on a loopback port, runs the shapes of the wire's performance table with
 `attnctl --repeat N`, and reports, per case, the best warm call's
 round_trip_s, compute_s and queue_s, the wire time (round trip - compute -
-queue), compute/e2e, and the request+response bytes over the wire time.
+queue), compute/e2e, and the wire time over its floor: the call's request
+and response bytes at the same-run raw TCP rate. With --payloads it also
+times PutTensor and GetTensor of 16, 64 and 256 MB (`attnctl put/get
+--repeat N`): the MB/s of each direction and its share of the raw TCP rate.
 Beside them, measured in the same run by this script: a warm memcpy rate and
-raw-socket rates (TCP loopback and a unix socket, one stream, one process
-each side), so that every figure can be read as a ratio.
+raw-socket rates (TCP loopback and a unix socket, one stream, sender and
+receiver threads), so that every figure can be read as a ratio. --rounds R
+runs everything R times, servers interleaved, and keeps each figure's best,
+so that a slow moment of a shared machine does not decide a comparison.
 
   scripts/wire-bench.py --attnctl build/client/attnctl \\
       --server before=/path/old/attnserve --server after=build/server/attnserve
+  # each server with its own attnctl:
+  scripts/wire-bench.py --attnctl build/client/attnctl \\
+      --server before=/old/attnserve --client before=/old/attnctl \\
+      --server after=build/server/attnserve --rounds 3 --payloads
 """
 import argparse
 import os
@@ -50,7 +59,7 @@ def memcpy_rate(mb=256, reps=5):
     return best
 
 
-def socket_rate(family, mb=256, reps=3):
+def socket_rate(family, mb=256, reps=5):
     """One stream of `mb` MB, sender and receiver threads in one process
     (the GIL is released in send/recv), receive buffer reused."""
     chunk = bytearray(1 << 20) * 4
@@ -112,6 +121,36 @@ def run_attnctl(attnctl, target, args, repeat):
     return runs, out.stdout
 
 
+def report_number(stdout, key):
+    m = re.search(r"^%s: (\d+)$" % key, stdout, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def payload_rates(attnctl, target, mb, repeat):
+    """Best put and get MB/s of `repeat` transfers of an `mb` MB tensor."""
+    n = mb * (1 << 20) // 4
+    put = subprocess.run([attnctl, "put", "--dtype", "fp32", "--shape", str(n),
+                          "--repeat", str(repeat), "--target", target,
+                          "--timeout", "10m"],
+                         capture_output=True, text=True, check=False)
+    rates = [float(x) for x in re.findall(r"^run \d+/\d+: put_s=[\d.]+ "
+                                          r"mb_per_s=([\d.]+)", put.stdout,
+                                          re.M)]
+    handle = re.search(r"^handle: (\S+)", put.stdout, re.M)
+    if put.returncode != 0 or not handle or not rates:
+        return None, None
+    get = subprocess.run([attnctl, "get", handle.group(1), "--repeat",
+                          str(repeat), "--target", target, "--timeout", "10m"],
+                         capture_output=True, text=True, check=False)
+    got = [float(x) for x in re.findall(r"^run \d+/\d+: get_s=[\d.]+ "
+                                        r"mb_per_s=([\d.]+)", get.stdout,
+                                        re.M)]
+    subprocess.run([attnctl, "rm", handle.group(1), "--target", target],
+                   capture_output=True, check=False)
+    # Warm transfers: from the second on.
+    return max(rates[1:] or rates), max(got[1:] or got) if got else None
+
+
 def tensor_bytes(stdout):
     """Bytes of the outputs attnctl printed (shape x dtype size)."""
     sizes = {"FLOAT32": 4, "FLOAT16": 2, "BFLOAT16": 2}
@@ -150,46 +189,80 @@ def main():
     ap.add_argument("--attnctl", required=True)
     ap.add_argument("--server", action="append", required=True,
                     help="label=path of an attnserve binary")
+    ap.add_argument("--client", action="append", default=[],
+                    help="label=path of the attnctl for that server's label "
+                         "(default: --attnctl)")
     ap.add_argument("--repeat", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--cases", default="", help="regex of case names")
+    ap.add_argument("--payloads", action="store_true",
+                    help="also PutTensor/GetTensor MB/s at 16, 64, 256 MB")
     ap.add_argument("--unix", action="store_true",
                     help="serve and call over a unix socket, not TCP")
     a = ap.parse_args()
+    clients = dict(c.split("=", 1) for c in a.client)
     print(f"load: {os.getloadavg()}")
     mc = memcpy_rate()
     tcp = socket_rate(socket.AF_INET)
     unix = socket_rate(socket.AF_UNIX)
+    raw = unix if a.unix else tcp
     print(f"same-run references: memcpy {mc/1e9:.2f} GB/s, "
-          f"tcp loopback {tcp/1e9:.2f} GB/s, unix socket {unix/1e9:.2f} GB/s")
+          f"tcp loopback {tcp/1e9:.2f} GB/s, unix socket {unix/1e9:.2f} GB/s",
+          flush=True)
+    best = {}  # (label, case) -> (wire, rt, cs, bytes)
+    rates = {}  # (label, mb) -> [put, get]
     port = 50960
-    for spec in a.server:
-        label, binary = spec.split("=", 1)
-        port += 1
-        unix_path = f"/tmp/wire-bench-{os.getpid()}-{port}.sock" \
-            if a.unix else None
-        target = f"unix:{unix_path}" if a.unix else f"127.0.0.1:{port}"
-        proc = start_server(binary, port, unix_path)
-        try:
-            for name, args in CASES:
-                if a.cases and not re.search(a.cases, name):
-                    continue
-                runs, stdout = run_attnctl(a.attnctl, target, args, a.repeat)
-                if not runs:
-                    print(f"{label:8} {name:38} FAILED {stdout}")
-                    continue
-                # Warm calls: from the second on; best = least wire time.
-                warm = runs[1:] or runs
-                rt, cs, qs = min(warm, key=lambda r: r[0] - r[1] - r[2])
-                wire = max(rt - cs - qs, 1e-9)
-                print(f"{label:8} {name:38} round_trip_s={rt:.3f} "
-                      f"compute_s={cs:.3f} wire_s={wire:.3f} "
-                      f"compute/e2e={cs/rt:.2f} "
-                      f"out_MB={tensor_bytes(stdout)/1e6:.1f}", flush=True)
-        finally:
-            proc.terminate()
-            proc.wait()
-            if unix_path and os.path.exists(unix_path):
-                os.unlink(unix_path)
+    for rnd in range(a.rounds):
+        for spec in a.server:
+            label, binary = spec.split("=", 1)
+            attnctl = clients.get(label, a.attnctl)
+            port += 1
+            unix_path = f"/tmp/wire-bench-{os.getpid()}-{port}.sock" \
+                if a.unix else None
+            target = f"unix:{unix_path}" if a.unix else f"127.0.0.1:{port}"
+            proc = start_server(binary, port, unix_path)
+            try:
+                for name, args in CASES:
+                    if a.cases and not re.search(a.cases, name):
+                        continue
+                    runs, stdout = run_attnctl(attnctl, target, args,
+                                               a.repeat)
+                    if not runs:
+                        print(f"{label:8} {name:38} FAILED {stdout}")
+                        continue
+                    # Warm calls: from the second on; best = least wire time.
+                    warm = runs[1:] or runs
+                    rt, cs, qs = min(warm, key=lambda r: r[0] - r[1] - r[2])
+                    wire = max(rt - cs - qs, 1e-9)
+                    nbytes = (report_number(stdout, "request_bytes") +
+                              report_number(stdout, "response_bytes"))
+                    key = (label, name)
+                    if key not in best or wire < best[key][0]:
+                        best[key] = (wire, rt, cs, nbytes)
+                if a.payloads:
+                    for mb in (16, 64, 256):
+                        put, get = payload_rates(attnctl, target, mb,
+                                                 a.repeat)
+                        r = rates.setdefault((label, mb), [0.0, 0.0])
+                        r[0] = max(r[0], put or 0.0)
+                        r[1] = max(r[1], get or 0.0)
+            finally:
+                proc.terminate()
+                proc.wait()
+                if unix_path and os.path.exists(unix_path):
+                    os.unlink(unix_path)
+        print(f"round {rnd + 1}/{a.rounds} done, load {os.getloadavg()}",
+              flush=True)
+    for (label, name), (wire, rt, cs, nbytes) in best.items():
+        floor = nbytes / raw
+        print(f"{label:8} {name:38} round_trip_s={rt:.3f} compute_s={cs:.3f} "
+              f"wire_s={wire:.3f} compute/e2e={cs/rt:.2f} "
+              f"MB={nbytes/1e6:.1f} floor_s={floor:.3f} "
+              f"wire/floor={wire/floor:.2f}")
+    for (label, mb), (put, get) in rates.items():
+        print(f"{label:8} payload {mb:3} MiB: put {put:.0f} MB/s "
+              f"({put*1e6/raw:.2f} of raw), get {get:.0f} MB/s "
+              f"({get*1e6/raw:.2f} of raw)")
     print(f"load: {os.getloadavg()}")
 
 

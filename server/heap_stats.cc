@@ -1,5 +1,7 @@
 #include "server/heap_stats.h"
 
+#include <limits>
+
 // AddressSanitizer and ThreadSanitizer replace malloc.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define ATTNSERVE_SANITIZER_ALLOCATOR 1
@@ -40,6 +42,15 @@ bool ReleaseFreeHeap() {
   return malloc_trim(0) != 0;
 #else
   return false;
+#endif
+}
+
+void KeepFreedHeap() {
+#if !defined(ATTNSERVE_SANITIZER_ALLOCATOR) && defined(__GLIBC__)
+  // The largest value glibc takes: the heap is not trimmed on free;
+  // malloc_trim still releases everything free.
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  mallopt(M_ARENA_MAX, 1);
 #endif
 }
 

@@ -26,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/heap_stats.h"
 #include "server/logging.h"
 #include "server/server.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -41,7 +42,8 @@ const attnserve::server::ServerOptions& Defaults() {
 }  // namespace
 
 ABSL_FLAG(std::string, listen, Defaults().listen_address,
-          "host:port to listen on (port 0 picks a free port)");
+          "host:port to listen on (port 0 picks a free port), or unix:<path> "
+          "for a unix socket");
 ABSL_FLAG(int, workers, Defaults().workers,
           "compute worker threads (0 = the number of hardware threads)");
 ABSL_FLAG(int, queue_depth, Defaults().queue_depth,
@@ -152,6 +154,9 @@ sigset_t BlockShutdownSignals() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread starts: one heap that keeps what calls free, given
+  // back by the server once it is idle.
+  attnserve::server::KeepFreedHeap();
   absl::SetProgramUsageMessage(
       "Serves FlashAttention forward/backward over gRPC.\n"
       "Usage: attnserve [--listen=host:port] [--workers=N] ...");

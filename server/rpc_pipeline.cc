@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "attnserve/core/status_macros.h"
+#include "attnserve/wire/grpc_bytes.h"
 #include "attnserve/wire/message_decoder.h"
 #include "attnserve/wire/received_bytes.h"
 #include "server/call_tracker.h"
@@ -21,9 +22,6 @@ uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
   return __builtin_add_overflow(a, b, &sum) ? UINT64_MAX : sum;
 }
 
-// A slice's destroy function for bytes a core::Buffer owns.
-void DropBufferRef(void* ref) { core::Buffer::DropRef(ref); }
-
 }  // namespace
 
 absl::Status DecodeRequest(const grpc::ByteBuffer& bytes,
@@ -32,22 +30,12 @@ absl::Status DecodeRequest(const grpc::ByteBuffer& bytes,
                            google::protobuf::Message* request,
                            wire::RequestPayloads* payloads) {
   const std::string& type = request->GetDescriptor()->full_name();
-  received->clear();
-  if (!bytes.Valid()) {
+  wire::ReceivedBytes view;
+  if (absl::Status read = wire::ReadSlices(bytes, received, &view);
+      !read.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("not a valid ", type, ": no message bytes"));
+        absl::StrCat("not a valid ", type, ": ", read.message()));
   }
-  if (!bytes.Dump(received).ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("not a valid ", type, ": its bytes cannot be read"));
-  }
-  std::vector<absl::string_view> chunks;
-  chunks.reserve(received->size());
-  for (const grpc::Slice& slice : *received) {
-    chunks.emplace_back(reinterpret_cast<const char*>(slice.begin()),
-                        slice.size());
-  }
-  wire::ReceivedBytes view(std::move(chunks));
   wire::ReceivedPayloads ranges;
   const absl::Status status = wire::DecodeMessage(view, request, &ranges);
   if (!status.ok()) {
@@ -85,26 +73,7 @@ absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
 
 grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,
                                 const wire::OutgoingPayloads& payloads) {
-  const wire::EncodedMessage encoded = wire::EncodeMessage(response, payloads);
-  std::vector<grpc::Slice> slices;
-  std::string small;
-  auto flush = [&] {
-    if (small.empty()) return;
-    slices.emplace_back(small.data(), small.size());  // Copies.
-    small.clear();
-  };
-  for (const wire::EncodedMessage::Piece& piece : encoded.pieces()) {
-    if (piece.owner == nullptr) {
-      small.append(piece.bytes.data(), piece.bytes.size());
-      continue;
-    }
-    flush();
-    slices.emplace_back(const_cast<char*>(piece.bytes.data()),
-                        piece.bytes.size(), &DropBufferRef,
-                        piece.owner->NewRef());
-  }
-  flush();
-  return grpc::ByteBuffer(slices.data(), slices.size());
+  return wire::ToByteBuffer(wire::EncodeMessage(response, payloads));
 }
 
 JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes,

@@ -92,51 +92,62 @@ void ForEachOutputHandle(const Response& response,
   }
 }
 
-// Calls `call()` and records the round trip and the response's stats.
-template <typename Call>
-auto Timed(Call call, std::vector<CallTiming>* timings) {
+// Calls `call(request, response)` and records the round trip and the
+// response's stats.
+template <typename Call, typename Request, typename Response>
+absl::Status Timed(Call call, const Request& request, Response* response,
+                   std::vector<CallTiming>* timings) {
   const absl::Time start = absl::Now();
-  auto response = call();
+  const absl::Status status = call(request, response);
   const absl::Duration round_trip = absl::Now() - start;
-  if (response.ok()) {
+  if (status.ok()) {
     timings->push_back(CallTiming{response->stats(), round_trip});
   }
-  return response;
+  return status;
 }
 
-// The call of `method` with a request: plain, or, in resident mode, with the
-// data of the session's handles resent on NOT_FOUND.
+// The call of `method` with a request, filling a response: plain (into the
+// memory the response holds, Client::Compute), or, in resident mode, with
+// the data of the session's handles resent on NOT_FOUND.
 template <typename Request, typename Response>
 auto CallOf(const Client& client,
             absl::StatusOr<Response> (Client::*method)(
                 const Request&, std::optional<absl::Duration>) const,
             const CommandOptions& options, const ResidentSession* session) {
-  return [&client, method, &options, session](const Request& request) {
-    if (session == nullptr) return (client.*method)(request, options.timeout);
-    return CallResendingOnNotFound(client, method, request, session->data(),
-                                   options.timeout);
+  return [&client, method, &options, session](
+             const Request& request, Response* response) -> absl::Status {
+    if (session == nullptr) {
+      return client.Compute(request, response, options.timeout);
+    }
+    absl::StatusOr<Response> result = CallResendingOnNotFound(
+        client, method, request, session->data(), options.timeout);
+    if (!result.ok()) return result.status();
+    *response = *std::move(result);
+    return absl::OkStatus();
   };
 }
 
 // Calls `call` `repeat` times with `request`, printing a line per run,
 // then the outputs, the summary and the request's size. The exit code.
-// With --outputs_by_handle only the last call's outputs stay on the server:
+// Every run receives into the same response object, so that from the
+// second run on its tensors arrive in memory already in use. With
+// --outputs_by_handle only the last call's outputs stay on the server:
 // `forget(response)` frees an earlier call's.
-template <typename Request, typename Call, typename Forget>
+template <typename Response, typename Request, typename Call, typename Forget>
 int RunTimed(Call call, const Request& request, const CommandOptions& options,
              Forget forget, std::ostream& out, std::ostream& err) {
   std::vector<CallTiming> timings;
-  decltype(call(request)) response = absl::UnknownError("not called");
+  Response response;
   for (int i = 0; i < options.repeat; ++i) {
-    if (response.ok()) forget(*response);
-    response = Timed([&] { return call(request); }, &timings);
-    if (!response.ok()) return Fail(response.status(), err);
+    if (i > 0) forget(response);
+    const absl::Status status = Timed(call, request, &response, &timings);
+    if (!status.ok()) return Fail(status, err);
     out << RunLine(i + 1, options.repeat, timings.back()) << "\n";
   }
-  PrintOutputs(*response, out);
+  PrintOutputs(response, out);
   PrintSummary(timings, out);
   out << "request_bytes: " << request.ByteSizeLong() << "\n"
-      << "response_bytes: " << response->ByteSizeLong() << "\n";
+      << "response_bytes: " << response.ByteSizeLong() << "\n";
   return kExitOk;
 }
 
@@ -173,7 +184,7 @@ int Forward(const Client& client, const Workload& w,
   }
   using Response = typename decltype((client.*F::kForward)(
       *request, options.timeout))::value_type;
-  return RunTimed(
+  return RunTimed<Response>(
       CallOf(client, F::kForward, options, session.get()), *request, options,
       [&](const Response& r) { ForgetOutputs(client, options, r); }, out, err);
 }
@@ -198,21 +209,22 @@ int Backward(const Client& client, const Workload& w,
     }
   }
   std::vector<CallTiming> forward_timing;
-  auto result = Timed(
-      [&] {
-        return CallOf(client, F::kForward, options, session.get())(*forward);
-      },
-      &forward_timing);
-  if (!result.ok()) return Fail(result.status(), err);
+  using ForwardResponse = typename decltype((client.*F::kForward)(
+      *forward, options.timeout))::value_type;
+  ForwardResponse result;
+  const absl::Status called =
+      Timed(CallOf(client, F::kForward, options, session.get()), *forward,
+            &result, &forward_timing);
+  if (!called.ok()) return Fail(called, err);
   out << "forward: " << TimingFields(forward_timing.back()) << "\n";
   // The grad names the forward's kept outputs by handle.
-  if (session != nullptr) session->AdoptOutputs(result->handles(), &*result);
+  if (session != nullptr) session->AdoptOutputs(result.handles(), &result);
   forward->clear_retention();
-  auto request = F::kMakeGrad(w, *std::move(forward), *std::move(result));
+  auto request = F::kMakeGrad(w, *std::move(forward), std::move(result));
   if (!request.ok()) return Fail(request.status(), err);
   using Response = typename decltype((client.*F::kGrad)(
       *request, options.timeout))::value_type;
-  return RunTimed(
+  return RunTimed<Response>(
       CallOf(client, F::kGrad, options, session.get()), *request, options,
       [](const Response&) {}, out, err);
 }

@@ -57,7 +57,8 @@ ABSL_FLAG(std::optional<double>, scale, std::nullopt,
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the random inputs.");
 ABSL_FLAG(bool, causal_mask, false,
           "Send a full [Sq,Skv] BOOL causal mask (sparse_mode 0).");
-ABSL_FLAG(int32_t, repeat, 1, "Number of timed calls.");
+ABSL_FLAG(int32_t, repeat, 1,
+          "Number of timed calls (forward, backward, put, get).");
 ABSL_FLAG(std::optional<int64_t>, dv, std::nullopt,
           "nsa-*: value head dimension Dv; default: -d.");
 ABSL_FLAG(int64_t, block_size, 64, "nsa-*: selected_block_size.");
@@ -215,7 +216,7 @@ int Main(int argc, char** argv) {
   if (command == "info") return RunInfo(*client, options, std::cout, std::cerr);
   if (command == "get") {
     return RunGet(*client, positional[2], absl::GetFlag(FLAGS_output),
-                  options.timeout, std::cout, std::cerr);
+                  options.repeat, options.timeout, std::cout, std::cerr);
   }
   if (command == "rm") {
     return RunRemove(*client, positional[2], options.timeout, std::cout,
@@ -236,8 +237,8 @@ int Main(int argc, char** argv) {
     put.shape = *std::move(shape);
     put.input_file = absl::GetFlag(FLAGS_input);
     put.seed = absl::GetFlag(FLAGS_seed);
-    return RunPut(*client, put, options.put, options.timeout, std::cout,
-                  std::cerr);
+    return RunPut(*client, put, options.put, options.repeat, options.timeout,
+                  std::cout, std::cerr);
   }
   const Family family = absl::StartsWith(command, "nsa-")
                             ? Family::kNsa

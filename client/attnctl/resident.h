@@ -40,14 +40,18 @@ struct PutCommand {
 // "2,3,4" -> {2, 3, 4}; INVALID_ARGUMENT naming --shape otherwise.
 absl::StatusOr<std::vector<int64_t>> ParseShape(const std::string& text);
 
-// put: prints handle, bytes, expires_in_s, put_s and mb_per_s.
+// put: prints handle, bytes, expires_in_s, put_s and mb_per_s. With
+// repeat > 1 the tensor is uploaded that many times, a line per run
+// ("run 2/3: put_s=... mb_per_s=..."), each upload but the last deleted
+// again; the summary is the last run's.
 int RunPut(const Client& client, const PutCommand& command,
-           const PutOptions& put, absl::Duration timeout, std::ostream& out,
-           std::ostream& err);
+           const PutOptions& put, int repeat, absl::Duration timeout,
+           std::ostream& out, std::ostream& err);
 // get: prints the tensor's line (shape, dtype, sums), get_s and mb_per_s;
-// writes its raw bytes to `output_file` when one is given.
+// writes its raw bytes to `output_file` when one is given. With repeat > 1
+// it downloads that many times, a line per run as put does.
 int RunGet(const Client& client, const std::string& handle,
-           const std::string& output_file, absl::Duration timeout,
+           const std::string& output_file, int repeat, absl::Duration timeout,
            std::ostream& out, std::ostream& err);
 // rm: DeleteTensor; prints "deleted: <handle>".
 int RunRemove(const Client& client, const std::string& handle,

@@ -11,26 +11,34 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "attnserve/client/status_conversion.h"
 #include "attnserve/client/tensor_helpers.h"
 #include "attnserve/v1/attention.grpc.pb.h"
+#include "attnserve/wire/grpc_bytes.h"
 #include "attnserve/wire/huge_pages.h"
+#include "attnserve/wire/message_encoder.h"
 #include "attnserve/wire/tensor.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "response_decoding.h"
 
 namespace attnserve {
 
 struct Client::Stubs {
   explicit Stubs(const std::shared_ptr<grpc::Channel>& channel)
       : attention(v1::AttentionService::NewStub(channel)),
-        health(grpc::health::v1::Health::NewStub(channel)) {}
+        health(grpc::health::v1::Health::NewStub(channel)),
+        bytes(std::make_unique<grpc::GenericStub>(channel)) {}
 
   std::unique_ptr<v1::AttentionService::Stub> attention;
   std::unique_ptr<grpc::health::v1::Health::Stub> health;
+  // The compute RPCs, called with their encoded bytes.
+  std::unique_ptr<grpc::GenericStub> bytes;
 };
 
 namespace {
@@ -72,6 +80,64 @@ absl::StatusOr<Response> Unary(
 }
 
 using AttentionStub = v1::AttentionService::Stub;
+
+// "/attnserve.v1.AttentionService/FlashAttentionScore" for its request.
+template <typename Request>
+const std::string& MethodOf() {
+  static const std::string* method = [] {
+    const std::string& message = Request::descriptor()->name();
+    return new std::string(
+        absl::StrCat("/", v1::AttentionService::service_full_name(), "/",
+                     absl::string_view(message).substr(
+                         0, message.size() - std::strlen("Request"))));
+  }();
+  return *method;
+}
+
+// One unary compute call: the request's tensors are lent to gRPC from the
+// request itself (wire::ToByteBuffer), the response decoded into `response`
+// reusing its tensors' memory.
+template <typename Request, typename Response>
+absl::Status ComputeInto(const ClientOptions& options,
+                         std::optional<absl::Duration> timeout,
+                         grpc::GenericStub& stub, const Request& request,
+                         Response* response) {
+  const wire::EncodedMessage encoded =
+      wire::EncodeMessage(request, wire::OutgoingPayloads());
+  wire::SliceLoans loans;
+  grpc::ByteBuffer received;
+  grpc::Status status;
+  {
+    // The context holds the call, and the call the request's slices (e.g.
+    // a request refused on its headers before all of it was sent): both go
+    // before the loans are waited for.
+    grpc::ClientContext context;
+    PrepareContext(options, timeout, &context);
+    const grpc::ByteBuffer sent = wire::ToByteBuffer(encoded, &loans);
+    absl::Notification done;
+    stub.UnaryCall(&context, MethodOf<Request>(), grpc::StubOptions(), &sent,
+                   &received, [&](grpc::Status s) {
+                     status = std::move(s);
+                     done.Notify();
+                   });
+    done.WaitForNotification();
+  }
+  loans.Wait();
+  if (!status.ok()) return FromGrpcStatus(status);
+  return client_internal::DecodeResponse(received, response);
+}
+
+template <typename Request, typename Response>
+absl::StatusOr<Response> ComputeReturning(const ClientOptions& options,
+                                          std::optional<absl::Duration> timeout,
+                                          grpc::GenericStub& stub,
+                                          const Request& request) {
+  Response response;
+  const absl::Status status =
+      ComputeInto(options, timeout, stub, request, &response);
+  if (!status.ok()) return status;
+  return response;
+}
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
@@ -173,31 +239,59 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
 absl::StatusOr<v1::FlashAttentionScoreResponse> Client::FlashAttentionScore(
     const v1::FlashAttentionScoreRequest& request,
     std::optional<absl::Duration> timeout) const {
-  return Unary(options_, timeout, *stubs_->attention,
-               &AttentionStub::FlashAttentionScore, request);
+  return ComputeReturning<v1::FlashAttentionScoreRequest,
+                          v1::FlashAttentionScoreResponse>(
+      options_, timeout, *stubs_->bytes, request);
 }
 
 absl::StatusOr<v1::FlashAttentionScoreGradResponse>
 Client::FlashAttentionScoreGrad(
     const v1::FlashAttentionScoreGradRequest& request,
     std::optional<absl::Duration> timeout) const {
-  return Unary(options_, timeout, *stubs_->attention,
-               &AttentionStub::FlashAttentionScoreGrad, request);
+  return ComputeReturning<v1::FlashAttentionScoreGradRequest,
+                          v1::FlashAttentionScoreGradResponse>(
+      options_, timeout, *stubs_->bytes, request);
 }
 
 absl::StatusOr<v1::NsaSelectedAttentionResponse> Client::NsaSelectedAttention(
     const v1::NsaSelectedAttentionRequest& request,
     std::optional<absl::Duration> timeout) const {
-  return Unary(options_, timeout, *stubs_->attention,
-               &AttentionStub::NsaSelectedAttention, request);
+  return ComputeReturning<v1::NsaSelectedAttentionRequest,
+                          v1::NsaSelectedAttentionResponse>(
+      options_, timeout, *stubs_->bytes, request);
 }
 
 absl::StatusOr<v1::NsaSelectedAttentionGradResponse>
 Client::NsaSelectedAttentionGrad(
     const v1::NsaSelectedAttentionGradRequest& request,
     std::optional<absl::Duration> timeout) const {
-  return Unary(options_, timeout, *stubs_->attention,
-               &AttentionStub::NsaSelectedAttentionGrad, request);
+  return ComputeReturning<v1::NsaSelectedAttentionGradRequest,
+                          v1::NsaSelectedAttentionGradResponse>(
+      options_, timeout, *stubs_->bytes, request);
+}
+
+absl::Status Client::Compute(const v1::FlashAttentionScoreRequest& request,
+                             v1::FlashAttentionScoreResponse* response,
+                             std::optional<absl::Duration> timeout) const {
+  return ComputeInto(options_, timeout, *stubs_->bytes, request, response);
+}
+
+absl::Status Client::Compute(const v1::FlashAttentionScoreGradRequest& request,
+                             v1::FlashAttentionScoreGradResponse* response,
+                             std::optional<absl::Duration> timeout) const {
+  return ComputeInto(options_, timeout, *stubs_->bytes, request, response);
+}
+
+absl::Status Client::Compute(const v1::NsaSelectedAttentionRequest& request,
+                             v1::NsaSelectedAttentionResponse* response,
+                             std::optional<absl::Duration> timeout) const {
+  return ComputeInto(options_, timeout, *stubs_->bytes, request, response);
+}
+
+absl::Status Client::Compute(const v1::NsaSelectedAttentionGradRequest& request,
+                             v1::NsaSelectedAttentionGradResponse* response,
+                             std::optional<absl::Duration> timeout) const {
+  return ComputeInto(options_, timeout, *stubs_->bytes, request, response);
 }
 
 absl::StatusOr<v1::GetWorkspaceSizeResponse> Client::GetWorkspaceSize(

@@ -1,5 +1,5 @@
 // The server's memory under requests of mixed sizes, on a real process: 200
-// calls from 1 MB to 256 MB keep the resident set within 1.5x the peak
+// calls from 1 MB to 256 MB keep the resident set within 1.2x the peak
 // working set (each case alone, one after the other), and it falls back
 // once the server is idle (pooled buffers after their idle time, and the
 // heap's free memory).
@@ -65,9 +65,9 @@ TEST_F(MemoryE2eTest, MixedSizesStayNearThePeakWorkingSetAndIdleFallsBack) {
   EXPECT_EQ(ReportValue(mixed.out, "ok"), 200) << mixed.out;
   EXPECT_EQ(ReportValue(mixed.out, "mismatches"), 0) << mixed.out;
   const int64_t peak = server_->PeakRssBytes();
-  // The aim is 1.2x; measured 1.25-1.36x (glibc keeps freed receive
-  // buffers per arena). This bound catches growth with the call count.
-  EXPECT_LE(static_cast<double>(peak), 1.5 * static_cast<double>(working_set))
+  // Measured 1.08-1.12x with the server's one kept heap (1.25-1.43x with
+  // glibc's per-thread heaps, each holding its own freed receive buffers).
+  EXPECT_LE(static_cast<double>(peak), 1.2 * static_cast<double>(working_set))
       << "peak RSS " << (peak >> 20) << " MiB after the mixed calls, "
       << (working_set >> 20) << " MiB with each case alone";
 

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "attnserve/client/client.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -242,6 +243,48 @@ TEST(ServerTransportTest, ClientsThatPingTooOftenAreDisconnected) {
   auto polite_stub = v1::AttentionService::NewStub(polite);
   ASSERT_TRUE(GetInfo(*polite_stub).ok());
   EXPECT_FALSE(LeavesReady(*polite, absl::Seconds(1)));
+}
+
+// Same-host clients can skip TCP: the server listens on a unix socket
+// (--listen=unix:<path>), and the client dials it by that address. The
+// answer equals the one over TCP bit for bit.
+TEST(ServerTransportTest, ServesSameHostClientsOnAUnixSocket) {
+  const std::string path =
+      absl::StrCat(::testing::TempDir(), "attnserve-", getpid(), ".sock");
+  unlink(path.c_str());
+  ServerOptions options = TestServer::DefaultOptions();
+  options.listen_address = "unix:" + path;
+  TestServer on_unix(options);
+  ASSERT_TRUE(on_unix.started());
+  TestServer on_tcp;
+  ASSERT_TRUE(on_tcp.started());
+
+  v1::FlashAttentionScoreRequest request;
+  const Bnsd dims{1, 2, 256, 64};
+  *request.mutable_query() =
+      Pack("BNSD", dims, testing::RandomValues(dims.count(), 1));
+  *request.mutable_key() =
+      Pack("BNSD", dims, testing::RandomValues(dims.count(), 2));
+  *request.mutable_value() =
+      Pack("BNSD", dims, testing::RandomValues(dims.count(), 3));
+  request.set_head_num(dims.n);
+  request.set_input_layout("BNSD");
+  absl::StatusOr<Client> unix_client = Client::Connect(on_unix.target());
+  ASSERT_THAT(unix_client.status(), IsOk());
+  absl::StatusOr<v1::FlashAttentionScoreResponse> by_unix =
+      unix_client->FlashAttentionScore(request, absl::Seconds(60));
+  ASSERT_THAT(by_unix.status(), IsOk());
+  absl::StatusOr<Client> tcp_client = Client::Connect(on_tcp.target());
+  ASSERT_THAT(tcp_client.status(), IsOk());
+  absl::StatusOr<v1::FlashAttentionScoreResponse> by_tcp =
+      tcp_client->FlashAttentionScore(request, absl::Seconds(60));
+  ASSERT_THAT(by_tcp.status(), IsOk());
+  EXPECT_TRUE(by_unix->attention_out().data() ==
+              by_tcp->attention_out().data());
+  EXPECT_EQ(by_unix->attention_out().data().size(),
+            static_cast<size_t>(dims.count() * 4));
+  on_unix.server().Shutdown(absl::Seconds(5));
+  unlink(path.c_str());
 }
 
 TEST(ServerTransportTest, LimitsAreValidated) {

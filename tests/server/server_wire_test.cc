@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "attnserve/client/client.h"
 #include "attnserve/core/cancel.h"
 #include "attnserve/core/prepared_call.h"
 #include "gmock/gmock.h"
@@ -157,6 +158,63 @@ TEST_P(ServerWireTest, GradOutputsEqualTheMessagePathBitForBit) {
   ASSERT_TRUE(status.ok()) << status.error_message();
   ExpectSameOutputs(response, ByMessage<FlashAttentionScoreGradRpc>(
                                   server_.server(), request));
+}
+
+// The client's compute calls (Client::Compute): the request's tensors lent
+// to gRPC from the request itself, the response decoded into the memory the
+// response object already holds. The outputs must be bit for bit those the
+// generated stub receives (protobuf on both ends), on the first call into a
+// fresh response and on the next into the same one, whose tensors then stay
+// where they were.
+TEST_P(ServerWireTest, ClientComputeEqualsTheGeneratedStubBitForBit) {
+  ASSERT_TRUE(server_.started());
+  const Bnsd dims = GetParam().dims;
+  const v1::FlashAttentionScoreRequest forward =
+      ForwardRequest(dims, GetParam().dtype);
+  grpc::ClientContext context;
+  SetTestDeadline(&context);
+  v1::FlashAttentionScoreResponse by_stub;
+  grpc::Status status =
+      server_.stub().FlashAttentionScore(&context, forward, &by_stub);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+
+  const Client client(server_.channel());
+  v1::FlashAttentionScoreResponse reused;
+  ASSERT_TRUE(client.Compute(forward, &reused).ok());
+  ExpectSameOutputs(reused, by_stub);
+  const char* const first = reused.attention_out().data().data();
+  ASSERT_TRUE(client.Compute(forward, &reused).ok());
+  ExpectSameOutputs(reused, by_stub);
+  EXPECT_EQ(reused.attention_out().data().data(), first)
+      << "the second call did not receive into the first call's memory";
+  absl::StatusOr<v1::FlashAttentionScoreResponse> returned =
+      client.FlashAttentionScore(forward);
+  ASSERT_TRUE(returned.ok()) << returned.status();
+  ExpectSameOutputs(*returned, by_stub);
+
+  v1::FlashAttentionScoreGradRequest grad;
+  *grad.mutable_query() = forward.query();
+  *grad.mutable_key() = forward.key();
+  *grad.mutable_value() = forward.value();
+  *grad.mutable_dy() =
+      Pack("BNSD", dims, RandomValues(dims.count(), 4), GetParam().dtype);
+  *grad.mutable_softmax_max() = by_stub.softmax_max();
+  *grad.mutable_softmax_sum() = by_stub.softmax_sum();
+  *grad.mutable_attention_in() = by_stub.attention_out();
+  grad.set_head_num(dims.n);
+  grad.set_input_layout("BNSD");
+  grad.set_scale_value(0.125);
+  grpc::ClientContext grad_context;
+  SetTestDeadline(&grad_context);
+  v1::FlashAttentionScoreGradResponse grad_by_stub;
+  status = server_.stub().FlashAttentionScoreGrad(&grad_context, grad,
+                                                  &grad_by_stub);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  v1::FlashAttentionScoreGradResponse grad_reused;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(client.Compute(grad, &grad_reused).ok());
+    ExpectSameOutputs(grad_reused, grad_by_stub);
+  }
 }
 
 // Small outputs travel inside the encoded header bytes; large ones (from 64

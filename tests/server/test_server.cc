@@ -1,5 +1,6 @@
 #include "tests/server/test_server.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
@@ -16,7 +17,8 @@ ServerOptions TestServer::DefaultOptions() {
   return options;
 }
 
-TestServer::TestServer(const ServerOptions& options) : server_(options) {
+TestServer::TestServer(const ServerOptions& options)
+    : server_(options), listen_address_(options.listen_address) {
   absl::Status status = server_.Start();
   if (!status.ok()) {
     ADD_FAILURE() << "server did not start: " << status;
@@ -34,6 +36,8 @@ TestServer::TestServer(const ServerOptions& options) : server_(options) {
 TestServer::~TestServer() { server_.Shutdown(absl::Seconds(5)); }
 
 std::string TestServer::target() const {
+  // A unix socket is dialed at the address it listens on.
+  if (absl::StartsWith(listen_address_, "unix:")) return listen_address_;
   return absl::StrCat("127.0.0.1:", server_.port());
 }
 

@@ -29,6 +29,7 @@ class TestServer {
 
   bool started() const { return started_; }
   int port() const { return server_.port(); }
+  // "127.0.0.1:<port>", or the listen address when it is a unix socket.
   std::string target() const;
   Server& server() { return server_; }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
@@ -36,6 +37,7 @@ class TestServer {
 
  private:
   Server server_;
+  std::string listen_address_;
   bool started_ = false;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::AttentionService::Stub> stub_;

@@ -141,6 +141,30 @@ class Client {
   absl::StatusOr<v1::NsaSelectedAttentionGradResponse> NsaSelectedAttentionGrad(
       const v1::NsaSelectedAttentionGradRequest& request,
       std::optional<absl::Duration> timeout = std::nullopt) const;
+  // The same four calls, filling `response` instead of returning one (on an
+  // error it is left unspecified). The tensors' bytes are received into the
+  // memory `response` already holds, so a caller that reuses one response
+  // object for a series of calls receives into warm memory, not into fresh
+  // allocations. The request's tensor bytes are sent from where they are,
+  // without a serialized copy (also by the four calls above); `request` must
+  // not change until the call returns.
+  absl::Status Compute(
+      const v1::FlashAttentionScoreRequest& request,
+      v1::FlashAttentionScoreResponse* response,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  absl::Status Compute(
+      const v1::FlashAttentionScoreGradRequest& request,
+      v1::FlashAttentionScoreGradResponse* response,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  absl::Status Compute(
+      const v1::NsaSelectedAttentionRequest& request,
+      v1::NsaSelectedAttentionResponse* response,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+  absl::Status Compute(
+      const v1::NsaSelectedAttentionGradRequest& request,
+      v1::NsaSelectedAttentionGradResponse* response,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
+
   absl::StatusOr<v1::GetWorkspaceSizeResponse> GetWorkspaceSize(
       const v1::GetWorkspaceSizeRequest& request,
       std::optional<absl::Duration> timeout = std::nullopt) const;

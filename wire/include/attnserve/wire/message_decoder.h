@@ -65,6 +65,11 @@ class ReceivedPayloads {
     return it == ranges_.end() ? nullptr : &it->second;
   }
   size_t size() const { return ranges_.size(); }
+  // Calls f(message, field, range) for every recorded range.
+  template <typename F>
+  void ForEach(F&& f) const {
+    for (const auto& [key, range] : ranges_) f(*key.first, key.second, range);
+  }
 
  private:
   std::map<std::pair<const google::protobuf::Message*, int>, ByteRange> ranges_;

@@ -1,0 +1,104 @@
+#include "response_decoding.h"
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "attnserve/v1/attention.pb.h"
+#include "attnserve/wire/grpc_bytes.h"
+#include "attnserve/wire/huge_pages.h"
+#include "attnserve/wire/message_decoder.h"
+
+namespace attnserve::client_internal {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+// Calls f(field, tensor) for every singular Tensor field `message` holds.
+template <typename F>
+void ForEachTensor(Message* message, F f) {
+  const Descriptor* descriptor = message->GetDescriptor();
+  const Reflection* reflection = message->GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const FieldDescriptor* field = descriptor->field(i);
+    if (field->is_repeated() ||
+        field->message_type() != v1::Tensor::descriptor() ||
+        !reflection->HasField(*message, field)) {
+      continue;
+    }
+    f(field->number(),
+      static_cast<v1::Tensor*>(reflection->MutableMessage(message, field)));
+  }
+}
+
+// Makes `out` `size` bytes long, keeping its memory when it has enough; new
+// memory is advised into huge pages before it is first touched.
+void ResizeForCopy(std::string* out, size_t size) {
+  if (out->capacity() < size) {
+    std::string fresh;
+    fresh.reserve(size);
+    wire::AdviseHugePages(fresh.data(), size);
+    *out = std::move(fresh);
+  }
+  out->resize(size);  // Fills only what grows; the copy overwrites it all.
+}
+
+}  // namespace
+
+absl::Status DecodeResponse(const grpc::ByteBuffer& bytes, Message* response) {
+  const std::string& type = response->GetDescriptor()->full_name();
+  // The tensors' strings, by field number, to receive the new bytes.
+  std::map<int, std::string> kept;
+  ForEachTensor(response, [&](int number, v1::Tensor* tensor) {
+    kept[number] = std::move(*tensor->mutable_data());
+  });
+  response->Clear();
+
+  std::vector<grpc::Slice> slices;
+  wire::ReceivedBytes view;
+  wire::ReceivedPayloads ranges;
+  absl::Status status = wire::ReadSlices(bytes, &slices, &view);
+  if (status.ok()) status = wire::DecodeMessage(view, response, &ranges);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat(
+        "the server's response is not a valid ", type, ": ", status.message()));
+  }
+
+  std::map<const Message*, int> number_of;
+  ForEachTensor(response, [&](int number, v1::Tensor* tensor) {
+    number_of[tensor] = number;
+  });
+  ranges.ForEach([&](const Message& holder, int number, wire::ByteRange range) {
+    // DecodeMessage recorded ranges of the message it was given, which is
+    // ours to change.
+    Message* message = const_cast<Message*>(&holder);
+    std::string* out = nullptr;
+    std::string other;
+    if (holder.GetDescriptor() == v1::Tensor::descriptor() &&
+        number == v1::Tensor::kDataFieldNumber) {
+      out = static_cast<v1::Tensor*>(message)->mutable_data();
+      auto field = number_of.find(&holder);
+      if (field != number_of.end()) {
+        auto old = kept.find(field->second);
+        if (old != kept.end()) *out = std::move(old->second);
+      }
+    } else {
+      out = &other;
+    }
+    ResizeForCopy(out, range.size);
+    view.CopyTo(range, out->data());
+    if (out == &other) {
+      message->GetReflection()->SetString(
+          message, holder.GetDescriptor()->FindFieldByNumber(number),
+          std::move(other));
+    }
+  });
+  return absl::OkStatus();
+}
+
+}  // namespace attnserve::client_internal

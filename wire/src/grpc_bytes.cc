@@ -1,0 +1,84 @@
+#include "attnserve/wire/grpc_bytes.h"
+
+#include <string>
+#include <utility>
+
+namespace attnserve::wire {
+namespace {
+
+// A slice's destroy function for bytes a core::Buffer owns.
+void DropBufferRef(void* ref) { core::Buffer::DropRef(ref); }
+
+}  // namespace
+
+void SliceLoans::Wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  released_.wait(lock, [this] { return outstanding_ == 0; });
+}
+
+int SliceLoans::outstanding() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return outstanding_;
+}
+
+grpc::Slice SliceLoans::Lend(absl::string_view bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++outstanding_;
+  }
+  return grpc::Slice(const_cast<char*>(bytes.data()), bytes.size(),
+                     &SliceLoans::Release, this);
+}
+
+void SliceLoans::Release(void* loans) {
+  auto* self = static_cast<SliceLoans*>(loans);
+  std::lock_guard<std::mutex> lock(self->mu_);
+  if (--self->outstanding_ == 0) self->released_.notify_all();
+}
+
+grpc::ByteBuffer ToByteBuffer(const EncodedMessage& encoded,
+                              SliceLoans* loans) {
+  std::vector<grpc::Slice> slices;
+  std::string small;
+  auto flush = [&] {
+    if (small.empty()) return;
+    slices.emplace_back(small.data(), small.size());  // Copies.
+    small.clear();
+  };
+  for (const EncodedMessage::Piece& piece : encoded.pieces()) {
+    if (piece.owner != nullptr) {
+      flush();
+      slices.emplace_back(const_cast<char*>(piece.bytes.data()),
+                          piece.bytes.size(), &DropBufferRef,
+                          piece.owner->NewRef());
+    } else if (loans != nullptr && piece.bytes.size() >= kMinLentBytes) {
+      flush();
+      slices.push_back(loans->Lend(piece.bytes));
+    } else {
+      small.append(piece.bytes.data(), piece.bytes.size());
+    }
+  }
+  flush();
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+absl::Status ReadSlices(const grpc::ByteBuffer& bytes,
+                        std::vector<grpc::Slice>* slices, ReceivedBytes* view) {
+  slices->clear();
+  if (!bytes.Valid()) {
+    return absl::InvalidArgumentError("no message bytes");
+  }
+  if (!bytes.Dump(slices).ok()) {
+    return absl::InvalidArgumentError("the message's bytes cannot be read");
+  }
+  std::vector<absl::string_view> chunks;
+  chunks.reserve(slices->size());
+  for (const grpc::Slice& slice : *slices) {
+    chunks.emplace_back(reinterpret_cast<const char*>(slice.begin()),
+                        slice.size());
+  }
+  *view = ReceivedBytes(std::move(chunks));
+  return absl::OkStatus();
+}
+
+}  // namespace attnserve::wire
