@@ -31,14 +31,14 @@ int64_t HeapBytesInUse();
 bool ReleaseFreeHeap();
 
 // Has malloc keep the memory calls free, in one heap, until
-// ReleaseFreeHeap() gives it back (glibc: M_TRIM_THRESHOLD at its largest
-// and M_ARENA_MAX 1). gRPC receives every message into heap slices of
-// 64 KiB; returned to the system after each call, the next call's slices
-// are fresh pages again, each paying a page fault (on virtual machines
-// several times the cost of a warm copy). One heap, because malloc_trim
-// returns the free top of the main heap only: memory kept in per-thread
-// heaps would stay after the server went idle. The server's trimmer calls
-// ReleaseFreeHeap() once it is idle, so what is kept is bounded by the
+// ReleaseFreeHeap() gives it back (glibc: M_TRIM_THRESHOLD at its largest,
+// M_MMAP_THRESHOLD 32 MiB and M_ARENA_MAX 1). gRPC receives every message into
+// heap slices of 64 KiB; returned to the system after each call, the next
+// call's slices are fresh pages again, each paying a page fault (on virtual
+// machines several times the cost of a warm copy). One heap, because
+// malloc_trim returns the free top of the main heap only: memory kept in
+// per-thread heaps would stay after the server went idle. The server's trimmer
+// calls ReleaseFreeHeap() once it is idle, so what is kept is bounded by the
 // busiest moment and given back after it. Call first thing in main, before
 // any thread starts; no-op where the C library has no such settings (or a
 // sanitizer's allocator is in place).

@@ -17,6 +17,7 @@
 #include "attnserve/v1/attention.grpc.pb.h"
 #include "attnserve/wire/grpc_bytes.h"
 #include "attnserve/wire/huge_pages.h"
+#include "attnserve/wire/message_decoder.h"
 #include "attnserve/wire/message_encoder.h"
 #include "attnserve/wire/tensor.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -93,6 +94,64 @@ const std::string& MethodOf() {
   }();
   return *method;
 }
+
+// "/attnserve.v1.AttentionService/<name>".
+std::string MethodNamed(absl::string_view name) {
+  return absl::StrCat("/", v1::AttentionService::service_full_name(), "/",
+                      name);
+}
+
+// One streaming call on bytes, driven step by step on a completion queue of
+// its own: each step blocks until it completed and says whether it did.
+class ByteStream {
+ public:
+  ByteStream(grpc::GenericStub& stub, const std::string& method,
+             grpc::ClientContext* context)
+      : call_(stub.PrepareCall(context, method, &cq_)) {}
+  ~ByteStream() {
+    call_.reset();
+    cq_.Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq_.Next(&tag, &ok)) {
+    }
+  }
+  ByteStream(const ByteStream&) = delete;
+  ByteStream& operator=(const ByteStream&) = delete;
+
+  bool Start() {
+    call_->StartCall(this);
+    return Wait();
+  }
+  bool Write(const grpc::ByteBuffer& bytes) {
+    call_->Write(bytes, this);
+    return Wait();
+  }
+  bool WritesDone() {
+    call_->WritesDone(this);
+    return Wait();
+  }
+  bool Read(grpc::ByteBuffer* bytes) {
+    call_->Read(bytes, this);
+    return Wait();
+  }
+  grpc::Status Finish() {
+    grpc::Status status;
+    call_->Finish(&status, this);
+    Wait();
+    return status;
+  }
+
+ private:
+  bool Wait() {
+    void* tag = nullptr;
+    bool ok = false;
+    return cq_.Next(&tag, &ok) && ok;
+  }
+
+  grpc::CompletionQueue cq_;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
+};
 
 // One unary compute call: the request's tensors are lent to gRPC from the
 // request itself (wire::ToByteBuffer), the response decoded into `response`
@@ -327,25 +386,42 @@ absl::StatusOr<v1::PutTensorResponse> Client::PutTensor(
     message.set_ttl_seconds(*options.ttl_seconds);
   }
   const size_t chunk = std::max<size_t>(1, options.chunk_bytes);
-  grpc::ClientContext context;
-  PrepareContext(options_, timeout, &context);
-  v1::PutTensorResponse response;
-  std::unique_ptr<grpc::ClientWriter<v1::PutTensorRequest>> writer =
-      stubs_->attention->PutTensor(&context, &response);
-  // The first message carries dtype, shape and the first chunk; each write
-  // waits for flow control, so at most a chunk is buffered here.
-  size_t offset = 0;
-  do {
-    const size_t n = std::min(chunk, data.size() - offset);
-    message.set_chunk(data.data() + offset, n);
-    offset += n;
-    if (!writer->Write(message)) break;  // The server ended the call.
-    message.clear_tensor();
-    message.clear_ttl_seconds();
-  } while (offset < data.size());
-  writer->WritesDone();
-  const grpc::Status status = writer->Finish();
+  // The first message carries dtype, shape and the first chunk; each chunk
+  // is lent to gRPC from `data` (no copy here), and each write waits for
+  // flow control, so at most a chunk is buffered.
+  wire::SliceLoans loans;
+  grpc::Status status;
+  grpc::ByteBuffer reply;
+  {
+    grpc::ClientContext context;
+    PrepareContext(options_, timeout, &context);
+    ByteStream stream(*stubs_->bytes, MethodNamed("PutTensor"), &context);
+    bool ok = stream.Start();
+    std::string head = message.SerializeAsString();
+    size_t offset = 0;
+    while (ok) {
+      const size_t n = std::min(chunk, data.size() - offset);
+      ok = stream.Write(wire::WithLentBytesField(
+          head, v1::PutTensorRequest::kChunkFieldNumber, data.substr(offset, n),
+          &loans));
+      offset += n;
+      head.clear();
+      if (offset >= data.size()) break;
+    }
+    // A write that failed: the server ended the call; its status says why.
+    if (ok) ok = stream.WritesDone();
+    if (ok) stream.Read(&reply);
+    status = stream.Finish();
+  }
+  loans.Wait();
   if (!status.ok()) return FromGrpcStatus(status);
+  v1::PutTensorResponse response;
+  if (!grpc::SerializationTraits<v1::PutTensorResponse>::Deserialize(&reply,
+                                                                     &response)
+           .ok()) {
+    return absl::InternalError(
+        "the server's response is not a valid attnserve.v1.PutTensorResponse");
+  }
   return response;
 }
 
@@ -360,31 +436,61 @@ absl::StatusOr<v1::PutTensorResponse> Client::PutTensor(
 
 absl::StatusOr<v1::Tensor> Client::GetTensor(
     const std::string& handle, std::optional<absl::Duration> timeout) const {
-  grpc::ClientContext context;
-  PrepareContext(options_, timeout, &context);
   v1::GetTensorRequest request;
   request.set_handle(handle);
-  std::unique_ptr<grpc::ClientReader<v1::GetTensorResponse>> reader =
-      stubs_->attention->GetTensor(&context, request);
   v1::Tensor tensor;
-  v1::GetTensorResponse message;
   bool first = true;
   uint64_t expected = 0;
-  while (reader->Read(&message)) {
-    if (first) {
-      first = false;
-      tensor.set_dtype(message.tensor().dtype());
-      *tensor.mutable_shape() = message.tensor().shape();
-      absl::StatusOr<uint64_t> bytes = wire::ByteSize(tensor, "tensor");
-      if (bytes.ok()) {
-        expected = *bytes;
-        tensor.mutable_data()->reserve(expected);
-        wire::AdviseHugePages(tensor.data().data(), expected);
+  absl::Status decoded;
+  grpc::Status status;
+  {
+    grpc::ClientContext context;
+    PrepareContext(options_, timeout, &context);
+    ByteStream stream(*stubs_->bytes, MethodNamed("GetTensor"), &context);
+    grpc::ByteBuffer sent;
+    bool own = false;
+    bool ok = stream.Start() &&
+              grpc::SerializationTraits<v1::GetTensorRequest>::Serialize(
+                  request, &sent, &own)
+                  .ok() &&
+              stream.Write(sent) && stream.WritesDone();
+    // Each chunk is copied once, from the received slices to its place in
+    // the tensor.
+    grpc::ByteBuffer bytes;
+    std::vector<grpc::Slice> slices;
+    while (ok && stream.Read(&bytes)) {
+      v1::GetTensorResponse message;
+      wire::ReceivedBytes view;
+      wire::ReceivedPayloads ranges;
+      decoded = wire::ReadSlices(bytes, &slices, &view);
+      if (decoded.ok()) decoded = wire::DecodeMessage(view, &message, &ranges);
+      if (!decoded.ok()) {
+        context.TryCancel();
+        break;
+      }
+      if (first) {
+        first = false;
+        tensor.set_dtype(message.tensor().dtype());
+        *tensor.mutable_shape() = message.tensor().shape();
+        absl::StatusOr<uint64_t> size = wire::ByteSize(tensor, "tensor");
+        if (size.ok()) {
+          expected = *size;
+          tensor.mutable_data()->reserve(expected);
+          wire::AdviseHugePages(tensor.data().data(), expected);
+        }
+      }
+      if (const wire::ByteRange* chunk =
+              ranges.Find(message, v1::GetTensorResponse::kChunkFieldNumber)) {
+        view.AppendTo(*chunk, tensor.mutable_data());
       }
     }
-    tensor.mutable_data()->append(message.chunk());
+    status = stream.Finish();
   }
-  const grpc::Status status = reader->Finish();
+  if (!decoded.ok()) {
+    return absl::InternalError(absl::StrCat(
+        "the server's response is not a valid attnserve.v1.GetTensorResponse: ",
+        decoded.message()));
+  }
   if (!status.ok()) return FromGrpcStatus(status);
   if (first || tensor.data().size() != expected) {
     return absl::DataLossError(absl::StrCat(

@@ -119,6 +119,39 @@ TEST(GrpcBytesTest, WaitBlocksUntilTheLastLentSliceIsReleased) {
   holder.join();
 }
 
+TEST(GrpcBytesTest, ALentBytesFieldAfterAHeadIsTheMessagesEncoding) {
+  v1::PutTensorRequest message;
+  message.mutable_tensor()->set_dtype(v1::DATA_TYPE_BFLOAT16);
+  message.mutable_tensor()->add_shape(3);
+  message.set_ttl_seconds(60);
+  const std::string head = message.SerializeAsString();
+  for (size_t n : {size_t{0}, size_t{100}, size_t{1} << 20}) {
+    const std::string chunk = TensorOfBytes(n).data();
+    SliceLoans loans;
+    {
+      const grpc::ByteBuffer buffer = WithLentBytesField(
+          head, v1::PutTensorRequest::kChunkFieldNumber, chunk, &loans);
+      EXPECT_EQ(loans.outstanding(), n >= kMinLentBytes ? 1 : 0) << n;
+      EXPECT_EQ(AnySliceStartsAt(buffer, chunk.data()), n >= kMinLentBytes);
+      v1::PutTensorRequest parsed;
+      ASSERT_TRUE(parsed.ParseFromString(Joined(buffer))) << n;
+      EXPECT_EQ(parsed.tensor().dtype(), v1::DATA_TYPE_BFLOAT16);
+      EXPECT_EQ(parsed.ttl_seconds(), 60u);
+      EXPECT_TRUE(parsed.chunk() == chunk) << n;
+    }
+    EXPECT_EQ(loans.outstanding(), 0);
+  }
+}
+
+TEST(GrpcBytesTest, AppendToAddsARangeAcrossSlices) {
+  const ReceivedBytes bytes({"ab", "cde", "f"});
+  std::string out = "x";
+  bytes.AppendTo(ByteRange{1, 4}, &out);
+  EXPECT_EQ(out, "xbcde");
+  bytes.AppendTo(ByteRange{5, 0}, &out);
+  EXPECT_EQ(out, "xbcde");
+}
+
 TEST(GrpcBytesTest, ReadSlicesViewsTheBytesAndRefusesAnInvalidBuffer) {
   const v1::Tensor tensor = TensorOfBytes(size_t{1} << 20);
   const grpc::ByteBuffer buffer =

@@ -62,6 +62,30 @@ grpc::ByteBuffer ToByteBuffer(const EncodedMessage& encoded,
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
 
+grpc::ByteBuffer WithLentBytesField(absl::string_view head, int field_number,
+                                    absl::string_view value,
+                                    SliceLoans* loans) {
+  std::string small(head);
+  auto varint = [&small](uint64_t v) {
+    while (v >= 0x80) {
+      small.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    small.push_back(static_cast<char>(v));
+  };
+  varint((static_cast<uint64_t>(field_number) << 3) | 2);  // Length-delimited.
+  varint(value.size());
+  std::vector<grpc::Slice> slices;
+  if (value.size() >= kMinLentBytes) {
+    slices.emplace_back(small.data(), small.size());
+    slices.push_back(loans->Lend(value));
+  } else {
+    small.append(value.data(), value.size());
+    slices.emplace_back(small.data(), small.size());
+  }
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
 absl::Status ReadSlices(const grpc::ByteBuffer& bytes,
                         std::vector<grpc::Slice>* slices, ReceivedBytes* view) {
   slices->clear();

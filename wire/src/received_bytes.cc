@@ -36,6 +36,20 @@ void ReceivedBytes::CopyTo(ByteRange range, char* out) const {
   }
 }
 
+void ReceivedBytes::AppendTo(ByteRange range, std::string* out) const {
+  if (range.size == 0) return;
+  size_t i = ChunkOf(range.offset);
+  size_t at = range.offset - starts_[i];
+  size_t left = range.size;
+  while (left > 0) {
+    const size_t n = std::min(left, chunks_[i].size() - at);
+    out->append(chunks_[i].data() + at, n);
+    left -= n;
+    ++i;
+    at = 0;
+  }
+}
+
 absl::string_view ReceivedBytes::Contiguous(ByteRange range) const {
   if (range.size == 0) return {};
   const size_t i = ChunkOf(range.offset);

@@ -52,6 +52,10 @@ class SliceLoans {
  private:
   friend grpc::ByteBuffer ToByteBuffer(const EncodedMessage& encoded,
                                        SliceLoans* loans);
+  friend grpc::ByteBuffer WithLentBytesField(absl::string_view head,
+                                             int field_number,
+                                             absl::string_view value,
+                                             SliceLoans* loans);
   grpc::Slice Lend(absl::string_view bytes);
   static void Release(void* loans);
 
@@ -68,6 +72,15 @@ class SliceLoans {
 inline constexpr size_t kMinLentBytes = size_t{64} << 10;
 grpc::ByteBuffer ToByteBuffer(const EncodedMessage& encoded,
                               SliceLoans* loans = nullptr);
+
+// The encoding of a message whose other fields are encoded in `head`,
+// followed by its `bytes` field `field_number` holding `value` (protobuf
+// accepts fields in any order): `head` and the field's tag and length
+// copied, `value` lent through `loans` when it is at least kMinLentBytes
+// long (copied otherwise). E.g. one chunk of a streamed upload, sent from
+// where the caller's tensor lies.
+grpc::ByteBuffer WithLentBytesField(absl::string_view head, int field_number,
+                                    absl::string_view value, SliceLoans* loans);
 
 // The slices of `bytes` (referenced, not copied) and a view of them. An
 // invalid or unreadable byte buffer is INVALID_ARGUMENT.

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -36,6 +37,8 @@ class ReceivedBytes {
 
   // Copies `range` (which must lie within size()) to `out`.
   void CopyTo(ByteRange range, char* out) const;
+  // Appends `range` (which must lie within size()) to `out`.
+  void AppendTo(ByteRange range, std::string* out) const;
   // The bytes of `range` when they lie in one chunk; empty otherwise (and
   // for an empty range).
   absl::string_view Contiguous(ByteRange range) const;
