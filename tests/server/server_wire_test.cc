@@ -61,6 +61,26 @@ v1::FlashAttentionScoreRequest ForwardRequest(const Bnsd& dims,
   return r;
 }
 
+// The grad request for `forward` and its answer `out`: the same inputs, a
+// random dy, and the forward's outputs.
+v1::FlashAttentionScoreGradRequest GradRequest(
+    const Bnsd& dims, v1::DataType dtype,
+    const v1::FlashAttentionScoreRequest& forward,
+    const v1::FlashAttentionScoreResponse& out) {
+  v1::FlashAttentionScoreGradRequest r;
+  *r.mutable_query() = forward.query();
+  *r.mutable_key() = forward.key();
+  *r.mutable_value() = forward.value();
+  *r.mutable_dy() = Pack("BNSD", dims, RandomValues(dims.count(), 4), dtype);
+  *r.mutable_softmax_max() = out.softmax_max();
+  *r.mutable_softmax_sum() = out.softmax_sum();
+  *r.mutable_attention_in() = out.attention_out();
+  r.set_head_num(dims.n);
+  r.set_input_layout("BNSD");
+  r.set_scale_value(0.125);
+  return r;
+}
+
 // What the message path answers: the request's own `data` fields as the
 // kernel's inputs, the outputs copied into the response message.
 template <typename Rpc>
@@ -138,18 +158,8 @@ TEST_P(ServerWireTest, GradOutputsEqualTheMessagePathBitForBit) {
       ForwardRequest(dims, GetParam().dtype);
   const v1::FlashAttentionScoreResponse out =
       ByMessage<FlashAttentionScoreRpc>(server_.server(), forward);
-  v1::FlashAttentionScoreGradRequest request;
-  *request.mutable_query() = forward.query();
-  *request.mutable_key() = forward.key();
-  *request.mutable_value() = forward.value();
-  *request.mutable_dy() =
-      Pack("BNSD", dims, RandomValues(dims.count(), 4), GetParam().dtype);
-  *request.mutable_softmax_max() = out.softmax_max();
-  *request.mutable_softmax_sum() = out.softmax_sum();
-  *request.mutable_attention_in() = out.attention_out();
-  request.set_head_num(dims.n);
-  request.set_input_layout("BNSD");
-  request.set_scale_value(0.125);
+  const v1::FlashAttentionScoreGradRequest request =
+      GradRequest(dims, GetParam().dtype, forward, out);
   grpc::ClientContext context;
   SetTestDeadline(&context);
   v1::FlashAttentionScoreGradResponse response;
@@ -192,18 +202,8 @@ TEST_P(ServerWireTest, ClientComputeEqualsTheGeneratedStubBitForBit) {
   ASSERT_TRUE(returned.ok()) << returned.status();
   ExpectSameOutputs(*returned, by_stub);
 
-  v1::FlashAttentionScoreGradRequest grad;
-  *grad.mutable_query() = forward.query();
-  *grad.mutable_key() = forward.key();
-  *grad.mutable_value() = forward.value();
-  *grad.mutable_dy() =
-      Pack("BNSD", dims, RandomValues(dims.count(), 4), GetParam().dtype);
-  *grad.mutable_softmax_max() = by_stub.softmax_max();
-  *grad.mutable_softmax_sum() = by_stub.softmax_sum();
-  *grad.mutable_attention_in() = by_stub.attention_out();
-  grad.set_head_num(dims.n);
-  grad.set_input_layout("BNSD");
-  grad.set_scale_value(0.125);
+  const v1::FlashAttentionScoreGradRequest grad =
+      GradRequest(dims, GetParam().dtype, forward, by_stub);
   grpc::ClientContext grad_context;
   SetTestDeadline(&grad_context);
   v1::FlashAttentionScoreGradResponse grad_by_stub;

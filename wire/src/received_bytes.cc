@@ -21,33 +21,32 @@ size_t ReceivedBytes::ChunkOf(size_t offset) const {
   return static_cast<size_t>(it - starts_.begin()) - 1;
 }
 
-void ReceivedBytes::CopyTo(ByteRange range, char* out) const {
+template <typename F>
+void ReceivedBytes::ForEachPiece(ByteRange range, F f) const {
   if (range.size == 0) return;
   size_t i = ChunkOf(range.offset);
   size_t at = range.offset - starts_[i];
   size_t left = range.size;
   while (left > 0) {
     const size_t n = std::min(left, chunks_[i].size() - at);
-    std::memcpy(out, chunks_[i].data() + at, n);
-    out += n;
+    f(chunks_[i].substr(at, n));
     left -= n;
     ++i;
     at = 0;
   }
 }
 
+void ReceivedBytes::CopyTo(ByteRange range, char* out) const {
+  ForEachPiece(range, [&out](absl::string_view piece) {
+    std::memcpy(out, piece.data(), piece.size());
+    out += piece.size();
+  });
+}
+
 void ReceivedBytes::AppendTo(ByteRange range, std::string* out) const {
-  if (range.size == 0) return;
-  size_t i = ChunkOf(range.offset);
-  size_t at = range.offset - starts_[i];
-  size_t left = range.size;
-  while (left > 0) {
-    const size_t n = std::min(left, chunks_[i].size() - at);
-    out->append(chunks_[i].data() + at, n);
-    left -= n;
-    ++i;
-    at = 0;
-  }
+  ForEachPiece(range, [out](absl::string_view piece) {
+    out->append(piece.data(), piece.size());
+  });
 }
 
 absl::string_view ReceivedBytes::Contiguous(ByteRange range) const {

@@ -49,6 +49,10 @@ class ReceivedBytes {
   size_t ChunkStart(size_t i) const { return starts_[i]; }
 
  private:
+  // Calls f(piece) for the pieces of `range`, one per chunk, in order.
+  template <typename F>
+  void ForEachPiece(ByteRange range, F f) const;
+
   std::vector<absl::string_view> chunks_;
   // starts_[i]: offset of chunks_[i]'s first byte.
   std::vector<size_t> starts_;
