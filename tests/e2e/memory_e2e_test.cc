@@ -65,7 +65,7 @@ TEST_F(MemoryE2eTest, MixedSizesStayNearThePeakWorkingSetAndIdleFallsBack) {
   EXPECT_EQ(ReportValue(mixed.out, "ok"), 200) << mixed.out;
   EXPECT_EQ(ReportValue(mixed.out, "mismatches"), 0) << mixed.out;
   const int64_t peak = server_->PeakRssBytes();
-  // Measured 1.08-1.12x with the server's one kept heap (1.25-1.43x with
+  // Measured 1.08-1.15x with the server's one kept heap (1.25-1.43x with
   // glibc's per-thread heaps, each holding its own freed receive buffers).
   EXPECT_LE(static_cast<double>(peak), 1.2 * static_cast<double>(working_set))
       << "peak RSS " << (peak >> 20) << " MiB after the mixed calls, "
