@@ -9,6 +9,7 @@
 #include "attnserve/core/status_macros.h"
 #include "attnserve/wire/dtype.h"
 #include "attnserve/wire/tensor.h"
+#include "attnserve/wire/tensor_fields.h"
 
 namespace attnserve::server {
 namespace {
@@ -20,24 +21,16 @@ using google::protobuf::Message;
 // carries data (not a handle).
 template <typename MessageT, typename F>
 void ForEachDataTensor(MessageT* request, F f) {
-  const google::protobuf::Descriptor* descriptor = request->GetDescriptor();
-  const google::protobuf::Reflection* reflection = request->GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const FieldDescriptor* field = descriptor->field(i);
-    if (field->is_repeated() ||
-        field->message_type() != v1::Tensor::descriptor() ||
-        !reflection->HasField(*request, field)) {
-      continue;
-    }
-    if constexpr (std::is_const_v<MessageT>) {
-      const auto& tensor = static_cast<const v1::Tensor&>(
-          reflection->GetMessage(*request, field));
-      if (tensor.handle().empty()) f(field->name(), tensor);
-    } else {
-      auto* tensor =
-          static_cast<v1::Tensor*>(reflection->MutableMessage(request, field));
-      if (tensor->handle().empty()) f(field->name(), tensor);
-    }
+  if constexpr (std::is_const_v<MessageT>) {
+    wire::ForEachTensorField(
+        *request, [&](const FieldDescriptor& field, const v1::Tensor& tensor) {
+          if (tensor.handle().empty()) f(field.name(), tensor);
+        });
+  } else {
+    wire::ForEachTensorField(
+        request, [&](const FieldDescriptor& field, v1::Tensor* tensor) {
+          if (tensor->handle().empty()) f(field.name(), tensor);
+        });
   }
 }
 

@@ -16,6 +16,7 @@
 #include "attnctl/resident.h"
 #include "attnserve/client/resident.h"
 #include "attnserve/client/tensor_helpers.h"
+#include "attnserve/wire/tensor_fields.h"
 
 namespace attnserve::attnctl {
 namespace {
@@ -77,19 +78,11 @@ int Fail(const absl::Status& status, std::ostream& err) {
 template <typename Response>
 void ForEachOutputHandle(const Response& response,
                          const std::function<void(const std::string&)>& f) {
-  const google::protobuf::Descriptor* descriptor = response.GetDescriptor();
-  const google::protobuf::Reflection* reflection = response.GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
-    if (field->is_repeated() ||
-        field->message_type() != v1::Tensor::descriptor() ||
-        !reflection->HasField(response, field)) {
-      continue;
-    }
-    const auto& tensor =
-        static_cast<const v1::Tensor&>(reflection->GetMessage(response, field));
-    if (!tensor.handle().empty()) f(tensor.handle());
-  }
+  wire::ForEachTensorField(
+      response,
+      [&](const google::protobuf::FieldDescriptor&, const v1::Tensor& tensor) {
+        if (!tensor.handle().empty()) f(tensor.handle());
+      });
 }
 
 // Calls `call(request, response)` and records the round trip and the

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "attnserve/client/status_conversion.h"
 #include "attnserve/client/tensor_helpers.h"
+#include "attnserve/wire/tensor_fields.h"
 
 namespace attnserve::attnctl {
 
@@ -37,19 +38,11 @@ std::string TensorLine(absl::string_view name, const v1::Tensor& tensor) {
 
 void PrintOutputs(const google::protobuf::Message& response,
                   std::ostream& out) {
-  const google::protobuf::Descriptor* descriptor = response.GetDescriptor();
-  const google::protobuf::Reflection* reflection = response.GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
-    if (field->message_type() != v1::Tensor::descriptor() ||
-        field->is_repeated() || !reflection->HasField(response, field)) {
-      continue;
-    }
-    out << TensorLine(field->name(),
-                      static_cast<const v1::Tensor&>(
-                          reflection->GetMessage(response, field)))
-        << "\n";
-  }
+  wire::ForEachTensorField(response,
+                           [&](const google::protobuf::FieldDescriptor& field,
+                               const v1::Tensor& tensor) {
+                             out << TensorLine(field.name(), tensor) << "\n";
+                           });
 }
 
 double Gflops(const v1::ExecutionStats& stats) {

@@ -14,6 +14,7 @@
 #include "attnctl/report.h"
 #include "attnserve/client/tensor_helpers.h"
 #include "attnserve/wire/tensor.h"
+#include "attnserve/wire/tensor_fields.h"
 
 namespace attnserve::attnctl {
 namespace {
@@ -53,23 +54,6 @@ absl::StatusOr<v1::Tensor> TensorOf(const PutCommand& command) {
         absl::StrCat("--input: ", command.input_file, ": ", size.message()));
   }
   return tensor;
-}
-
-// Calls f(name, tensor) for every Tensor field of `message` that is set.
-template <typename F>
-void ForEachTensorField(google::protobuf::Message* message, F f) {
-  const google::protobuf::Descriptor* descriptor = message->GetDescriptor();
-  const google::protobuf::Reflection* reflection = message->GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
-    if (field->is_repeated() ||
-        field->message_type() != v1::Tensor::descriptor() ||
-        !reflection->HasField(*message, field)) {
-      continue;
-    }
-    f(field->name(),
-      static_cast<v1::Tensor*>(reflection->MutableMessage(message, field)));
-  }
 }
 
 }  // namespace
@@ -186,36 +170,41 @@ void ResidentSession::Remember(const std::string& handle, v1::Tensor* tensor) {
 absl::Status ResidentSession::Upload(google::protobuf::Message* request,
                                      std::ostream& out) {
   absl::Status status;
-  ForEachTensorField(request, [&](const std::string& name, v1::Tensor* t) {
-    if (!status.ok() || !t->handle().empty()) return;
-    const absl::Time start = absl::Now();
-    absl::StatusOr<v1::PutTensorResponse> stored =
-        client_.PutTensor(*t, put_, timeout_);
-    const absl::Duration elapsed = absl::Now() - start;
-    if (!stored.ok()) {
-      status = stored.status();
-      return;
-    }
-    out << absl::StrFormat("put: %s handle=%s bytes=%d put_s=%.6f\n", name,
-                           stored->handle(), stored->bytes(),
-                           absl::ToDoubleSeconds(elapsed));
-    made_.push_back(stored->handle());
-    Remember(stored->handle(), t);
-  });
+  wire::ForEachTensorField(
+      request,
+      [&](const google::protobuf::FieldDescriptor& field, v1::Tensor* t) {
+        if (!status.ok() || !t->handle().empty()) return;
+        const std::string& name = field.name();
+        const absl::Time start = absl::Now();
+        absl::StatusOr<v1::PutTensorResponse> stored =
+            client_.PutTensor(*t, put_, timeout_);
+        const absl::Duration elapsed = absl::Now() - start;
+        if (!stored.ok()) {
+          status = stored.status();
+          return;
+        }
+        out << absl::StrFormat("put: %s handle=%s bytes=%d put_s=%.6f\n", name,
+                               stored->handle(), stored->bytes(),
+                               absl::ToDoubleSeconds(elapsed));
+        made_.push_back(stored->handle());
+        Remember(stored->handle(), t);
+      });
   return status;
 }
 
 void ResidentSession::AdoptOutputs(
     const google::protobuf::Map<std::string, std::string>& handles,
     google::protobuf::Message* response) {
-  ForEachTensorField(response, [&](const std::string& name, v1::Tensor* t) {
-    const auto it = handles.find(name);
-    if (it == handles.end()) return;
-    if (std::find(made_.begin(), made_.end(), it->second) == made_.end()) {
-      made_.push_back(it->second);
-    }
-    if (t->handle().empty()) Remember(it->second, t);
-  });
+  wire::ForEachTensorField(
+      response,
+      [&](const google::protobuf::FieldDescriptor& field, v1::Tensor* t) {
+        const auto it = handles.find(field.name());
+        if (it == handles.end()) return;
+        if (std::find(made_.begin(), made_.end(), it->second) == made_.end()) {
+          made_.push_back(it->second);
+        }
+        if (t->handle().empty()) Remember(it->second, t);
+      });
 }
 
 void ResidentSession::Release(const std::string& handle) {

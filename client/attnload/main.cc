@@ -41,6 +41,7 @@
 #include "attnload/mix.h"
 #include "attnserve/client/client.h"
 #include "attnserve/client/tensor_helpers.h"
+#include "attnserve/wire/tensor_fields.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 
@@ -87,27 +88,25 @@ int UsageError(absl::string_view message) {
 // OK when every float tensor the response carries is finite (unset ones
 // are skipped); DATA_LOSS naming the first that is not.
 absl::Status CheckFinite(const google::protobuf::Message& response) {
-  const google::protobuf::Descriptor* descriptor = response.GetDescriptor();
-  const google::protobuf::Reflection* reflection = response.GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
-    if (field->is_repeated() ||
-        field->type() != google::protobuf::FieldDescriptor::TYPE_MESSAGE ||
-        field->message_type() != v1::Tensor::descriptor() ||
-        !reflection->HasField(response, field)) {
-      continue;
-    }
-    const auto& tensor =
-        static_cast<const v1::Tensor&>(reflection->GetMessage(response, field));
-    absl::StatusOr<std::vector<float>> values = TensorToFloats(tensor);
-    if (!values.ok()) return values.status();
-    for (float v : *values) {
-      if (!std::isfinite(v)) {
-        return absl::DataLossError(absl::StrCat("non-finite ", field->name()));
-      }
-    }
-  }
-  return absl::OkStatus();
+  absl::Status status;
+  wire::ForEachTensorField(
+      response, [&](const google::protobuf::FieldDescriptor& field,
+                    const v1::Tensor& tensor) {
+        if (!status.ok()) return;
+        absl::StatusOr<std::vector<float>> values = TensorToFloats(tensor);
+        if (!values.ok()) {
+          status = values.status();
+          return;
+        }
+        for (float v : *values) {
+          if (!std::isfinite(v)) {
+            status =
+                absl::DataLossError(absl::StrCat("non-finite ", field.name()));
+            return;
+          }
+        }
+      });
+  return status;
 }
 
 // `method` called with `request` until it is not refused (the server may be

@@ -10,31 +10,13 @@
 #include "attnserve/wire/grpc_bytes.h"
 #include "attnserve/wire/huge_pages.h"
 #include "attnserve/wire/message_decoder.h"
+#include "attnserve/wire/tensor_fields.h"
 
 namespace attnserve::client_internal {
 namespace {
 
-using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
-using google::protobuf::Reflection;
-
-// Calls f(field, tensor) for every singular Tensor field `message` holds.
-template <typename F>
-void ForEachTensor(Message* message, F f) {
-  const Descriptor* descriptor = message->GetDescriptor();
-  const Reflection* reflection = message->GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const FieldDescriptor* field = descriptor->field(i);
-    if (field->is_repeated() ||
-        field->message_type() != v1::Tensor::descriptor() ||
-        !reflection->HasField(*message, field)) {
-      continue;
-    }
-    f(field->number(),
-      static_cast<v1::Tensor*>(reflection->MutableMessage(message, field)));
-  }
-}
 
 // Makes `out` `size` bytes long, keeping its memory when it has enough; new
 // memory is advised into huge pages before it is first touched.
@@ -54,9 +36,10 @@ absl::Status DecodeResponse(const grpc::ByteBuffer& bytes, Message* response) {
   const std::string& type = response->GetDescriptor()->full_name();
   // The tensors' strings, by field number, to receive the new bytes.
   std::map<int, std::string> kept;
-  ForEachTensor(response, [&](int number, v1::Tensor* tensor) {
-    kept[number] = std::move(*tensor->mutable_data());
-  });
+  wire::ForEachTensorField(
+      response, [&](const FieldDescriptor& field, v1::Tensor* tensor) {
+        kept[field.number()] = std::move(*tensor->mutable_data());
+      });
   response->Clear();
 
   std::vector<grpc::Slice> slices;
@@ -70,9 +53,10 @@ absl::Status DecodeResponse(const grpc::ByteBuffer& bytes, Message* response) {
   }
 
   std::map<const Message*, int> number_of;
-  ForEachTensor(response, [&](int number, v1::Tensor* tensor) {
-    number_of[tensor] = number;
-  });
+  wire::ForEachTensorField(
+      response, [&](const FieldDescriptor& field, v1::Tensor* tensor) {
+        number_of[tensor] = field.number();
+      });
   ranges.ForEach([&](const Message& holder, int number, wire::ByteRange range) {
     // DecodeMessage recorded ranges of the message it was given, which is
     // ours to change.

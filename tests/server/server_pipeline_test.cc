@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "attnserve/core/prepared_call.h"
 #include "attnserve/wire/tensor.h"
+#include "attnserve/wire/tensor_fields.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/proto_convert.h"
@@ -45,20 +46,13 @@ struct Spec {
 // The tensors set in `response`, in field order.
 std::vector<Spec> TensorsOf(const google::protobuf::Message& response) {
   std::vector<Spec> specs;
-  const google::protobuf::Descriptor* descriptor = response.GetDescriptor();
-  const google::protobuf::Reflection* reflection = response.GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
-    if (field->message_type() != v1::Tensor::descriptor() ||
-        !reflection->HasField(response, field)) {
-      continue;
-    }
-    const auto& t =
-        static_cast<const v1::Tensor&>(reflection->GetMessage(response, field));
-    specs.push_back(
-        Spec{field->name(), t.dtype(),
-             std::vector<int64_t>(t.shape().begin(), t.shape().end())});
-  }
+  wire::ForEachTensorField(
+      response,
+      [&](const google::protobuf::FieldDescriptor& field, const v1::Tensor& t) {
+        specs.push_back(
+            Spec{field.name(), t.dtype(),
+                 std::vector<int64_t>(t.shape().begin(), t.shape().end())});
+      });
   return specs;
 }
 
