@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "attnserve/client/status_conversion.h"
 #include "attnserve/client/tensor_helpers.h"
@@ -82,23 +83,19 @@ absl::StatusOr<Response> Unary(
 
 using AttentionStub = v1::AttentionService::Stub;
 
-// "/attnserve.v1.AttentionService/FlashAttentionScore" for its request.
-template <typename Request>
-const std::string& MethodOf() {
-  static const std::string* method = [] {
-    const std::string& message = Request::descriptor()->name();
-    return new std::string(
-        absl::StrCat("/", v1::AttentionService::service_full_name(), "/",
-                     absl::string_view(message).substr(
-                         0, message.size() - std::strlen("Request"))));
-  }();
-  return *method;
-}
-
 // "/attnserve.v1.AttentionService/<name>".
 std::string MethodNamed(absl::string_view name) {
   return absl::StrCat("/", v1::AttentionService::service_full_name(), "/",
                       name);
+}
+
+// "/attnserve.v1.AttentionService/FlashAttentionScore" for its request (gRPC
+// copies the name when it creates the call).
+template <typename Request>
+std::string MethodOf() {
+  absl::string_view name = Request::descriptor()->name();
+  absl::ConsumeSuffix(&name, "Request");
+  return MethodNamed(name);
 }
 
 // One streaming call on bytes, driven step by step on a completion queue of
