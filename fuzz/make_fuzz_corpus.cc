@@ -3,7 +3,8 @@
 // dtype). The compute requests are the test harness's cases
 // (tests/testing: FeatureCase, NsaCase), made small enough to run in the
 // request fuzzer, for every operator, layout, dtype and option family, as
-// the request fuzzer reads them (selector byte, chunking byte, message).
+// the request fuzzer reads them (selector byte, chunking byte, message),
+// and PutTensor streams.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -334,6 +335,53 @@ void WriteSmallCorpora() {
   Write("dtype", "edges", floats);
 }
 
+// The request fuzzer's PutTensor streams: selector 0x20, chunking, then each
+// message after its length in two bytes (little-endian).
+void WriteUpload(const std::string& name,
+                 const std::vector<v1::PutTensorRequest>& messages,
+                 int chunk = 0) {
+  std::string bytes;
+  bytes.push_back(static_cast<char>(0x20));
+  bytes.push_back(static_cast<char>(chunk));
+  for (const v1::PutTensorRequest& message : messages) {
+    const std::string encoded = message.SerializeAsString();
+    bytes.push_back(static_cast<char>(encoded.size() & 0xff));
+    bytes.push_back(static_cast<char>(encoded.size() >> 8));
+    bytes += encoded;
+  }
+  Write("request", name, bytes);
+}
+
+// Uploads of a FLOAT16 [3, 5] tensor (30 bytes): whole, in chunks, with a
+// time to live, too short, too long, and a second header.
+void WriteUploads() {
+  std::string data(30, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 37);
+  v1::PutTensorRequest first;
+  first.mutable_tensor()->set_dtype(v1::DATA_TYPE_FLOAT16);
+  first.mutable_tensor()->add_shape(3);
+  first.mutable_tensor()->add_shape(5);
+  auto chunk = [](const std::string& bytes) {
+    v1::PutTensorRequest m;
+    m.set_chunk(bytes);
+    return m;
+  };
+  v1::PutTensorRequest whole = first;
+  whole.set_chunk(data);
+  WriteUpload("upload_whole", {whole});
+  WriteUpload("upload_chunks",
+              {first, chunk(data.substr(0, 7)), chunk(data.substr(7, 20)),
+               chunk(data.substr(27))},
+              5);
+  v1::PutTensorRequest with_ttl = first;
+  with_ttl.set_ttl_seconds(60);
+  with_ttl.set_chunk(data.substr(0, 10));
+  WriteUpload("upload_ttl", {with_ttl, chunk(data.substr(10))});
+  WriteUpload("upload_short", {first, chunk(data.substr(0, 29))});
+  WriteUpload("upload_long", {whole, chunk("x")});
+  WriteUpload("upload_two_headers", {first, first});
+}
+
 }  // namespace
 }  // namespace attnserve::fuzz
 
@@ -354,6 +402,7 @@ int main(int argc, char** argv) {
     }
   }
   attnserve::fuzz::WriteRequests();
+  attnserve::fuzz::WriteUploads();
   attnserve::fuzz::WriteSmallCorpora();
   std::printf("make_fuzz_corpus: %d seeds in %s\n", attnserve::fuzz::g_count,
               argv[1]);

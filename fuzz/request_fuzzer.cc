@@ -1,5 +1,6 @@
 // Compute requests as the server receives them, through every step before
-// and after the scheduler (rpc_pipeline.h), for every operator.
+// and after the scheduler (rpc_pipeline.h), for every operator; and
+// PutTensor streams as the service takes them.
 //
 // Input: one selector byte, one chunking byte, then the request's bytes.
 //   selector % 5: 0 FlashAttentionScore, 1 FlashAttentionScoreGrad,
@@ -10,6 +11,7 @@
 //                 operator request is then handled like the others with the
 //                 tensors' bytes inside the message.
 //   selector & 0x10: plan for 2 threads instead of 1.
+//   selector & 0x20: instead, the bytes are a PutTensor stream (below).
 //   chunking: 0 = the bytes arrive as one slice, n = slices of n bytes (the
 //   decoder must not care where gRPC's slices end).
 //
@@ -22,6 +24,14 @@
 // match the planned specs, and be finite when the inputs are well
 // conditioned (below), and the response is encoded. Whatever the outcome,
 // the request's log line must stay one line of printable ASCII.
+//
+// A PutTensor stream is a sequence of messages, each after its length in
+// two bytes (little-endian; cut at the input's end), taken by a
+// TensorUpload (tensor_upload.h, the service's path) until one is refused,
+// then stored. Every message taken must be one protobuf parses (unless
+// protobuf refuses what the codec need not check, e.g. a handle that is not
+// UTF-8), and a stored tensor must hold exactly the chunks protobuf's parse
+// finds, in order, and as many bytes as its dtype and shape declare.
 //
 // Well conditioned: every floating input within [-1, 1] (so no product can
 // overflow), |scale_value| <= 16, dropout keeping at least half, and for
@@ -61,12 +71,14 @@
 #include "grpcpp/grpcpp.h"
 #include "server/call_tensors.h"
 #include "server/memory_budget.h"
+#include "server/message_bytes.h"
 #include "server/operator_rpcs.h"
 #include "server/proto_convert.h"
 #include "server/request_limits.h"
 #include "server/request_log.h"
 #include "server/rpc_pipeline.h"
 #include "server/tensor_store.h"
+#include "server/tensor_upload.h"
 
 namespace attnserve::fuzz {
 namespace {
@@ -400,6 +412,46 @@ void ServeWorkspaceSize(const grpc::ByteBuffer& bytes, int threads) {
   });
 }
 
+void UploadStream(const uint8_t* data, size_t size, size_t chunk) {
+  server::MemoryBudget budget{uint64_t{64} << 20};
+  server::TensorStoreOptions options;
+  options.capacity_bytes = uint64_t{8} << 20;
+  options.expiry_thread = false;
+  server::TensorStore store(options, &budget);
+  server::TensorUpload upload(&store, &TheEngine().buffer_pool(),
+                              kMaxTensorElements);
+  // The chunks as protobuf parses them; unknown once it refused a message.
+  std::optional<std::string> chunks = std::string();
+  size_t at = 0;
+  while (at < size) {
+    size_t n = size - at;
+    if (n >= 2) {
+      n = std::min<size_t>(data[at] | size_t{data[at + 1]} << 8, n - 2);
+      at += 2;
+    }
+    const absl::Status taken = upload.Take(Received(data + at, n, chunk));
+    if (!taken.ok()) return;
+    v1::PutTensorRequest parsed;
+    if (chunks.has_value() && parsed.ParseFromArray(data + at, n)) {
+      chunks->append(parsed.chunk());
+    } else {
+      chunks.reset();
+    }
+    at += n;
+  }
+  const absl::StatusOr<v1::PutTensorResponse> stored = upload.Store(kOwner);
+  if (!stored.ok()) return;
+  absl::StatusOr<server::ResidentTensorPtr> tensor = store.Find(
+      kOwner, stored->handle(), "handle", server::TensorStore::kUseGet);
+  FUZZ_CHECK(tensor.ok(), "a stored upload is not in the store");
+  FUZZ_CHECK((*tensor)->size() == stored->bytes(),
+             "the stored size differs from the answered one");
+  FUZZ_CHECK(
+      !chunks.has_value() ||
+          absl::string_view((*tensor)->data(), (*tensor)->size()) == *chunks,
+      "the stored bytes differ from the chunks protobuf parses");
+}
+
 }  // namespace
 }  // namespace attnserve::fuzz
 
@@ -418,6 +470,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t selector = data[0];
   const size_t chunk = data[1];
   const int threads = (selector & 0x10) != 0 ? 2 : 1;
+  if ((selector & 0x20) != 0) {
+    fz::UploadStream(data + 2, size - 2, chunk);
+    return 0;
+  }
   const grpc::ByteBuffer bytes = fz::Received(data + 2, size - 2, chunk);
   switch (selector % 5) {
     case 0:

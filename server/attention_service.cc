@@ -8,6 +8,7 @@
 #include "attnserve/core/dtype.h"
 #include "attnserve/core/status_macros.h"
 #include "attnserve/wire/dtype.h"
+#include "server/message_bytes.h"
 #include "server/operator_rpcs.h"
 #include "server/status_mapping.h"
 
@@ -70,7 +71,7 @@ AttentionService::AttentionService(core::Engine* engine, Scheduler* scheduler,
       store_(store),
       config_(config),
       pipeline_(engine, scheduler, guard, store, config),
-      tensor_rpcs_(guard, store, tensor_config) {
+      tensor_rpcs_(guard, store, &engine->buffer_pool(), tensor_config) {
   ServeComputeMethodsAsStreams();
 }
 

@@ -29,12 +29,15 @@
 
 namespace attnserve::server {
 
-// The generated service with the small RPCs' methods on bytes. The compute
-// RPCs' methods are replaced by AttentionService itself (streams of bytes).
+// The generated service with the small RPCs' and the resident tensors'
+// streams' methods on bytes. The compute RPCs' methods are replaced by
+// AttentionService itself (streams of bytes).
 using AttentionServiceBase =
     v1::AttentionService::WithRawCallbackMethod_GetWorkspaceSize<
         v1::AttentionService::WithRawCallbackMethod_GetServerInfo<
-            v1::AttentionService::CallbackService>>;
+            v1::AttentionService::WithRawCallbackMethod_PutTensor<
+                v1::AttentionService::WithRawCallbackMethod_GetTensor<
+                    v1::AttentionService::CallbackService>>>>;
 
 class AttentionService final : public AttentionServiceBase {
  public:
@@ -53,14 +56,14 @@ class AttentionService final : public AttentionServiceBase {
                                           const grpc::ByteBuffer* request,
                                           grpc::ByteBuffer* response) override;
 
-  grpc::ServerReadReactor<v1::PutTensorRequest>* PutTensor(
+  grpc::ServerReadReactor<grpc::ByteBuffer>* PutTensor(
       grpc::CallbackServerContext* context,
-      v1::PutTensorResponse* response) override {
+      grpc::ByteBuffer* response) override {
     return tensor_rpcs_.PutTensor(context, response);
   }
-  grpc::ServerWriteReactor<v1::GetTensorResponse>* GetTensor(
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GetTensor(
       grpc::CallbackServerContext* context,
-      const v1::GetTensorRequest* request) override {
+      const grpc::ByteBuffer* request) override {
     return tensor_rpcs_.GetTensor(context, request);
   }
   grpc::ServerUnaryReactor* DeleteTensor(

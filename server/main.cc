@@ -26,7 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "server/heap_stats.h"
+#include "attnserve/wire/process_heap.h"
 #include "server/logging.h"
 #include "server/server.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -156,7 +156,7 @@ sigset_t BlockShutdownSignals() {
 int main(int argc, char** argv) {
   // Before any thread starts: one heap that keeps what calls free, given
   // back by the server once it is idle.
-  attnserve::server::KeepFreedHeap();
+  attnserve::wire::KeepFreedHeap();
   absl::SetProgramUsageMessage(
       "Serves FlashAttention forward/backward over gRPC.\n"
       "Usage: attnserve [--listen=host:port] [--workers=N] ...");

@@ -20,7 +20,7 @@
 //   admitted_memory_bytes / memory_budget_bytes
 //                                    gauge, memory held by admitted jobs
 //   heap_bytes_in_use                gauge, what malloc has handed out and
-//                                    not got back (see heap_stats.h)
+//                                    not got back (wire/process_heap.h)
 //   tensor_store_bytes / _entries / _capacity_bytes
 //                                    gauge, resident tensors held
 //   tensor_puts_total{via}           counter, tensors stored by PutTensor

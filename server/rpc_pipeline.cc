@@ -1,16 +1,10 @@
 #include "server/rpc_pipeline.h"
 
 #include <algorithm>
-#include <optional>
-#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "attnserve/core/status_macros.h"
-#include "attnserve/wire/grpc_bytes.h"
-#include "attnserve/wire/message_decoder.h"
-#include "attnserve/wire/received_bytes.h"
 #include "server/call_tracker.h"
 #include "server/status_mapping.h"
 
@@ -23,58 +17,6 @@ uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
 }
 
 }  // namespace
-
-absl::Status DecodeRequest(const grpc::ByteBuffer& bytes,
-                           core::BufferPool* pool,
-                           std::vector<grpc::Slice>* received,
-                           google::protobuf::Message* request,
-                           wire::RequestPayloads* payloads) {
-  const std::string& type = request->GetDescriptor()->full_name();
-  wire::ReceivedBytes view;
-  if (absl::Status read = wire::ReadSlices(bytes, received, &view);
-      !read.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("not a valid ", type, ": ", read.message()));
-  }
-  wire::ReceivedPayloads ranges;
-  const absl::Status status = wire::DecodeMessage(view, request, &ranges);
-  if (!status.ok()) {
-    // The field the decoder stopped at stays the BadRequest's field.
-    const std::optional<std::string> field = core::FieldOf(status);
-    if (!field.has_value()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("not a valid ", type, ": ", status.message()));
-    }
-    absl::string_view rule = status.message();
-    absl::ConsumePrefix(&rule, absl::StrCat(*field, ": "));
-    return core::InvalidField(*field,
-                              absl::StrCat(rule, " (not a valid ", type, ")"));
-  }
-  *payloads = wire::RequestPayloads(std::move(view), std::move(ranges), pool);
-  return absl::OkStatus();
-}
-
-absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
-                          google::protobuf::Message* request) {
-  std::vector<grpc::Slice> slices;
-  std::string flat;
-  if (bytes.Valid() && bytes.Dump(&slices).ok()) {
-    flat.reserve(bytes.Length());
-    for (const grpc::Slice& slice : slices) {
-      flat.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-    }
-    if (request->ParseFromString(flat)) return absl::OkStatus();
-  }
-  request->Clear();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "not a valid ", request->GetDescriptor()->full_name(),
-      " (the request's bytes are not that message's protobuf encoding)"));
-}
-
-grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,
-                                const wire::OutgoingPayloads& payloads) {
-  return wire::ToByteBuffer(wire::EncodeMessage(response, payloads));
-}
 
 JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes,
                uint64_t kept_bytes, uint64_t response_bytes) {

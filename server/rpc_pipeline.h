@@ -59,6 +59,7 @@
 #include "server/call_guard.h"
 #include "server/call_tensors.h"
 #include "server/compute_call.h"
+#include "server/message_bytes.h"
 #include "server/proto_convert.h"
 #include "server/request_log.h"
 #include "server/scheduler.h"
@@ -173,26 +174,6 @@ JobCost CostOf(uint64_t request_bytes, double flops, uint64_t run_memory_bytes,
 
 // The engine's share of ExecutionStats; the call fills in the timings.
 void SetRunStats(const core::RunStats& stats, v1::ExecutionStats* out);
-
-// Decodes `bytes` into `request`, keeping the received slices in `received`
-// (the payloads' ranges point into them) and making `payloads` copy from
-// them into `pool`. INVALID_ARGUMENT "not a valid <message type>: ..." (with
-// the field, when one is to blame) for bytes that are not one.
-absl::Status DecodeRequest(const grpc::ByteBuffer& bytes,
-                           core::BufferPool* pool,
-                           std::vector<grpc::Slice>* received,
-                           google::protobuf::Message* request,
-                           wire::RequestPayloads* payloads);
-
-// Parses `bytes` (a small message) into `request` with protobuf;
-// INVALID_ARGUMENT "not a valid <message type>" when they are not one.
-absl::Status ParseRequest(const grpc::ByteBuffer& bytes,
-                          google::protobuf::Message* request);
-
-// `response` with `payloads` in their fields, as slices: the payloads' point
-// at their buffers (which they keep alive), the rest is copied.
-grpc::ByteBuffer EncodeResponse(const google::protobuf::Message& response,
-                                const wire::OutgoingPayloads& payloads);
 
 template <typename Rpc>
 absl::StatusOr<typename Rpc::Call> RpcPipeline::Prepare(

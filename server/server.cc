@@ -11,11 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "attnserve/core/status_macros.h"
+#include "attnserve/wire/process_heap.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "server/header_token_check.h"
-#include "server/heap_stats.h"
 #include "server/startup_warnings.h"
 #include "spdlog/spdlog.h"
 
@@ -289,7 +289,7 @@ absl::Status Server::Start() {
       return static_cast<double>(scheduler->memory_budget_bytes());
     };
     sources.heap_bytes_in_use = [] {
-      return static_cast<double>(HeapBytesInUse());
+      return static_cast<double>(wire::HeapBytesInUse());
     };
     TensorStore* store = store_.get();
     sources.tensor_store_bytes = [store] {
@@ -359,7 +359,7 @@ absl::Status Server::Start() {
         last_busy = absl::Now();
         heap_released = false;
       } else if (!heap_released && absl::Now() - last_busy >= idle_ttl) {
-        ReleaseFreeHeap();
+        wire::ReleaseFreeHeap();
         heap_released = true;
       }
     }

@@ -30,6 +30,7 @@
 #include "attnctl/workload.h"
 #include "attnserve/client/client.h"
 #include "attnserve/client/tensor_helpers.h"
+#include "attnserve/wire/process_heap.h"
 
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(5),
           "Deadline of each call, e.g. 30s or 2m.");
@@ -255,4 +256,8 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace attnserve::attnctl
 
-int main(int argc, char** argv) { return attnserve::attnctl::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // Each call's received messages land in memory the last one freed.
+  attnserve::wire::KeepFreedHeap();
+  return attnserve::attnctl::Main(argc, argv);
+}

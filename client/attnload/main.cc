@@ -41,6 +41,7 @@
 #include "attnload/mix.h"
 #include "attnserve/client/client.h"
 #include "attnserve/client/tensor_helpers.h"
+#include "attnserve/wire/process_heap.h"
 #include "attnserve/wire/tensor_fields.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
@@ -298,5 +299,7 @@ int Main(int argc, char** argv) {
 }  // namespace attnserve::attnload
 
 int main(int argc, char** argv) {
+  // Each call's received messages land in memory the last one freed.
+  attnserve::wire::KeepFreedHeap();
   return attnserve::attnload::Main(argc, argv);
 }

@@ -13,13 +13,9 @@
 #include "attnserve/wire/tensor_fields.h"
 
 namespace attnserve::client_internal {
-namespace {
-
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 
-// Makes `out` `size` bytes long, keeping its memory when it has enough; new
-// memory is advised into huge pages before it is first touched.
 void ResizeForCopy(std::string* out, size_t size) {
   if (out->capacity() < size) {
     std::string fresh;
@@ -29,8 +25,6 @@ void ResizeForCopy(std::string* out, size_t size) {
   }
   out->resize(size);  // Fills only what grows; the copy overwrites it all.
 }
-
-}  // namespace
 
 absl::Status DecodeResponse(const grpc::ByteBuffer& bytes, Message* response) {
   const std::string& type = response->GetDescriptor()->full_name();

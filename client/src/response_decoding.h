@@ -11,6 +11,9 @@
 #ifndef ATTNSERVE_CLIENT_SRC_RESPONSE_DECODING_H_
 #define ATTNSERVE_CLIENT_SRC_RESPONSE_DECODING_H_
 
+#include <cstddef>
+#include <string>
+
 #include "absl/status/status.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -22,6 +25,11 @@ namespace attnserve::client_internal {
 // unspecified.
 absl::Status DecodeResponse(const grpc::ByteBuffer& bytes,
                             google::protobuf::Message* response);
+
+// Makes `out` `size` bytes long to receive a tensor's bytes, keeping its
+// memory when it has enough (what it holds is then overwritten); new memory
+// is advised into huge pages before it is first touched.
+void ResizeForCopy(std::string* out, size_t size);
 
 }  // namespace attnserve::client_internal
 

@@ -1,7 +1,9 @@
 // PutTensor, GetTensor and DeleteTensor on a real in-process server: the
 // stream protocol, its refusals, the memory the store holds (and frees when
 // an upload is cancelled, runs out of time or is cut by the drain), owners
-// and time to live.
+// and time to live; the bytes path (uploads into pooled memory, downloads
+// sent from the stored tensor, the client receiving into reused memory)
+// equal bit for bit to protobuf's.
 #include <unistd.h>
 
 #include <cstdio>
@@ -14,6 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "attnserve/client/client.h"
+#include "attnserve/client/tensor_helpers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/call_tracker.h"
@@ -114,6 +118,87 @@ TEST_F(TensorRpcsTest, PutThenGetReturnsTheSameBytesWhateverTheChunks) {
   }
   EXPECT_EQ(store().entries(), 3);
   EXPECT_EQ(store().bytes(), 3u * 84000u);
+}
+
+// Every dtype, and sizes whose chunks are copied into the message (below
+// 64 KiB), sent as slices of the stored tensor, and split over messages
+// (above the 4 MiB chunk): the client's upload (chunks lent from its tensor)
+// and download (into a reused tensor) against the generated stub's.
+TEST_F(TensorRpcsTest, TheClientsBytesPathEqualsTheGeneratedStubBitForBit) {
+  ASSERT_TRUE(server_.started());
+  const Client client(server_.channel());
+  struct Case {
+    v1::DataType dtype;
+    std::vector<int64_t> shape;
+  };
+  uint32_t seed = 10;
+  for (const Case& c : {Case{v1::DATA_TYPE_FLOAT32, {1, 1000}},
+                        Case{v1::DATA_TYPE_FLOAT16, {3, 50000}},
+                        Case{v1::DATA_TYPE_BFLOAT16, {5, 1 << 20}},
+                        Case{v1::DATA_TYPE_FLOAT32, {5, 1 << 20}}}) {
+    SCOPED_TRACE(absl::StrCat(c.dtype, " ", c.shape.back()));
+    const v1::Tensor tensor =
+        MakeRandomTensor(c.shape, c.dtype, ++seed).value();
+    absl::StatusOr<v1::PutTensorResponse> by_client = client.PutTensor(tensor);
+    ASSERT_THAT(by_client, IsOk());
+    absl::StatusOr<v1::PutTensorResponse> by_stub =
+        PutRaw(server_.stub(), tensor);
+    ASSERT_THAT(by_stub, IsOk());
+    for (const std::string& handle : {by_client->handle(), by_stub->handle()}) {
+      absl::StatusOr<v1::Tensor> stub_got = GetRaw(server_.stub(), handle);
+      ASSERT_THAT(stub_got, IsOk());
+      EXPECT_TRUE(stub_got->data() == tensor.data());
+      EXPECT_EQ(stub_got->dtype(), c.dtype);
+      v1::Tensor reused;
+      ASSERT_THAT(client.GetTensor(handle, &reused), IsOk());
+      const char* const first = reused.data().data();
+      reused.mutable_data()->assign(reused.data().size(), '\x5a');
+      ASSERT_THAT(client.GetTensor(handle, &reused), IsOk());
+      EXPECT_EQ(reused.data().data(), first)
+          << "the second download did not land in the first one's memory";
+      EXPECT_TRUE(reused.data() == tensor.data());
+      EXPECT_EQ(reused.dtype(), c.dtype);
+      EXPECT_THAT(reused.shape(), ElementsAre(c.shape[0], c.shape[1]));
+    }
+  }
+  // A smaller tensor into the same Tensor: its own bytes, nothing left over.
+  const v1::Tensor small = Values({10, 7}, 99);
+  absl::StatusOr<v1::PutTensorResponse> put = client.PutTensor(small);
+  ASSERT_THAT(put, IsOk());
+  v1::Tensor into =
+      MakeRandomTensor({1 << 20}, v1::DATA_TYPE_FLOAT32, 5).value();
+  ASSERT_THAT(client.GetTensor(put->handle(), &into), IsOk());
+  EXPECT_TRUE(into.data() == small.data());
+  EXPECT_THAT(into.shape(), ElementsAre(10, 7));
+  EXPECT_THAT(client.GetTensor("00000000000000000000000000000000", &into),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+// An upload lands in the pooled memory a deleted tensor gave back (warm),
+// and holds its own bytes, not what the block held before.
+TEST_F(TensorRpcsTest, AnUploadReusesThePooledMemoryADeletedTensorGaveBack) {
+  ASSERT_TRUE(server_.started());
+  const core::BufferPool& pool = server_.server().engine().buffer_pool();
+  absl::StatusOr<v1::PutTensorResponse> put =
+      PutRaw(server_.stub(), Values({2 << 20}, 7));  // 8 MiB.
+  ASSERT_THAT(put, IsOk());
+  const core::BufferPoolStats before = pool.stats();
+  EXPECT_GE(before.in_use_bytes, uint64_t{8} << 20);
+  grpc::ClientContext context;
+  SetTestDeadline(&context);
+  v1::DeleteTensorRequest request;
+  request.set_handle(put->handle());
+  v1::DeleteTensorResponse deleted;
+  ASSERT_TRUE(server_.stub().DeleteTensor(&context, request, &deleted).ok());
+  EXPECT_GE(pool.stats().idle_bytes, uint64_t{8} << 20);
+
+  const v1::Tensor again = Values({2 << 20}, 8);
+  put = PutRaw(server_.stub(), again);
+  ASSERT_THAT(put, IsOk());
+  EXPECT_EQ(pool.stats().reused, before.reused + 1);
+  absl::StatusOr<v1::Tensor> back = GetRaw(server_.stub(), put->handle());
+  ASSERT_THAT(back, IsOk());
+  EXPECT_TRUE(back->data() == again.data());
 }
 
 TEST_F(TensorRpcsTest, GetStreamsInChunksOfTheConfiguredSize) {

@@ -245,9 +245,13 @@ TEST_F(ServerUnparseableTest, GarbageIsInvalidArgumentNamingTheMessageType) {
               HasSubstr("not a valid attnserve.v1.FlashAttentionScoreRequest"));
 }
 
-TEST_F(ServerUnparseableTest, SmallRpcsRefuseGarbageNamingTheMessageType) {
+// The small RPCs and the resident tensors' streams, whose first (here only)
+// message is garbage.
+TEST_F(ServerUnparseableTest, OtherRpcsRefuseGarbageNamingTheMessageType) {
   ASSERT_TRUE(server_.started());
-  for (const char* name : {"GetWorkspaceSize", "GetServerInfo"}) {
+  for (const char* name :
+       {"GetWorkspaceSize", "GetServerInfo", "PutTensor", "GetTensor"}) {
+    SCOPED_TRACE(name);
     grpc::Status status = CallWithBytes(
         server_, std::string("/attnserve.v1.AttentionService/") + name,
         std::string("\x0f\xff\xff", 3));

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -140,6 +141,32 @@ TEST(GrpcBytesTest, ALentBytesFieldAfterAHeadIsTheMessagesEncoding) {
       EXPECT_TRUE(parsed.chunk() == chunk) << n;
     }
     EXPECT_EQ(loans.outstanding(), 0);
+  }
+}
+
+TEST(GrpcBytesTest, ASharedBytesFieldHoldsItsOwnerUntilReleased) {
+  v1::GetTensorResponse message;
+  message.mutable_tensor()->set_dtype(v1::DATA_TYPE_FLOAT16);
+  message.mutable_tensor()->add_shape(7);
+  const std::string head = message.SerializeAsString();
+  const std::string stored = TensorOfBytes(size_t{1} << 20).data();
+  for (size_t n : {size_t{0}, size_t{100}, size_t{300} << 10}) {
+    std::optional<grpc::ByteBuffer> buffer;
+    const char* chunk = nullptr;
+    {
+      // The owner goes first: the slice alone keeps the bytes alive.
+      core::Buffer owner(stored.data(), stored.size());
+      chunk = owner.data() + 1000;
+      buffer =
+          WithSharedBytesField(head, v1::GetTensorResponse::kChunkFieldNumber,
+                               absl::string_view(chunk, n), owner);
+      EXPECT_EQ(owner.use_count(), n >= kMinLentBytes ? 2 : 1) << n;
+    }
+    EXPECT_EQ(AnySliceStartsAt(*buffer, chunk), n >= kMinLentBytes) << n;
+    v1::GetTensorResponse parsed;
+    ASSERT_TRUE(parsed.ParseFromString(Joined(*buffer))) << n;
+    EXPECT_EQ(parsed.tensor().dtype(), v1::DATA_TYPE_FLOAT16);
+    EXPECT_TRUE(parsed.chunk() == stored.substr(1000, n)) << n;
   }
 }
 

@@ -62,9 +62,14 @@ grpc::ByteBuffer ToByteBuffer(const EncodedMessage& encoded,
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
 
-grpc::ByteBuffer WithLentBytesField(absl::string_view head, int field_number,
-                                    absl::string_view value,
-                                    SliceLoans* loans) {
+namespace {
+
+// `head`, then field `field_number` holding `value`: the field's tag and
+// length copied after `head`, `value` in the slice `large` makes of it when
+// it is at least kMinLentBytes long, copied otherwise.
+template <typename MakeSlice>
+grpc::ByteBuffer WithBytesField(absl::string_view head, int field_number,
+                                absl::string_view value, MakeSlice large) {
   std::string small(head);
   auto varint = [&small](uint64_t v) {
     while (v >= 0x80) {
@@ -78,12 +83,32 @@ grpc::ByteBuffer WithLentBytesField(absl::string_view head, int field_number,
   std::vector<grpc::Slice> slices;
   if (value.size() >= kMinLentBytes) {
     slices.emplace_back(small.data(), small.size());
-    slices.push_back(loans->Lend(value));
+    slices.push_back(large(value));
   } else {
     small.append(value.data(), value.size());
     slices.emplace_back(small.data(), small.size());
   }
   return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+}  // namespace
+
+grpc::ByteBuffer WithLentBytesField(absl::string_view head, int field_number,
+                                    absl::string_view value,
+                                    SliceLoans* loans) {
+  return WithBytesField(
+      head, field_number, value,
+      [loans](absl::string_view v) { return loans->Lend(v); });
+}
+
+grpc::ByteBuffer WithSharedBytesField(absl::string_view head, int field_number,
+                                      absl::string_view value,
+                                      const core::Buffer& owner) {
+  return WithBytesField(
+      head, field_number, value, [&owner](absl::string_view v) {
+        return grpc::Slice(const_cast<char*>(v.data()), v.size(),
+                           &DropBufferRef, owner.NewRef());
+      });
 }
 
 absl::Status ReadSlices(const grpc::ByteBuffer& bytes,

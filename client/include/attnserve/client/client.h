@@ -189,6 +189,12 @@ class Client {
   absl::StatusOr<v1::Tensor> GetTensor(
       const std::string& handle,
       std::optional<absl::Duration> timeout = std::nullopt) const;
+  // The same into `tensor`, whose data's memory is reused when it has room
+  // (e.g. a series of downloads into one Tensor lands in warm memory). On
+  // an error `tensor` is unspecified.
+  absl::Status GetTensor(
+      const std::string& handle, v1::Tensor* tensor,
+      std::optional<absl::Duration> timeout = std::nullopt) const;
   // Frees the tensor `handle` on the server; an unknown handle is not an
   // error.
   absl::Status DeleteTensor(

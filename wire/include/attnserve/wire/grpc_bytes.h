@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "attnserve/core/buffer.h"
 #include "attnserve/wire/message_encoder.h"
 #include "attnserve/wire/received_bytes.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -81,6 +82,14 @@ grpc::ByteBuffer ToByteBuffer(const EncodedMessage& encoded,
 // where the caller's tensor lies.
 grpc::ByteBuffer WithLentBytesField(absl::string_view head, int field_number,
                                     absl::string_view value, SliceLoans* loans);
+
+// The same with `value` lying within `owner`'s bytes: when it is at least
+// kMinLentBytes long its slice holds a reference to `owner`'s block, which
+// stays alive while gRPC holds the slice; nothing waits. E.g. one chunk of a
+// download, sent from the stored tensor.
+grpc::ByteBuffer WithSharedBytesField(absl::string_view head, int field_number,
+                                      absl::string_view value,
+                                      const core::Buffer& owner);
 
 // The slices of `bytes` (referenced, not copied) and a view of them. An
 // invalid or unreadable byte buffer is INVALID_ARGUMENT.

@@ -1,4 +1,4 @@
-#include "server/heap_stats.h"
+#include "attnserve/wire/process_heap.h"
 
 #include <limits>
 
@@ -20,7 +20,7 @@ extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #include <malloc.h>
 #endif
 
-namespace attnserve::server {
+namespace attnserve::wire {
 
 int64_t HeapBytesInUse() {
 #if defined(ATTNSERVE_SANITIZER_ALLOCATOR)
@@ -59,4 +59,4 @@ void KeepFreedHeap() {
 #endif
 }
 
-}  // namespace attnserve::server
+}  // namespace attnserve::wire

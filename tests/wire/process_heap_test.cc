@@ -1,5 +1,5 @@
 // HeapBytesInUse follows what is allocated, not what the process keeps.
-#include "server/heap_stats.h"
+#include "attnserve/wire/process_heap.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -7,12 +7,12 @@
 
 #include "gtest/gtest.h"
 
-namespace attnserve::server {
+namespace attnserve::wire {
 namespace {
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 
-TEST(HeapStatsTest, GrowsWithAllocationsAndShrinksWhenTheyAreFreed) {
+TEST(ProcessHeapTest, GrowsWithAllocationsAndShrinksWhenTheyAreFreed) {
   const int64_t before = HeapBytesInUse();
   ASSERT_GT(before, 0);
   // Both kinds of block: many small ones (from an arena) and large ones
@@ -33,4 +33,4 @@ TEST(HeapStatsTest, GrowsWithAllocationsAndShrinksWhenTheyAreFreed) {
 }
 
 }  // namespace
-}  // namespace attnserve::server
+}  // namespace attnserve::wire

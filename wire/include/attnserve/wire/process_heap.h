@@ -1,19 +1,27 @@
-// How much memory the process's allocator has handed out and not yet got
-// back, and giving back what it holds free. Unlike the resident set size it
-// leaves out what the allocator keeps after a free (per-thread arenas,
-// fragmentation), which depends on how many requests happened to be held at
-// once: a leak grows it steadily, a burst of concurrent requests raises it only
-// while they are held.
+// The process's heap as tensors pass through it: how much memory the
+// allocator has handed out and not yet got back, keeping what is freed for
+// the next message, and giving back what it holds free. For the server and
+// for client processes alike.
 //
+// HeapBytesInUse, unlike the resident set size, leaves out what the
+// allocator keeps after a free (per-thread arenas, fragmentation), which
+// depends on how many requests happened to be held at once: a leak grows it
+// steadily, a burst of concurrent requests raises it only while they are
+// held.
+//
+//   int main(int argc, char** argv) {
+//     attnserve::wire::KeepFreedHeap();  // first, before any thread
+//     ...
+//   }
 //   const int64_t before = HeapBytesInUse();
 //   ...  // serve some calls, wait until none is in flight
 //   const int64_t grown = HeapBytesInUse() - before;  // ~0 without a leak
-#ifndef ATTNSERVE_SERVER_HEAP_STATS_H_
-#define ATTNSERVE_SERVER_HEAP_STATS_H_
+#ifndef ATTNSERVE_WIRE_PROCESS_HEAP_H_
+#define ATTNSERVE_WIRE_PROCESS_HEAP_H_
 
 #include <cstdint>
 
-namespace attnserve::server {
+namespace attnserve::wire {
 
 // Bytes malloc has handed out and not yet got back (glibc: chunks in use in
 // every arena plus mmap'ed ones; under AddressSanitizer, its allocator's
@@ -37,13 +45,16 @@ bool ReleaseFreeHeap();
 // call's slices are fresh pages again, each paying a page fault (on virtual
 // machines several times the cost of a warm copy). One heap, because
 // malloc_trim returns the free top of the main heap only: memory kept in
-// per-thread heaps would stay after the server went idle. The server's trimmer
-// calls ReleaseFreeHeap() once it is idle, so what is kept is bounded by the
-// busiest moment and given back after it. Call first thing in main, before
-// any thread starts; no-op where the C library has no such settings (or a
-// sanitizer's allocator is in place).
+// per-thread heaps would stay after the process went idle. The server's
+// trimmer calls ReleaseFreeHeap() once it is idle, so what is kept is bounded
+// by the busiest moment and given back after it; attnctl and attnload keep
+// it until they exit (downloads of large tensors run faster: see
+// docs/performance.md). A client library does not call it: the process's main
+// decides. Call first thing in main, before any thread starts; no-op where
+// the C library has no such settings (or a sanitizer's allocator is in
+// place).
 void KeepFreedHeap();
 
-}  // namespace attnserve::server
+}  // namespace attnserve::wire
 
-#endif  // ATTNSERVE_SERVER_HEAP_STATS_H_
+#endif  // ATTNSERVE_WIRE_PROCESS_HEAP_H_
