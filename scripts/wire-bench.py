@@ -13,7 +13,10 @@ Beside them, measured in the same run by this script: a warm memcpy rate and
 raw-socket rates (TCP loopback and a unix socket, one stream, sender and
 receiver threads), so that every figure can be read as a ratio. --rounds R
 runs everything R times, servers interleaved, and keeps each figure's best,
-so that a slow moment of a shared machine does not decide a comparison.
+so that a slow moment of a shared machine does not decide a comparison. The
+raw rates are measured again before each server's turn and their best is
+the reference (the strictest: a figure measured in a slow moment is still
+divided by the fastest raw rate of the run).
 
   scripts/wire-bench.py --attnctl build/client/attnctl \\
       --server before=/path/old/attnserve --server after=build/server/attnserve
@@ -202,13 +205,17 @@ def main():
     a = ap.parse_args()
     clients = dict(c.split("=", 1) for c in a.client)
     print(f"load: {os.getloadavg()}")
-    mc = memcpy_rate()
-    tcp = socket_rate(socket.AF_INET)
-    unix = socket_rate(socket.AF_UNIX)
-    raw = unix if a.unix else tcp
-    print(f"same-run references: memcpy {mc/1e9:.2f} GB/s, "
-          f"tcp loopback {tcp/1e9:.2f} GB/s, unix socket {unix/1e9:.2f} GB/s",
-          flush=True)
+    refs = {"memcpy": 0.0, "tcp": 0.0, "unix": 0.0}
+
+    def measure_references():
+        now = {"memcpy": memcpy_rate(), "tcp": socket_rate(socket.AF_INET),
+               "unix": socket_rate(socket.AF_UNIX)}
+        for k, v in now.items():
+            refs[k] = max(refs[k], v)
+        print(f"references now: memcpy {now['memcpy']/1e9:.2f} GB/s, "
+              f"tcp loopback {now['tcp']/1e9:.2f} GB/s, "
+              f"unix socket {now['unix']/1e9:.2f} GB/s", flush=True)
+
     best = {}  # (label, case) -> (wire, rt, cs, bytes)
     rates = {}  # (label, mb) -> [put, get]
     port = 50960
@@ -216,6 +223,7 @@ def main():
         for spec in a.server:
             label, binary = spec.split("=", 1)
             attnctl = clients.get(label, a.attnctl)
+            measure_references()
             port += 1
             unix_path = f"/tmp/wire-bench-{os.getpid()}-{port}.sock" \
                 if a.unix else None
@@ -253,6 +261,10 @@ def main():
                     os.unlink(unix_path)
         print(f"round {rnd + 1}/{a.rounds} done, load {os.getloadavg()}",
               flush=True)
+    raw = refs["unix"] if a.unix else refs["tcp"]
+    print(f"same-run references (best of the run): memcpy "
+          f"{refs['memcpy']/1e9:.2f} GB/s, tcp loopback {refs['tcp']/1e9:.2f} "
+          f"GB/s, unix socket {refs['unix']/1e9:.2f} GB/s")
     for (label, name), (wire, rt, cs, nbytes) in best.items():
         floor = nbytes / raw
         print(f"{label:8} {name:38} round_trip_s={rt:.3f} compute_s={cs:.3f} "
