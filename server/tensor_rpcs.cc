@@ -2,22 +2,18 @@
 
 #include <algorithm>
 #include <atomic>
-#include <new>
 #include <optional>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "attnserve/core/status_macros.h"
 #include "attnserve/wire/dtype.h"
 #include "attnserve/wire/grpc_bytes.h"
 #include "attnserve/wire/tensor.h"
 #include "server/call_tracker.h"
 #include "server/compute_call.h"
 #include "server/message_bytes.h"
-#include "server/request_limits.h"
 #include "server/request_log.h"
 #include "server/status_mapping.h"
 #include "server/tensor_upload.h"
