@@ -72,8 +72,6 @@ class PutTensorCall final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     }
     const absl::Status status = upload_->Take(received_);
     received_.Clear();
-    record_.q_shape = upload_->shape_text();
-    record_.dtype = upload_->dtype_name();
     if (!status.ok()) {
       Stop(status);
       return;
@@ -111,6 +109,8 @@ class PutTensorCall final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
 
   // Frees what was received (unless stored) and finishes.
   void Stop(const absl::Status& status) {
+    record_.q_shape = upload_->shape_text();
+    record_.dtype = upload_->dtype_name();
     upload_.reset();
     FinishLogged(this, &record_, status);
   }

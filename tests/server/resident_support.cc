@@ -79,6 +79,20 @@ absl::StatusOr<v1::Tensor> GetRaw(v1::AttentionService::Stub& stub,
   return tensor;
 }
 
+absl::Status DeleteRaw(v1::AttentionService::Stub& stub,
+                       const std::string& handle,
+                       const std::string& authorization) {
+  grpc::ClientContext context;
+  SetTestDeadline(&context);
+  if (!authorization.empty()) {
+    context.AddMetadata("authorization", authorization);
+  }
+  v1::DeleteTensorRequest request;
+  request.set_handle(handle);
+  v1::DeleteTensorResponse response;
+  return ToAbsl(stub.DeleteTensor(&context, request, &response));
+}
+
 std::string Trailing(const grpc::ClientContext& context,
                      const std::string& key) {
   const auto& trailing = context.GetServerTrailingMetadata();

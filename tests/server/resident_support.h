@@ -1,9 +1,11 @@
 // Helpers of the resident-tensor server tests: raw PutTensor / GetTensor
-// streams through the generated stub, and the server's trailing metadata.
+// streams and DeleteTensor calls through the generated stub, and the server's
+// trailing metadata.
 //
 //   absl::StatusOr<v1::PutTensorResponse> put =
 //       PutRaw(stub, tensor, /*chunk_bytes=*/1000);
 //   absl::StatusOr<v1::Tensor> back = GetRaw(stub, put->handle());
+//   absl::Status deleted = DeleteRaw(stub, put->handle());
 #ifndef ATTNSERVE_TESTS_SERVER_RESIDENT_SUPPORT_H_
 #define ATTNSERVE_TESTS_SERVER_RESIDENT_SUPPORT_H_
 
@@ -31,6 +33,11 @@ absl::StatusOr<v1::Tensor> GetRaw(v1::AttentionService::Stub& stub,
                                   const std::string& handle,
                                   const std::string& authorization = "",
                                   int* messages = nullptr);
+
+// Deletes `handle` (DeleteTensor); the call's status.
+absl::Status DeleteRaw(v1::AttentionService::Stub& stub,
+                       const std::string& handle,
+                       const std::string& authorization = "");
 
 // The value of trailing metadata `key` of a finished call, or "".
 std::string Trailing(const grpc::ClientContext& context,

@@ -184,12 +184,7 @@ TEST_F(TensorRpcsTest, AnUploadReusesThePooledMemoryADeletedTensorGaveBack) {
   ASSERT_THAT(put, IsOk());
   const core::BufferPoolStats before = pool.stats();
   EXPECT_GE(before.in_use_bytes, uint64_t{8} << 20);
-  grpc::ClientContext context;
-  SetTestDeadline(&context);
-  v1::DeleteTensorRequest request;
-  request.set_handle(put->handle());
-  v1::DeleteTensorResponse deleted;
-  ASSERT_TRUE(server_.stub().DeleteTensor(&context, request, &deleted).ok());
+  ASSERT_THAT(DeleteRaw(server_.stub(), put->handle()), IsOk());
   EXPECT_GE(pool.stats().idle_bytes, uint64_t{8} << 20);
 
   const v1::Tensor again = Values({2 << 20}, 8);
@@ -236,12 +231,7 @@ TEST_F(TensorRpcsTest, DeleteFreesTheTensorAndUnknownHandlesAreNoError) {
   ASSERT_THAT(put, IsOk());
   EXPECT_EQ(store().bytes(), 4000u);
   for (int i = 0; i < 2; ++i) {  // The second time the handle is unknown.
-    grpc::ClientContext context;
-    SetTestDeadline(&context);
-    v1::DeleteTensorRequest request;
-    request.set_handle(put->handle());
-    v1::DeleteTensorResponse response;
-    EXPECT_TRUE(server_.stub().DeleteTensor(&context, request, &response).ok());
+    EXPECT_THAT(DeleteRaw(server_.stub(), put->handle()), IsOk());
   }
   EXPECT_EQ(store().bytes(), 0u);
   EXPECT_THAT(GetRaw(server_.stub(), put->handle()),
@@ -506,13 +496,7 @@ TEST(TensorRpcsOwnerTest, AnotherTokenGetsNotFoundAsForAnUnknownHandle) {
                           std::string(32, 'f'));
   EXPECT_EQ(foreign_message, unknown_message);
   // B's delete does not touch A's tensor.
-  grpc::ClientContext context;
-  SetTestDeadline(&context);
-  context.AddMetadata("authorization", b);
-  v1::DeleteTensorRequest del;
-  del.set_handle(put->handle());
-  v1::DeleteTensorResponse deleted;
-  ASSERT_TRUE(server.stub().DeleteTensor(&context, del, &deleted).ok());
+  ASSERT_THAT(DeleteRaw(server.stub(), put->handle(), b), IsOk());
   EXPECT_THAT(GetRaw(server.stub(), put->handle(), a), IsOk());
   // Without a token nothing is served at all.
   EXPECT_THAT(GetRaw(server.stub(), put->handle()),

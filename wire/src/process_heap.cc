@@ -52,8 +52,8 @@ void KeepFreedHeap() {
   mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
   // Setting the trim threshold stops glibc from raising the mmap threshold
   // as large blocks are freed: blocks up to 32 MiB (its largest) come from
-  // the kept heap, e.g. the slices a streamed 4 MiB chunk is serialized
-  // into. Tensors themselves live in the engine's pools.
+  // the kept heap, e.g. the slices gRPC receives a 4 MiB message into.
+  // Tensors themselves live in the engine's pools.
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_ARENA_MAX, 1);
 #endif
