@@ -81,9 +81,9 @@ absl::Status CallTensors::ReserveKept(const Message& request,
   uint64_t bytes = 0;
   if (retention_.keep()) {
     ForEachDataTensor(&request, [&](const std::string&, const v1::Tensor& t) {
-      // Received as a payload: copied out now (the conversion already did
-      // for every tensor it read), so that KeepInputs finds the copy after
-      // the received bytes are gone.
+      // Received as a payload: joined now (the conversion already joined
+      // the tensors it did not leave in their received chunks), so that
+      // KeepInputs finds the copy after the received bytes are gone.
       const core::Buffer* received =
           received_ == nullptr
               ? nullptr
@@ -148,8 +148,8 @@ void CallTensors::KeepInputs(const Message& request) {
     const core::Buffer* received =
         received_ == nullptr ? nullptr
                              : received_->Get(t, v1::Tensor::kDataFieldNumber);
-    // A received payload is kept as the buffer the kernel read (no copy);
-    // data held by the message itself is copied once.
+    // A received payload is kept as the buffer it was joined into (no
+    // further copy); data held by the message itself is copied once.
     core::Buffer bytes = received != nullptr
                              ? received->Share()
                              : core::Buffer(t.data().data(), t.data().size());

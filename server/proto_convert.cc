@@ -34,11 +34,13 @@ const v1::Tensor* TensorField(const google::protobuf::Message& request,
 absl::Status Required(
     const google::protobuf::Message& request, HandleResolver* handles,
     wire::RequestPayloads* payloads,
-    std::initializer_list<std::pair<const char*, core::TensorView*>> fields) {
+    std::initializer_list<std::pair<const char*, core::TensorView*>> fields,
+    PayloadBytes bytes = PayloadBytes::kContiguous) {
   for (const auto& [name, out] : fields) {
     const v1::Tensor* tensor = TensorField(request, name);
     if (tensor == nullptr) return core::InvalidField(name, "is required");
-    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, handles, payloads));
+    ATTN_ASSIGN_OR_RETURN(
+        *out, ToTensorView(*tensor, name, handles, payloads, bytes));
   }
   return absl::OkStatus();
 }
@@ -49,11 +51,13 @@ absl::Status Optional(
     wire::RequestPayloads* payloads,
     std::initializer_list<
         std::pair<const char*, std::optional<core::TensorView>*>>
-        fields) {
+        fields,
+    PayloadBytes bytes = PayloadBytes::kContiguous) {
   for (const auto& [name, out] : fields) {
     const v1::Tensor* tensor = TensorField(request, name);
     if (tensor == nullptr) continue;
-    ATTN_ASSIGN_OR_RETURN(*out, ToTensorView(*tensor, name, handles, payloads));
+    ATTN_ASSIGN_OR_RETURN(
+        *out, ToTensorView(*tensor, name, handles, payloads, bytes));
   }
   return absl::OkStatus();
 }
@@ -179,7 +183,8 @@ OutputSink& MoveToResponse() {
 absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
                                               const std::string& field,
                                               HandleResolver* handles,
-                                              wire::RequestPayloads* payloads) {
+                                              wire::RequestPayloads* payloads,
+                                              PayloadBytes bytes) {
   if (!tensor.handle().empty()) {
     return ResolveHandle(tensor, field, handles, payloads);
   }
@@ -191,14 +196,19 @@ absl::StatusOr<core::TensorView> ToTensorView(const v1::Tensor& tensor,
   if (received.has_value()) {
     // Checked before the bytes are copied out of the received message.
     ATTN_RETURN_IF_ERROR(wire::CheckDataSize(tensor, *received, field));
-    const core::Buffer* bytes =
-        payloads->Get(tensor, v1::Tensor::kDataFieldNumber);
-    if (bytes == nullptr) {
-      return absl::InternalError(
-          absl::StrCat(field, ".data: the received bytes are gone"));
+    const absl::Status gone = absl::InternalError(
+        absl::StrCat(field, ".data: the received bytes are gone"));
+    if (bytes == PayloadBytes::kChunked) {
+      view.chunks = payloads->Chunks(tensor, v1::Tensor::kDataFieldNumber);
+      if (view.chunks == nullptr) return gone;
+      view.size_bytes = view.chunks->size();
+    } else {
+      const core::Buffer* joined =
+          payloads->Get(tensor, v1::Tensor::kDataFieldNumber);
+      if (joined == nullptr) return gone;
+      view.data = joined->data();
+      view.size_bytes = joined->size();
     }
-    view.data = bytes->data();
-    view.size_bytes = bytes->size();
   } else {
     ATTN_RETURN_IF_ERROR(wire::CheckData(tensor, field));
     view.data = tensor.data().data();
@@ -216,7 +226,8 @@ absl::StatusOr<core::ForwardArgs> ToForwardArgs(
   core::ForwardArgs args;
   ATTN_RETURN_IF_ERROR(Required(
       request, handles, payloads,
-      {{"query", &args.query}, {"key", &args.key}, {"value", &args.value}}));
+      {{"query", &args.query}, {"key", &args.key}, {"value", &args.value}},
+      PayloadBytes::kChunked));
   ATTN_RETURN_IF_ERROR(FillOptions(request, handles, payloads, &args.options));
   return args;
 }
@@ -229,12 +240,15 @@ absl::StatusOr<core::BackwardArgs> ToBackwardArgs(
                                 {{"query", &args.query},
                                  {"key", &args.key},
                                  {"value", &args.value},
-                                 {"dy", &args.dy}}));
+                                 {"dy", &args.dy}},
+                                PayloadBytes::kChunked));
   ATTN_RETURN_IF_ERROR(Optional(request, handles, payloads,
                                 {{"softmax_max", &args.softmax_max},
                                  {"softmax_sum", &args.softmax_sum},
-                                 {"softmax_in", &args.softmax_in},
-                                 {"attention_in", &args.attention_in}}));
+                                 {"softmax_in", &args.softmax_in}}));
+  ATTN_RETURN_IF_ERROR(Optional(request, handles, payloads,
+                                {{"attention_in", &args.attention_in}},
+                                PayloadBytes::kChunked));
   ATTN_RETURN_IF_ERROR(FillOptions(request, handles, payloads, &args.options));
   return args;
 }

@@ -64,12 +64,18 @@ class OutputSink {
 // The sink that moves every output into the response.
 OutputSink& MoveToResponse();
 
+// How a tensor received as a payload reaches the core: joined into one
+// contiguous buffer, or as the chunks it was received in (only for the
+// tensors core::ForwardArgs / BackwardArgs say may be chunked).
+enum class PayloadBytes { kContiguous, kChunked };
+
 // A view of `tensor`'s bytes after the wire checks above. `field` is the
 // tensor's name in the request ("query"); errors name "query.dtype",
 // "query.shape[2]", "query.shape" or "query.data". The view borrows
 // `tensor.data()`, or, when `payloads` (may be null) holds the tensor's
-// data, that payload's buffer: its size is checked before it is copied out
-// of the received bytes.
+// data, that payload: its size is checked first, then it is copied out of
+// the received bytes into a buffer, or, with PayloadBytes::kChunked, viewed
+// where it was received (TensorView::chunks).
 // A tensor sent by `handle` is resolved by `handles` (null: every handle is
 // NOT_FOUND "query.handle"); it must carry no data, and the dtype and shape
 // it states, if any, must be the stored tensor's (INVALID_ARGUMENT naming
@@ -77,12 +83,15 @@ OutputSink& MoveToResponse();
 absl::StatusOr<core::TensorView> ToTensorView(
     const v1::Tensor& tensor, const std::string& field,
     HandleResolver* handles = nullptr,
-    wire::RequestPayloads* payloads = nullptr);
+    wire::RequestPayloads* payloads = nullptr,
+    PayloadBytes bytes = PayloadBytes::kContiguous);
 
 // Request conversions. Unset optional scalars take the documented defaults
 // (scale_value 1.0, keep_prob 1.0, pre/next_tokens 2147483647, pse_type 1);
 // a missing required tensor is INVALID_ARGUMENT naming it. Tensors sent by
-// handle are resolved by `handles` as ToTensorView says.
+// handle are resolved by `handles` as ToTensorView says. FlashAttention's
+// query, key, value, dy and attention_in received as payloads are viewed
+// in their received chunks; every other tensor is joined.
 absl::StatusOr<core::ForwardArgs> ToForwardArgs(
     const v1::FlashAttentionScoreRequest& request,
     HandleResolver* handles = nullptr,

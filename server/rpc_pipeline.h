@@ -19,8 +19,9 @@
 // The service's compute RPCs take their requests as received bytes
 // (Serve<Rpc> on grpc::ByteBuffer): the request is decoded by the wire codec
 // (attnserve/wire/message_decoder.h) with its tensors' data left in the
-// received bytes, each copied once, after its size was checked, into a
-// pooled buffer of the engine's (core::BufferPool) that the kernel reads;
+// received bytes, after its size was checked: the tensors the kernels read
+// row by row are read there, where they were received, the others copied
+// once into a pooled buffer of the engine's (core::BufferPool);
 // the response is encoded as slices, the outputs' sent from the buffers the
 // kernel wrote (attnserve/wire/message_encoder.h). Bytes that are not a
 // valid request are INVALID_ARGUMENT naming the message type, logged like
@@ -91,9 +92,9 @@ class RpcPipeline {
   // Steps 0-5 for the compute RPC `Rpc`, whose call's headers have arrived.
   // Returns the call's reactor at once. Step 0's checks of the headers
   // (token, drain) run now, before the request is read; the request is
-  // decoded when it has arrived (tensors copied out of the received bytes
-  // into pooled buffers), and the response is encoded with the outputs sent
-  // from their buffers.
+  // decoded when it has arrived (tensors read where they were received or
+  // copied into pooled buffers), and the response is encoded with the
+  // outputs sent from their buffers.
   template <typename Rpc>
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Serve(
       grpc::CallbackServerContext* context) const;
@@ -128,6 +129,9 @@ class RpcPipeline {
     wire::OutgoingPayloads* outgoing = nullptr;
     // The request's size as received.
     uint64_t request_bytes = 0;
+    // The received slices `payloads` reads; released once the run has read
+    // them (null: nothing to release).
+    std::vector<grpc::Slice>* received = nullptr;
   };
 
   // Steps 0-5 once `reactor`'s request has arrived as `bytes`.
@@ -234,12 +238,10 @@ void RpcPipeline::Received(grpc::CallbackServerContext* context,
   Exchange<Rpc> exchange{context, &state->request, &state->response,
                          &state->payloads, &state->outgoing};
   exchange.request_bytes = request_bytes;
+  exchange.received = &state->received;
+  // The reactor, and `state` with it, may be gone once the job was
+  // submitted: nothing after this touches them.
   Run<Rpc>(reactor, exchange, state);
-  // The tensors the call reads were copied out of the received bytes while
-  // it was prepared: those go back to gRPC now. (The reactor may be gone
-  // once the job was submitted: nothing below touches it.)
-  state->payloads.ReleaseReceived();
-  state->received.clear();
 }
 
 template <typename Rpc>
@@ -281,15 +283,24 @@ void RpcPipeline::Run(ComputeCall* reactor, const Exchange<Rpc>& exchange,
   core::Engine* engine = engine_;
   const typename Rpc::Request* request_ptr = exchange.request;
   typename Rpc::Response* response = exchange.response;
-  auto run = [engine, call, tensors, request_ptr, response,
+  wire::RequestPayloads* payloads = exchange.payloads;
+  std::vector<grpc::Slice>* received = exchange.received;
+  auto run = [engine, call, tensors, request_ptr, response, payloads, received,
               keep_alive](const core::CancelToken& token) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(typename Rpc::Result result,
-                          engine->Run(*call, token));
-    SetRunStats(result.stats, response->mutable_stats());
-    Rpc::Respond(std::move(result), response, *tensors);
-    tensors->KeepInputs(*request_ptr);
-    tensors->FillHandles(response->mutable_handles());
-    return absl::OkStatus();
+    absl::StatusOr<typename Rpc::Result> result = engine->Run(*call, token);
+    if (result.ok()) {
+      SetRunStats(result->stats, response->mutable_stats());
+      Rpc::Respond(*std::move(result), response, *tensors);
+      tensors->KeepInputs(*request_ptr);
+      tensors->FillHandles(response->mutable_handles());
+    }
+    // The kernels read some tensors where they were received (the rest
+    // was copied out while the call was prepared, and kept inputs before
+    // it ran): the received bytes go back to gRPC now, not when the
+    // response has been sent.
+    if (payloads != nullptr) payloads->ReleaseReceived();
+    if (received != nullptr) received->clear();
+    return result.status();
   };
   reactor->Submit(scheduler_, cost, absl::Now() - start, std::move(run),
                   response->mutable_stats());

@@ -19,7 +19,7 @@ namespace {
 HeadTensor InputHead(const TensorView& t, const AttentionDims& d, int64_t seq,
                      int64_t heads, int64_t cols) {
   HeadTensor h;
-  h.data = t.data;
+  h.data = InputBytes(t.data, t.chunks);
   h.strides = StridesFor(d.layout, d.b, seq, heads, cols);
   h.dtype = t.dtype;
   h.cols = cols;

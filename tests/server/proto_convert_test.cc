@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "attnserve/core/buffer_pool.h"
 #include "attnserve/core/status_macros.h"
@@ -289,6 +291,99 @@ TEST(ProtoConvertTest, ViewsReadReceivedPayloadsAfterTheirSizeIsChecked) {
       EXPECT_EQ(payloads.copied_bytes(), 0u);
     }
   }
+}
+
+// The bytes of `message` as received in chunks of `size` bytes.
+std::vector<absl::string_view> InChunks(const std::string& message,
+                                        size_t size) {
+  std::vector<absl::string_view> chunks;
+  for (size_t at = 0; at < message.size(); at += size) {
+    chunks.push_back(absl::string_view(message).substr(at, size));
+  }
+  return chunks;
+}
+
+// The bytes a chunked view holds, joined.
+std::string Joined(const core::TensorView& view) {
+  EXPECT_NE(view.chunks, nullptr);
+  if (view.chunks == nullptr) return "";
+  std::string out(view.chunks->size(), '\0');
+  view.chunks->CopyTo({0, out.size()}, out.data());
+  return out;
+}
+
+// FlashAttention's query, key, value, dy and attention_in are left in the
+// chunks they were received in (no copy); every other tensor is joined.
+TEST(ProtoConvertTest, RowTensorsAreViewedWhereTheyWereReceived) {
+  v1::FlashAttentionScoreGradRequest r;
+  *r.mutable_query() = MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 2, 1, 4}, 32);
+  *r.mutable_key() = MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 2, 1, 4}, 32);
+  *r.mutable_value() = MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 2, 1, 4}, 32);
+  *r.mutable_dy() = MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 2, 1, 4}, 32);
+  *r.mutable_attention_in() =
+      MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 2, 1, 4}, 32);
+  *r.mutable_softmax_max() =
+      MakeTensor(v1::DATA_TYPE_FLOAT32, {1, 1, 2, 8}, 64);
+  *r.mutable_atten_mask() = MakeTensor(v1::DATA_TYPE_UINT8, {2, 2}, 4);
+  for (v1::Tensor* t : {r.mutable_query(), r.mutable_key(), r.mutable_value(),
+                        r.mutable_dy(), r.mutable_attention_in()}) {
+    for (size_t i = 0; i < t->data().size(); ++i) {
+      (*t->mutable_data())[i] = static_cast<char>(i * 7 + t->data().size());
+    }
+  }
+  r.set_head_num(1);
+  r.set_input_layout("BSND");
+  const std::string message = r.SerializeAsString();
+  core::BufferPool pool;
+  wire::ReceivedBytes received(InChunks(message, 5));
+  v1::FlashAttentionScoreGradRequest decoded;
+  wire::ReceivedPayloads ranges;
+  ASSERT_THAT(wire::DecodeMessage(received, &decoded, &ranges), IsOk());
+  wire::RequestPayloads payloads(received, std::move(ranges), &pool);
+  absl::StatusOr<core::BackwardArgs> args =
+      ToBackwardArgs(decoded, nullptr, &payloads);
+  ASSERT_THAT(args, IsOk());
+  for (const auto& [view, sent] :
+       {std::pair{&args->query, &r.query()}, std::pair{&args->key, &r.key()},
+        std::pair{&args->value, &r.value()}, std::pair{&args->dy, &r.dy()},
+        std::pair{&*args->attention_in, &r.attention_in()}}) {
+    EXPECT_EQ(view->data, nullptr);
+    EXPECT_EQ(view->size_bytes, 32u);
+    ASSERT_NE(view->chunks, nullptr);
+    EXPECT_GT(view->chunks->chunks().size(), 1u);
+    EXPECT_EQ(Joined(*view), sent->data());
+  }
+  EXPECT_EQ(args->softmax_max->chunks, nullptr);
+  EXPECT_EQ(args->options.atten_mask->chunks, nullptr);
+  EXPECT_EQ(static_cast<const char*>(args->options.atten_mask->data)[3],
+            r.atten_mask().data()[3]);
+  // Only softmax_max and atten_mask were copied.
+  EXPECT_EQ(payloads.copied_bytes(), 64u + 4u);
+}
+
+// NSA's kernels read their tensors whole: every payload is joined.
+TEST(ProtoConvertTest, NsaTensorsAreJoined) {
+  v1::NsaSelectedAttentionRequest r;
+  *r.mutable_query() = MakeTensor(v1::DATA_TYPE_FLOAT32, {2, 1, 4}, 32);
+  *r.mutable_key() = MakeTensor(v1::DATA_TYPE_FLOAT32, {2, 1, 4}, 32);
+  *r.mutable_value() = MakeTensor(v1::DATA_TYPE_FLOAT32, {2, 1, 4}, 32);
+  *r.mutable_topk_indices() = MakeTensor(v1::DATA_TYPE_INT32, {2, 1, 1}, 8);
+  const std::string message = r.SerializeAsString();
+  core::BufferPool pool;
+  wire::ReceivedBytes received(InChunks(message, 5));
+  v1::NsaSelectedAttentionRequest decoded;
+  wire::ReceivedPayloads ranges;
+  ASSERT_THAT(wire::DecodeMessage(received, &decoded, &ranges), IsOk());
+  wire::RequestPayloads payloads(received, std::move(ranges), &pool);
+  absl::StatusOr<core::NsaForwardArgs> args =
+      ToNsaForwardArgs(decoded, nullptr, &payloads);
+  ASSERT_THAT(args, IsOk());
+  for (const core::TensorView* view :
+       {&args->query, &args->key, &args->value, &args->topk_indices}) {
+    EXPECT_EQ(view->chunks, nullptr);
+    EXPECT_NE(view->data, nullptr);
+  }
+  EXPECT_EQ(payloads.copied_bytes(), 3u * 32u + 8u);
 }
 
 TEST(ProtoConvertTest, OutputSpecBecomesTensorSpec) {

@@ -25,4 +25,16 @@ const core::Buffer* RequestPayloads::Get(
               .first->second;
 }
 
+const core::ChunkedBytes* RequestPayloads::Chunks(
+    const google::protobuf::Message& message, int field) {
+  auto cached = chunks_.find({&message, field});
+  if (cached != chunks_.end()) return &cached->second;
+  const ByteRange* range = ranges_.Find(message, field);
+  if (range == nullptr || range->offset + range->size > bytes_.size()) {
+    return nullptr;
+  }
+  return &chunks_.emplace(std::make_pair(&message, field), bytes_.Sub(*range))
+              .first->second;
+}
+
 }  // namespace attnserve::wire

@@ -233,8 +233,9 @@ def test_tensor_sized_requests_are_retried_when_the_queue_is_full():
         metrics_port = int(re.search(r"metrics on \S+ \(port (\d+)", server.log()).group(1))
         client = attnserve.connect(server.target, timeout=600)
         g = torch.Generator().manual_seed(0)
-        # A backward that recomputes its forward keeps the only worker busy for seconds.
-        big = torch.randn(1, 8, 4096, 128, generator=g)
+        # A backward that recomputes its forward keeps the only worker busy for seconds
+        # (1 TFLOP: over 7 s even on a fast AVX-512 core).
+        big = torch.randn(1, 8, 8192, 128, generator=g)
         blocker = client._callable(client._channel, "uu",
                                    "/attnserve.v1.AttentionService/FlashAttentionScoreGrad")
         request = b"".join(client._encode(

@@ -14,7 +14,7 @@ namespace attnserve::core {
 
 // One tensor of q/k/v/out/dy/... shape: base pointer plus (b, s, n) strides.
 struct HeadTensor {
-  const void* data = nullptr;    // Inputs.
+  InputBytes data;               // Inputs (contiguous or chunked).
   void* mutable_data = nullptr;  // Outputs.
   HeadStrides strides;
   DType dtype = DType::kFloat32;

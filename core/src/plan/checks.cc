@@ -16,6 +16,21 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }
 
 absl::Status CheckByteSize(const TensorView& t, const std::string& field) {
+  if (t.chunks != nullptr) {
+    // A caller's mistake, not a client's: the server joins these.
+    return absl::InternalError(
+        absl::StrCat(field, ".data: this tensor must be contiguous, got it in ",
+                     t.chunks->chunks().size(), " chunks"));
+  }
+  return CheckRowTensorSize(t, field);
+}
+
+absl::Status CheckRowTensorSize(const TensorView& t, const std::string& field) {
+  if (t.chunks != nullptr && t.chunks->size() != t.size_bytes) {
+    return absl::InternalError(absl::StrCat(field, ".data: ", t.chunks->size(),
+                                            " bytes in chunks but ",
+                                            t.size_bytes, " in size_bytes"));
+  }
   ATTN_ASSIGN_OR_RETURN(const uint64_t want,
                         CheckedByteSize(t.dtype, t.shape, field));
   if (want != t.size_bytes) {

@@ -15,8 +15,13 @@ namespace attnserve::core {
 // "[2, 3, 4]".
 std::string ShapeString(const std::vector<int64_t>& shape);
 
-// data byte length equals prod(shape) * itemsize, with overflow checks.
+// data byte length equals prod(shape) * itemsize, with overflow checks, for
+// a contiguous tensor: INTERNAL for a chunked one (params.h says which
+// tensors may be chunked).
 absl::Status CheckByteSize(const TensorView& t, const std::string& field);
+// The same for a tensor the kernels read row by row (head_io.h), which may
+// be contiguous or chunked.
+absl::Status CheckRowTensorSize(const TensorView& t, const std::string& field);
 
 // lo <= value <= hi, the field and the documented range named on failure.
 absl::Status CheckRange(int64_t value, int64_t lo, int64_t hi,

@@ -157,7 +157,7 @@ absl::Status CheckResiduals(const BackwardArgs& args, const AttentionDims& d,
       CheckDType(*args.attention_in, d.dtype, "attention_in", "same as query"));
   ATTN_RETURN_IF_ERROR(CheckShape(
       *args.attention_in, QueryLikeShape(d, d.n1, d.dv), "attention_in"));
-  return CheckByteSize(*args.attention_in, "attention_in");
+  return CheckRowTensorSize(*args.attention_in, "attention_in");
 }
 
 }  // namespace
@@ -236,7 +236,7 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
   ATTN_RETURN_IF_ERROR(CheckDType(args.dy, d.dtype, "dy", "same as query"));
   ATTN_RETURN_IF_ERROR(
       CheckShape(args.dy, QueryLikeShape(d, d.n1, d.dv), "dy"));
-  ATTN_RETURN_IF_ERROR(CheckByteSize(args.dy, "dy"));
+  ATTN_RETURN_IF_ERROR(CheckRowTensorSize(args.dy, "dy"));
   ATTN_RETURN_IF_ERROR(
       CheckResiduals(args, d, plan.batches, &plan.has_residuals));
 

@@ -146,9 +146,9 @@ absl::StatusOr<AttentionDims> ResolveDims(const TensorView& q,
   ATTN_RETURN_IF_ERROR(CheckRank(q, dims.layout, "query"));
   ATTN_RETURN_IF_ERROR(CheckRank(k, dims.layout, "key"));
   ATTN_RETURN_IF_ERROR(CheckRank(v, dims.layout, "value"));
-  ATTN_RETURN_IF_ERROR(CheckByteSize(q, "query"));
-  ATTN_RETURN_IF_ERROR(CheckByteSize(k, "key"));
-  ATTN_RETURN_IF_ERROR(CheckByteSize(v, "value"));
+  ATTN_RETURN_IF_ERROR(CheckRowTensorSize(q, "query"));
+  ATTN_RETURN_IF_ERROR(CheckRowTensorSize(k, "key"));
+  ATTN_RETURN_IF_ERROR(CheckRowTensorSize(v, "value"));
 
   ATTN_RETURN_IF_ERROR(
       CheckRange(o.head_num, 1, kMaxHeads, "head_num", "head_num (N1)"));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__SSE2__)
 #include <emmintrin.h>
@@ -29,13 +30,68 @@ HeadStrides StridesFor(Layout layout, int64_t batch, int64_t seq, int64_t heads,
   return {};
 }
 
-void LoadRows(const void* base, const HeadSlice& slice, int64_t row0,
+namespace {
+
+// Reads rows of an InputBytes: a pointer to each row's bytes, in place when
+// they are contiguous (and, for conversions, aligned to their element);
+// otherwise joined into a buffer of the reader's own. Rows are mostly read
+// in increasing order, so the chunk of the last row is tried first.
+class RowReader {
+ public:
+  RowReader(const InputBytes& src, size_t row_bytes, size_t align)
+      : src_(src), row_bytes_(row_bytes), align_(align) {}
+
+  // The `row_bytes` bytes at byte `offset` of the tensor.
+  const char* Row(size_t offset) {
+    if (src_.chunks == nullptr) {
+      return static_cast<const char*>(src_.data) + offset;
+    }
+    const ChunkedBytes& c = *src_.chunks;
+    if (!InChunk(offset)) {
+      const size_t next = chunk_ + 1;
+      chunk_ = next < c.chunks().size() && offset >= c.ChunkStart(next) &&
+                       offset - c.ChunkStart(next) < c.chunks()[next].size()
+                   ? next
+                   : c.ChunkOf(offset);
+    }
+    const size_t at = offset - c.ChunkStart(chunk_);
+    const absl::string_view piece = c.chunks()[chunk_];
+    const char* p = piece.data() + at;
+    if (piece.size() - at >= row_bytes_ &&
+        reinterpret_cast<uintptr_t>(p) % align_ == 0) {
+      return p;
+    }
+    joined_.resize((row_bytes_ + sizeof(float) - 1) / sizeof(float));
+    char* out = reinterpret_cast<char*>(joined_.data());
+    c.CopyTo(ByteRange{offset, row_bytes_}, out);
+    return out;
+  }
+
+ private:
+  bool InChunk(size_t offset) const {
+    const ChunkedBytes& c = *src_.chunks;
+    if (chunk_ >= c.chunks().size()) return false;
+    const size_t start = c.ChunkStart(chunk_);
+    return offset >= start && offset - start < c.chunks()[chunk_].size();
+  }
+
+  InputBytes src_;
+  size_t row_bytes_;
+  size_t align_;
+  size_t chunk_ = 0;
+  // Floats: aligned for every element type.
+  std::vector<float> joined_;
+};
+
+}  // namespace
+
+void LoadRows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
               int64_t rows, float* dst) {
   const size_t item = ItemSize(slice.dtype);
-  const auto* bytes = static_cast<const char*>(base);
+  RowReader reader(src, static_cast<size_t>(slice.cols) * item, item);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t elem = slice.offset + (row0 + r) * slice.row_stride;
-    ToFloat(slice.dtype, bytes + static_cast<size_t>(elem) * item,
+    ToFloat(slice.dtype, reader.Row(static_cast<size_t>(elem) * item),
             dst + r * slice.cols, static_cast<size_t>(slice.cols));
   }
 }
@@ -106,13 +162,16 @@ void FenceStreaming() {
 #endif
 }
 
-void CopyBf16Rows(const void* base, const HeadSlice& slice, int64_t row0,
+void CopyBf16Rows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
                   int64_t rows, uint16_t* dst) {
-  const auto* src = static_cast<const uint16_t*>(base);
   const size_t bytes = static_cast<size_t>(slice.cols) * sizeof(uint16_t);
+  // Copied bytewise: no alignment needed.
+  RowReader reader(src, bytes, 1);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t elem = slice.offset + (row0 + r) * slice.row_stride;
-    std::memcpy(dst + r * slice.cols, src + elem, bytes);
+    std::memcpy(dst + r * slice.cols,
+                reader.Row(static_cast<size_t>(elem) * sizeof(uint16_t)),
+                bytes);
   }
 }
 

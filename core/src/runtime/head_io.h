@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "attnserve/core/chunked_bytes.h"
 #include "attnserve/core/dtype.h"
 #include "attnserve/core/plan.h"
 
@@ -39,9 +40,23 @@ struct HeadSlice {
   int64_t cols = 0;
 };
 
+// An input tensor's bytes: contiguous at `data`, or in `chunks` (as
+// received; TensorView::chunks). Rows are read from the chunks in place; a
+// row split between two chunks, or not aligned to its element size, is
+// joined in a small buffer first.
+struct InputBytes {
+  InputBytes() = default;
+  InputBytes(const void* contiguous) : data(contiguous) {}  // NOLINT
+  InputBytes(const void* contiguous, const ChunkedBytes* chunked)
+      : data(contiguous), chunks(chunked) {}
+
+  const void* data = nullptr;
+  const ChunkedBytes* chunks = nullptr;
+};
+
 // dst[r][c] = float(src[slice row row0 + r][c]) for r < rows; dst is dense
 // with leading dimension slice.cols.
-void LoadRows(const void* base, const HeadSlice& slice, int64_t row0,
+void LoadRows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
               int64_t rows, float* dst);
 
 // The reverse: narrows to slice.dtype (round-to-nearest-even).
@@ -66,7 +81,7 @@ void FenceStreaming();
 // dst[r][c] = src[slice row row0 + r][c] of a BFLOAT16 slice, copied as
 // they are (the bf16 tile path's operands); dst has leading dimension
 // slice.cols.
-void CopyBf16Rows(const void* base, const HeadSlice& slice, int64_t row0,
+void CopyBf16Rows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
                   int64_t rows, uint16_t* dst);
 
 }  // namespace attnserve::core

@@ -42,6 +42,10 @@ struct AttentionOptions {
   std::optional<uint64_t> offset;
 };
 
+// The tensors the kernels read row by row may be chunked (TensorView::chunks):
+// a forward's query, key and value; a grad's query, key, value, dy and
+// attention_in. Every other tensor is contiguous.
+
 // aclnnFlashAttentionScore.
 struct ForwardArgs {
   TensorView query;

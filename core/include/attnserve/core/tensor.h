@@ -16,17 +16,23 @@
 #include "absl/types/span.h"
 #include "attnserve/core/buffer.h"
 #include "attnserve/core/buffer_pool.h"
+#include "attnserve/core/chunked_bytes.h"
 #include "attnserve/core/dtype.h"
 
 namespace attnserve::core {
 
-// Row-major (C order), little-endian, contiguous.
+// Row-major (C order), little-endian; contiguous at `data`, or, where an
+// operator's arguments say so (params.h), in `chunks`.
 struct TensorView {
   DType dtype = DType::kFloat32;
   std::vector<int64_t> shape;
   const void* data = nullptr;
-  // Byte length of `data`; Plan checks it equals NumElements * ItemSize.
+  // Byte length of the tensor; Plan checks it equals NumElements * ItemSize.
   size_t size_bytes = 0;
+  // When set, the tensor's bytes are these chunks (as received, unjoined)
+  // and `data` is null; size_bytes == chunks->size(). Only the tensors the
+  // kernels read row by row accept chunks; Plan refuses them elsewhere.
+  const ChunkedBytes* chunks = nullptr;
 
   int64_t dim(int i) const { return shape[static_cast<size_t>(i)]; }
   int rank() const { return static_cast<int>(shape.size()); }

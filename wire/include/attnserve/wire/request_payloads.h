@@ -1,13 +1,15 @@
-// The payloads of a decoded request (message_decoder.h), each copied on
-// first use from the received bytes into one contiguous buffer from a pool:
-// the one copy a tensor's bytes take between the socket's buffers and the
-// kernel, into memory that is already warm.
+// The payloads of a decoded request (message_decoder.h): each either read
+// in place, as the chunks it was received in (for the tensors the kernels
+// read row by row, which then take no copy between the socket's buffers and
+// the kernel), or copied on first use from the received bytes into one
+// contiguous buffer from a pool, memory that is already warm.
 //
 //   RequestPayloads payloads(std::move(bytes), std::move(ranges), &pool);
 //   std::optional<size_t> n = payloads.SizeOf(request.query(), kData);
 //   ... check n against the shape ...
 //   const core::Buffer* q = payloads.Get(request.query(), kData);
 //   core::Buffer kept = q->Share();      // e.g. kept after the call
+//   const core::ChunkedBytes* k = payloads.Chunks(request.key(), kData);
 //   payloads.ReleaseReceived();          // the received bytes may go now
 //
 // The received bytes (ReceivedBytes' chunks) must stay alive until
@@ -51,8 +53,18 @@ class RequestPayloads {
   // before it was copied.
   const core::Buffer* Get(const google::protobuf::Message& message, int field);
 
-  // Forgets the received bytes; payloads already copied stay.
-  void ReleaseReceived() { bytes_ = ReceivedBytes(); }
+  // The field's bytes as they were received, not copied (for the tensors
+  // the kernels read in place: core::TensorView::chunks); null when it was
+  // not received as a payload or the received bytes were released. Valid
+  // while the object and its received bytes are.
+  const core::ChunkedBytes* Chunks(const google::protobuf::Message& message,
+                                   int field);
+
+  // Forgets the received bytes; payloads already copied stay, chunks go.
+  void ReleaseReceived() {
+    bytes_ = ReceivedBytes();
+    chunks_.clear();
+  }
 
   // Bytes copied so far.
   size_t copied_bytes() const { return copied_bytes_; }
@@ -63,6 +75,8 @@ class RequestPayloads {
   core::BufferPool* pool_ = nullptr;
   std::map<std::pair<const google::protobuf::Message*, int>, core::Buffer>
       copies_;
+  std::map<std::pair<const google::protobuf::Message*, int>, core::ChunkedBytes>
+      chunks_;
   size_t copied_bytes_ = 0;
 };
 

@@ -1,12 +1,12 @@
-#include "attnserve/wire/received_bytes.h"
+#include "attnserve/core/chunked_bytes.h"
 
 #include <algorithm>
 #include <cstring>
 #include <utility>
 
-namespace attnserve::wire {
+namespace attnserve::core {
 
-ReceivedBytes::ReceivedBytes(std::vector<absl::string_view> chunks) {
+ChunkedBytes::ChunkedBytes(std::vector<absl::string_view> chunks) {
   for (absl::string_view chunk : chunks) {
     if (chunk.empty()) continue;
     chunks_.push_back(chunk);
@@ -15,14 +15,14 @@ ReceivedBytes::ReceivedBytes(std::vector<absl::string_view> chunks) {
   }
 }
 
-size_t ReceivedBytes::ChunkOf(size_t offset) const {
+size_t ChunkedBytes::ChunkOf(size_t offset) const {
   // The last chunk starting at or before `offset`.
   auto it = std::upper_bound(starts_.begin(), starts_.end(), offset);
   return static_cast<size_t>(it - starts_.begin()) - 1;
 }
 
 template <typename F>
-void ReceivedBytes::ForEachPiece(ByteRange range, F f) const {
+void ChunkedBytes::ForEachPiece(ByteRange range, F f) const {
   if (range.size == 0) return;
   size_t i = ChunkOf(range.offset);
   size_t at = range.offset - starts_[i];
@@ -36,20 +36,20 @@ void ReceivedBytes::ForEachPiece(ByteRange range, F f) const {
   }
 }
 
-void ReceivedBytes::CopyTo(ByteRange range, char* out) const {
+void ChunkedBytes::CopyTo(ByteRange range, char* out) const {
   ForEachPiece(range, [&out](absl::string_view piece) {
     std::memcpy(out, piece.data(), piece.size());
     out += piece.size();
   });
 }
 
-void ReceivedBytes::AppendTo(ByteRange range, std::string* out) const {
+void ChunkedBytes::AppendTo(ByteRange range, std::string* out) const {
   ForEachPiece(range, [out](absl::string_view piece) {
     out->append(piece.data(), piece.size());
   });
 }
 
-absl::string_view ReceivedBytes::Contiguous(ByteRange range) const {
+absl::string_view ChunkedBytes::Contiguous(ByteRange range) const {
   if (range.size == 0) return {};
   const size_t i = ChunkOf(range.offset);
   const size_t at = range.offset - starts_[i];
@@ -57,4 +57,11 @@ absl::string_view ReceivedBytes::Contiguous(ByteRange range) const {
   return chunks_[i].substr(at, range.size);
 }
 
-}  // namespace attnserve::wire
+ChunkedBytes ChunkedBytes::Sub(ByteRange range) const {
+  std::vector<absl::string_view> pieces;
+  ForEachPiece(range,
+               [&pieces](absl::string_view piece) { pieces.push_back(piece); });
+  return ChunkedBytes(std::move(pieces));
+}
+
+}  // namespace attnserve::core
