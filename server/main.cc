@@ -69,6 +69,10 @@ ABSL_FLAG(bool, bf16_tile_products, Defaults().bf16_tile_products,
 ABSL_FLAG(double, flops_per_thread, Defaults().flops_per_thread,
           "a request gets one thread per this many FLOPs, up to "
           "--threads_per_request (0 = always --threads_per_request)");
+ABSL_FLAG(double, bytes_per_thread, Defaults().bytes_per_thread,
+          "or one thread per this many bytes of the request's tensors and "
+          "outputs, whichever asks for more (memory-bound calls such as "
+          "decoding; 0 = FLOPs only)");
 ABSL_FLAG(double, small_request_flops, Defaults().small_request_flops,
           "requests of at most this many FLOPs are small: they are served "
           "before large ones and have a worker kept for them");
@@ -184,6 +188,7 @@ int main(int argc, char** argv) {
   options.threads_per_request = absl::GetFlag(FLAGS_threads_per_request);
   options.bf16_tile_products = absl::GetFlag(FLAGS_bf16_tile_products);
   options.flops_per_thread = absl::GetFlag(FLAGS_flops_per_thread);
+  options.bytes_per_thread = absl::GetFlag(FLAGS_bytes_per_thread);
   options.small_request_flops = absl::GetFlag(FLAGS_small_request_flops);
   options.large_request_workers = absl::GetFlag(FLAGS_large_request_workers);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);

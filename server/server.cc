@@ -128,6 +128,11 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
         "flops_per_thread",
         absl::StrCat("must be >= 0, got ", options.flops_per_thread));
   }
+  if (options.bytes_per_thread < 0) {
+    return core::InvalidField(
+        "bytes_per_thread",
+        absl::StrCat("must be >= 0, got ", options.bytes_per_thread));
+  }
   if (options.small_request_flops < 0) {
     return core::InvalidField(
         "small_request_flops",
@@ -252,8 +257,9 @@ absl::Status Server::Start() {
   storing.clock = options_.clock;
   store_ = std::make_unique<TensorStore>(storing, &budget_);
   PipelineConfig pipeline;
-  pipeline.threads = core::ThreadPolicy(options_.threads_per_request,
-                                        options_.flops_per_thread);
+  pipeline.threads =
+      core::ThreadPolicy(options_.threads_per_request,
+                         options_.flops_per_thread, options_.bytes_per_thread);
   pipeline.max_message_bytes =
       static_cast<uint64_t>(options_.max_message_bytes);
   TensorRpcConfig tensor_rpcs;

@@ -77,6 +77,10 @@ struct ServerOptions {
   // One thread per this many FLOPs of a request, up to threads_per_request;
   // 0 = always threads_per_request.
   double flops_per_thread = 2.5e8;
+  // Or one thread per this many bytes its tensors hold (inputs and
+  // outputs), whichever asks for more: a call that moves much memory for
+  // few FLOPs is bound by one core's memory bandwidth. 0 = FLOPs only.
+  double bytes_per_thread = 16.0 * (1 << 20);
   // Requests of at most this many FLOPs go to the small lane and are served
   // before large ones (see scheduler.h); 1e300 puts every request in one
   // FIFO lane.

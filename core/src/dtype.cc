@@ -191,6 +191,14 @@ void DecodeFp8(const Fp8Table& table, const void* src, float* dst, size_t n) {
 
 }  // namespace
 
+// A 16-bit element at any address (the bytes a tensor was received in need
+// not be aligned); compiles to a plain load.
+inline uint16_t Load16(const unsigned char* p) {
+  uint16_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
 __attribute__((target_clones("avx2", "default"))) void ToFloat(DType src_dtype,
                                                                const void* src,
                                                                float* dst,
@@ -201,14 +209,14 @@ __attribute__((target_clones("avx2", "default"))) void ToFloat(DType src_dtype,
       std::memcpy(dst, src, n * sizeof(float));
       return;
     case DType::kFloat16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = HalfToFloat(s[i]);
+      const auto* s = static_cast<const unsigned char*>(src);
+      for (size_t i = 0; i < n; ++i) dst[i] = HalfToFloat(Load16(s + 2 * i));
       return;
     }
     case DType::kBFloat16: {
-      const auto* s = static_cast<const uint16_t*>(src);
+      const auto* s = static_cast<const unsigned char*>(src);
       for (size_t i = 0; i < n; ++i) {
-        dst[i] = FromBits(static_cast<uint32_t>(s[i]) << 16);
+        dst[i] = FromBits(static_cast<uint32_t>(Load16(s + 2 * i)) << 16);
       }
       return;
     }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "attnserve/core/prepared_call.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/core/plan_fixture.h"
@@ -92,6 +93,40 @@ INSTANTIATE_TEST_SUITE_P(PaddedLayouts, PlanLayoutTest,
                          [](const ::testing::TestParamInfo<Layout>& info) {
                            return std::string(LayoutName(info.param));
                          });
+
+// The thread policy counts the bytes a call's tensors hold as well as its
+// FLOPs: a call that moves much memory for few FLOPs gets more threads.
+TEST_F(PlanTest, ThreadsFollowTheBytesMovedWhenTheyAskForMore) {
+  const ForwardArgs args = ValidForward();
+  ATTN_ASSERT_OK_AND_ASSIGN(ForwardPlan by_flops,
+                            PlanForward(args, ThreadPolicy(8, 1e15)));
+  EXPECT_EQ(by_flops.tiling.threads, 1);
+  const uint64_t in =
+      args.query.size_bytes + args.key.size_bytes + args.value.size_bytes;
+  const uint64_t out = OutputBytes(by_flops.outputs);
+  // Three threads' worth of bytes (a little more than two).
+  const double each = static_cast<double>(in + out) / 2.5;
+  ATTN_ASSERT_OK_AND_ASSIGN(ForwardPlan by_bytes,
+                            PlanForward(args, ThreadPolicy(8, 1e15, each)));
+  EXPECT_EQ(by_bytes.tiling.threads, 3);
+  // Capped by the policy's most, and FLOPs still count when they ask for
+  // more.
+  ATTN_ASSERT_OK_AND_ASSIGN(ForwardPlan capped,
+                            PlanForward(args, ThreadPolicy(2, 1e15, each)));
+  EXPECT_EQ(capped.tiling.threads, 2);
+  ATTN_ASSERT_OK_AND_ASSIGN(
+      ForwardPlan flops_win,
+      PlanForward(args, ThreadPolicy(8, by_flops.flops / 4.5, 1e15)));
+  EXPECT_EQ(flops_win.tiling.threads, 5);
+
+  const BackwardArgs grad = ValidBackward();
+  ATTN_ASSERT_OK_AND_ASSIGN(BackwardPlan grad_flops,
+                            PlanBackward(grad, ThreadPolicy(8, 1e15)));
+  EXPECT_EQ(grad_flops.tiling.threads, 1);
+  ATTN_ASSERT_OK_AND_ASSIGN(BackwardPlan grad_bytes,
+                            PlanBackward(grad, ThreadPolicy(8, 1e15, 1.0)));
+  EXPECT_EQ(grad_bytes.tiling.threads, 8);
+}
 
 TEST_F(PlanTest, HalfPrecisionOutputsKeepTheInputDtype) {
   ForwardArgs args;

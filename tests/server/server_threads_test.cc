@@ -57,5 +57,19 @@ TEST(ServerThreadsTest, ThreadsGrowWithCostUpToTheMaximum) {
   EXPECT_EQ(WorkspaceOf(options, 256), 4 * one_thread);
 }
 
+TEST(ServerThreadsTest, ThreadsGrowWithTheBytesMovedToo) {
+  ServerOptions options = TestServer::DefaultOptions();
+  options.threads_per_request = 4;
+  options.flops_per_thread = 1e12;
+  options.bytes_per_thread = 0;  // FLOPs only.
+  const uint64_t one_thread = WorkspaceOf(options, 256);
+  // q, k, v and out of 4 * 256 * 32 fp32 each, and the softmax statistics:
+  // 0.59 MB, two threads at 0.4 MB per thread.
+  options.bytes_per_thread = 4e5;
+  EXPECT_EQ(WorkspaceOf(options, 256), 2 * one_thread);
+  options.bytes_per_thread = 1e3;
+  EXPECT_EQ(WorkspaceOf(options, 256), 4 * one_thread);
+}
+
 }  // namespace
 }  // namespace attnserve::server::testing

@@ -43,10 +43,10 @@ v1::Tensor Zeros(const Bnsd& dims) {
               std::vector<double>(static_cast<size_t>(dims.count()), 0.0));
 }
 
-// A forward that takes a noticeable time (tens of milliseconds or more).
+// A forward that takes a noticeable time (a hundred milliseconds or more).
 v1::FlashAttentionScoreRequest SlowForward() {
   v1::FlashAttentionScoreRequest r;
-  const Bnsd dims{1, 8, 2048, 64};
+  const Bnsd dims{1, 8, 4096, 64};
   *r.mutable_query() = Zeros(dims);
   *r.mutable_key() = Zeros(dims);
   *r.mutable_value() = Zeros(dims);
@@ -188,7 +188,8 @@ TEST(ServerTransportTest, OneStreamPerConnectionRunsTheCallsOneAtATime) {
   EXPECT_EQ(settings->count(kMaxConcurrentStreams), 1u);
   EXPECT_EQ((*settings)[kMaxConcurrentStreams], 1u);
   // ... and what that does to a real client's calls on one channel.
-  // Each call computes for 50 ms or more; with one stream per connection the
+  // Each call computes for 100 ms or more (34 GFLOP: 130 ms at the 270
+  // GFLOP/s of a fast two-core host); with one stream per connection the
   // next request cannot reach the server before the last answer left it, so
   // no two jobs are ever admitted together (measured: 0 ms, also with both
   // cores busy elsewhere).

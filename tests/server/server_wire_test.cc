@@ -92,8 +92,9 @@ typename Rpc::Response ByMessage(Server& server,
   if (!args.ok()) return response;
   const ServerOptions options = TestServer::DefaultOptions();
   absl::StatusOr<typename Rpc::Call> call = Rpc::Call::Prepare(
-      *std::move(args), core::ThreadPolicy(options.threads_per_request,
-                                           options.flops_per_thread));
+      *std::move(args),
+      core::ThreadPolicy(options.threads_per_request, options.flops_per_thread,
+                         options.bytes_per_thread));
   EXPECT_TRUE(call.ok()) << call.status();
   if (!call.ok()) return response;
   core::CancelToken token(absl::InfiniteFuture());

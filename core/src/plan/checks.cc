@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "attnserve/core/prepared_call.h"
 #include "attnserve/core/status_macros.h"
 
 namespace attnserve::core {
@@ -40,6 +41,15 @@ absl::Status CheckRowTensorSize(const TensorView& t, const std::string& field) {
                                      DTypeName(t.dtype), " needs ", want));
   }
   return absl::OkStatus();
+}
+
+double TensorBytes(std::initializer_list<const TensorView*> inputs,
+                   const std::vector<OutputSpec>& outputs) {
+  double total = static_cast<double>(OutputBytes(outputs));
+  for (const TensorView* t : inputs) {
+    if (t != nullptr) total += static_cast<double>(t->size_bytes);
+  }
+  return total;
 }
 
 absl::Status CheckRange(int64_t value, int64_t lo, int64_t hi,

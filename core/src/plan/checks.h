@@ -4,10 +4,12 @@
 #define ATTNSERVE_CORE_SRC_PLAN_CHECKS_H_
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "attnserve/core/plan.h"
 #include "attnserve/core/tensor.h"
 
 namespace attnserve::core {
@@ -22,6 +24,11 @@ absl::Status CheckByteSize(const TensorView& t, const std::string& field);
 // The same for a tensor the kernels read row by row (head_io.h), which may
 // be contiguous or chunked.
 absl::Status CheckRowTensorSize(const TensorView& t, const std::string& field);
+
+// The bytes a call's tensors hold, what ThreadPolicy's bytes_per_thread
+// counts: `inputs` (null entries skipped) and `outputs`.
+double TensorBytes(std::initializer_list<const TensorView*> inputs,
+                   const std::vector<OutputSpec>& outputs);
 
 // lo <= value <= hi, the field and the documented range named on failure.
 absl::Status CheckRange(int64_t value, int64_t lo, int64_t hi,

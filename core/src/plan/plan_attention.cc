@@ -92,10 +92,6 @@ absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
   CopyCommon(std::move(common), &plan);
   const AttentionDims& d = plan.dims;
   plan.flops = ForwardFlops(d, plan.batches);
-  plan.tiling = MakeTiling(d, threads.ThreadsFor(plan.flops), allow_bf16);
-  // The kernel's own layout: K and V of one head, the query, score and
-  // output tiles, the running max/sum and the tile's keep bytes, per thread.
-  plan.workspace_bytes = FlashForwardWorkspaceBytes(d, plan.tiling);
   const DType out_dtype =
       IsFloatingCompute(d.dtype) ? d.dtype : DType::kFloat32;
   plan.outputs = {
@@ -103,6 +99,13 @@ absl::StatusOr<ForwardPlan> PlanForwardImpl(const ForwardArgs& args,
       {"softmax_max", DType::kFloat32, SoftmaxShape(d)},
       {"softmax_sum", DType::kFloat32, SoftmaxShape(d)},
   };
+  const double bytes =
+      TensorBytes({&args.query, &args.key, &args.value}, plan.outputs);
+  plan.tiling =
+      MakeTiling(d, threads.ThreadsFor(plan.flops, bytes), allow_bf16);
+  // The kernel's own layout: K and V of one head, the query, score and
+  // output tiles, the running max/sum and the tile's keep bytes, per thread.
+  plan.workspace_bytes = FlashForwardWorkspaceBytes(d, plan.tiling);
   return plan;
 }
 
@@ -242,13 +245,6 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
 
   const double forward_flops = ForwardFlops(d, plan.batches);
   plan.flops = 2.5 * forward_flops;
-  plan.tiling = MakeTiling(
-      d,
-      threads.ThreadsFor(plan.has_residuals ? plan.flops
-                                            : plan.flops + forward_flops),
-      allow_bf16);
-  // K, V, dK, dV of one head and the query-side and score tiles, per thread.
-  plan.workspace_bytes = FlashBackwardWorkspaceBytes(d, plan.tiling);
   const DType grad_dtype =
       IsFloatingCompute(d.dtype) ? d.dtype : DType::kFloat32;
   plan.outputs = {
@@ -259,6 +255,17 @@ absl::StatusOr<BackwardPlan> PlanBackward(const BackwardArgs& args,
   if (plan.pse.kind != PseSpec::Kind::kNone) {
     plan.outputs.push_back({"dpse", plan.pse.dtype, plan.pse.shape});
   }
+  const double bytes = TensorBytes(
+      {&args.query, &args.key, &args.value, &args.dy,
+       args.attention_in.has_value() ? &*args.attention_in : nullptr},
+      plan.outputs);
+  plan.tiling = MakeTiling(
+      d,
+      threads.ThreadsFor(
+          plan.has_residuals ? plan.flops : plan.flops + forward_flops, bytes),
+      allow_bf16);
+  // K, V, dK, dV of one head and the query-side and score tiles, per thread.
+  plan.workspace_bytes = FlashBackwardWorkspaceBytes(d, plan.tiling);
   if (!plan.has_residuals) {
     const ForwardArgs forward{args.query, args.key, args.value, o};
     ATTN_ASSIGN_OR_RETURN(

@@ -382,7 +382,15 @@ absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
   plan.scale = static_cast<float>(o.scale_value);
   plan.flops = 2.0 * static_cast<double>(plan.attended) *
                static_cast<double>(d.d + d.dv);
-  plan.threads = threads.ThreadsFor(plan.flops);
+  plan.outputs = {
+      {"attention_out", d.dtype, {d.t1, d.n1, d.dv}},
+      {"softmax_max", DType::kFloat32, StatShape(d)},
+      {"softmax_sum", DType::kFloat32, StatShape(d)},
+  };
+  plan.threads = threads.ThreadsFor(
+      plan.flops,
+      TensorBytes({&args.query, &args.key, &args.value, &args.topk_indices},
+                  plan.outputs));
   plan.token_tile = TileTokens(d);
   plan.products = ChooseTileProducts(d.dtype, allow_bf16);
   // The kernel's own layout, per thread: the keys and values of one (batch,
@@ -390,11 +398,6 @@ absl::StatusOr<NsaForwardPlan> PlanNsaForward(const NsaForwardArgs& args,
   plan.workspace_bytes =
       NsaForwardThreadBytes(d, plan.token_tile, plan.products) *
       static_cast<uint64_t>(plan.threads);
-  plan.outputs = {
-      {"attention_out", d.dtype, {d.t1, d.n1, d.dv}},
-      {"softmax_max", DType::kFloat32, StatShape(d)},
-      {"softmax_sum", DType::kFloat32, StatShape(d)},
-  };
   return plan;
 }
 
@@ -428,7 +431,16 @@ absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
   plan.scale = static_cast<float>(o.scale_value);
   plan.flops = 2.0 * static_cast<double>(plan.attended) *
                static_cast<double>(3 * d.d + 2 * d.dv);
-  plan.threads = threads.ThreadsFor(plan.flops);
+  plan.outputs = {
+      {"dq", d.dtype, {d.t1, d.n1, d.d}},
+      {"dk", d.dtype, {d.t2, d.n2, d.d}},
+      {"dv", d.dtype, {d.t2, d.n2, d.dv}},
+  };
+  plan.threads = threads.ThreadsFor(
+      plan.flops,
+      TensorBytes({&args.query, &args.key, &args.value, &args.attention_out,
+                   &args.attention_out_grad, &args.topk_indices},
+                  plan.outputs));
 
   // Chunking depends on the shapes only (never on `threads`), so the dK/dV
   // sums are the same bits for every thread count.
@@ -452,11 +464,6 @@ absl::StatusOr<NsaBackwardPlan> PlanNsaBackward(const NsaBackwardArgs& args,
       partial_bytes +
       NsaBackwardThreadBytes(d, plan.token_tile, plan.products) *
           static_cast<uint64_t>(plan.threads);
-  plan.outputs = {
-      {"dq", d.dtype, {d.t1, d.n1, d.d}},
-      {"dk", d.dtype, {d.t2, d.n2, d.d}},
-      {"dv", d.dtype, {d.t2, d.n2, d.dv}},
-  };
   return plan;
 }
 

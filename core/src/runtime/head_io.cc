@@ -33,13 +33,14 @@ HeadStrides StridesFor(Layout layout, int64_t batch, int64_t seq, int64_t heads,
 namespace {
 
 // Reads rows of an InputBytes: a pointer to each row's bytes, in place when
-// they are contiguous (and, for conversions, aligned to their element);
-// otherwise joined into a buffer of the reader's own. Rows are mostly read
-// in increasing order, so the chunk of the last row is tried first.
+// they lie in one chunk (ToFloat and memcpy need no alignment), joined into
+// a buffer of the reader's own when they straddle two. Rows are mostly read
+// in increasing order, so the chunk of the last row and the next one are
+// tried before a search.
 class RowReader {
  public:
-  RowReader(const InputBytes& src, size_t row_bytes, size_t align)
-      : src_(src), row_bytes_(row_bytes), align_(align) {}
+  RowReader(const InputBytes& src, size_t row_bytes)
+      : src_(src), row_bytes_(row_bytes) {}
 
   // The `row_bytes` bytes at byte `offset` of the tensor.
   const char* Row(size_t offset) {
@@ -47,40 +48,34 @@ class RowReader {
       return static_cast<const char*>(src_.data) + offset;
     }
     const ChunkedBytes& c = *src_.chunks;
-    if (!InChunk(offset)) {
-      const size_t next = chunk_ + 1;
-      chunk_ = next < c.chunks().size() && offset >= c.ChunkStart(next) &&
-                       offset - c.ChunkStart(next) < c.chunks()[next].size()
-                   ? next
-                   : c.ChunkOf(offset);
+    if (!InChunk(chunk_, offset)) {
+      chunk_ = InChunk(chunk_ + 1, offset) ? chunk_ + 1 : c.ChunkOf(offset);
     }
-    const size_t at = offset - c.ChunkStart(chunk_);
-    const absl::string_view piece = c.chunks()[chunk_];
-    const char* p = piece.data() + at;
-    if (piece.size() - at >= row_bytes_ &&
-        reinterpret_cast<uintptr_t>(p) % align_ == 0) {
-      return p;
+    size_t at = offset - c.ChunkStart(chunk_);
+    absl::string_view piece = c.chunks()[chunk_];
+    if (piece.size() - at >= row_bytes_) return piece.data() + at;
+    joined_.resize(row_bytes_);
+    for (size_t done = 0, i = chunk_; done < row_bytes_; ++i, at = 0) {
+      piece = c.chunks()[i];
+      const size_t n = std::min(row_bytes_ - done, piece.size() - at);
+      std::memcpy(joined_.data() + done, piece.data() + at, n);
+      done += n;
     }
-    joined_.resize((row_bytes_ + sizeof(float) - 1) / sizeof(float));
-    char* out = reinterpret_cast<char*>(joined_.data());
-    c.CopyTo(ByteRange{offset, row_bytes_}, out);
-    return out;
+    return joined_.data();
   }
 
  private:
-  bool InChunk(size_t offset) const {
+  bool InChunk(size_t i, size_t offset) const {
     const ChunkedBytes& c = *src_.chunks;
-    if (chunk_ >= c.chunks().size()) return false;
-    const size_t start = c.ChunkStart(chunk_);
-    return offset >= start && offset - start < c.chunks()[chunk_].size();
+    if (i >= c.chunks().size()) return false;
+    const size_t start = c.ChunkStart(i);
+    return offset >= start && offset - start < c.chunks()[i].size();
   }
 
   InputBytes src_;
   size_t row_bytes_;
-  size_t align_;
   size_t chunk_ = 0;
-  // Floats: aligned for every element type.
-  std::vector<float> joined_;
+  std::vector<char> joined_;
 };
 
 }  // namespace
@@ -88,7 +83,7 @@ class RowReader {
 void LoadRows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
               int64_t rows, float* dst) {
   const size_t item = ItemSize(slice.dtype);
-  RowReader reader(src, static_cast<size_t>(slice.cols) * item, item);
+  RowReader reader(src, static_cast<size_t>(slice.cols) * item);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t elem = slice.offset + (row0 + r) * slice.row_stride;
     ToFloat(slice.dtype, reader.Row(static_cast<size_t>(elem) * item),
@@ -165,8 +160,7 @@ void FenceStreaming() {
 void CopyBf16Rows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
                   int64_t rows, uint16_t* dst) {
   const size_t bytes = static_cast<size_t>(slice.cols) * sizeof(uint16_t);
-  // Copied bytewise: no alignment needed.
-  RowReader reader(src, bytes, 1);
+  RowReader reader(src, bytes);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t elem = slice.offset + (row0 + r) * slice.row_stride;
     std::memcpy(dst + r * slice.cols,

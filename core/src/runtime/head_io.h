@@ -41,9 +41,9 @@ struct HeadSlice {
 };
 
 // An input tensor's bytes: contiguous at `data`, or in `chunks` (as
-// received; TensorView::chunks). Rows are read from the chunks in place; a
-// row split between two chunks, or not aligned to its element size, is
-// joined in a small buffer first.
+// received; TensorView::chunks). Rows are read from the chunks in place, at
+// any alignment; a row split between two chunks is joined in a small buffer
+// first.
 struct InputBytes {
   InputBytes() = default;
   InputBytes(const void* contiguous) : data(contiguous) {}  // NOLINT

@@ -60,8 +60,9 @@ uint8_t FloatToFp8E4M3FN(float f);
 uint8_t FloatToFp8E5M2(float f);
 
 // Converts `n` elements of `src` (FLOAT32, FLOAT16, BFLOAT16, FLOAT8_E4M3FN
-// or FLOAT8_E5M2) to fp32; other dtypes write nothing. Thread-safe (the FLOAT8
-// decoding tables are built once, on first use).
+// or FLOAT8_E5M2) to fp32; other dtypes write nothing. `src` need not be
+// aligned. Thread-safe (the FLOAT8 decoding tables are built once, on first
+// use).
 void ToFloat(DType src_dtype, const void* src, float* dst, size_t n);
 // Converts `n` fp32 values to `dst_dtype` (the same five dtypes) with the
 // scalar narrowing functions above; other dtypes write nothing.

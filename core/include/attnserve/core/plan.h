@@ -28,29 +28,40 @@
 namespace attnserve::core {
 
 // How many threads a call is planned for. Workspace is per thread, so the
-// count is fixed when the call is planned, from the call's FLOPs: one thread
-// per `flops_per_thread` FLOPs, at least 1 and at most `max_threads`
-// (flops_per_thread 0: always max_threads). Small calls then run on one
-// thread and leave the others to large ones.
+// count is fixed when the call is planned, from the call's cost: one thread
+// per `flops_per_thread` FLOPs or per `bytes_per_thread` bytes its tensors
+// hold (inputs and outputs, each read or written at least once), whichever
+// asks for more, at least 1 and at most `max_threads` (flops_per_thread 0:
+// always max_threads; bytes_per_thread 0: FLOPs only). Small calls then run
+// on one thread and leave the others to large ones, and a call that moves
+// much memory for few FLOPs (decoding, Sq >> Skv) gets the threads a
+// single core's memory bandwidth cannot give it.
 //
-//   PlanForward(args, 4);                          // 4 threads.
-//   PlanForward(args, ThreadPolicy(8, 2.5e8));     // 1 to 8, by FLOPs.
+//   PlanForward(args, 4);                            // 4 threads.
+//   PlanForward(args, ThreadPolicy(8, 2.5e8));       // 1 to 8, by FLOPs.
+//   PlanForward(args, ThreadPolicy(8, 2.5e8, 32e6)); // ... or by bytes.
 struct ThreadPolicy {
   // Exactly `threads` threads (at least 1). Implicit: a count is a policy.
   ThreadPolicy(int threads = 1) : max_threads(threads) {}  // NOLINT
-  ThreadPolicy(int most, double flops_each)
-      : max_threads(most), flops_per_thread(flops_each) {}
+  ThreadPolicy(int most, double flops_each, double bytes_each = 0)
+      : max_threads(most),
+        flops_per_thread(flops_each),
+        bytes_per_thread(bytes_each) {}
 
-  // Threads for a call of `flops` FLOPs.
-  int ThreadsFor(double flops) const {
+  // Threads for a call of `flops` FLOPs whose tensors hold `bytes` bytes.
+  int ThreadsFor(double flops, double bytes = 0) const {
     const int most = std::max(1, max_threads);
     if (!(flops_per_thread > 0)) return most;
-    const double wanted = std::ceil(flops / flops_per_thread);
+    double wanted = std::ceil(flops / flops_per_thread);
+    if (bytes_per_thread > 0) {
+      wanted = std::max(wanted, std::ceil(bytes / bytes_per_thread));
+    }
     return wanted >= most ? most : std::max(1, static_cast<int>(wanted));
   }
 
   int max_threads = 1;
   double flops_per_thread = 0;
+  double bytes_per_thread = 0;
 };
 
 enum class Layout { kBSH, kSBH, kBSND, kBNSD, kTND };
