@@ -1,7 +1,5 @@
 #include "attnserve/core/buffer_pool.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -11,27 +9,17 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "mapped_block.h"
 
 namespace attnserve::core {
 namespace {
 
-// Blocks from 2 MiB up are whole huge pages, so that transparent huge pages
-// can back them (one fault per 2 MiB instead of per 4 KiB); smaller ones
-// are rounded to 64 KiB.
-constexpr size_t kHugePage = size_t{2} << 20;
-constexpr size_t kSmallGranule = size_t{64} << 10;
+size_t BlockCapacity(size_t size) { return MappedBlockCapacity(size); }
 
-size_t BlockCapacity(size_t size) {
-  const size_t granule = size >= kHugePage ? kHugePage : kSmallGranule;
-  return (size + granule - 1) / granule * granule;
-}
-
-char* MapBlock(size_t capacity) {
-  void* data = mmap(nullptr, capacity, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (data == MAP_FAILED) throw std::bad_alloc();
-  if (capacity >= kHugePage) madvise(data, capacity, MADV_HUGEPAGE);
-  return static_cast<char*>(data);
+char* MapBlockOrThrow(size_t capacity) {
+  char* data = MapBlock(capacity);
+  if (data == nullptr) throw std::bad_alloc();
+  return data;
 }
 
 struct Block {
@@ -40,7 +28,7 @@ struct Block {
 };
 
 void UnmapBlocks(const std::vector<Block>& blocks) {
-  for (const Block& b : blocks) munmap(b.data, b.capacity);
+  for (const Block& b : blocks) UnmapBlock(b.data, b.capacity);
 }
 
 }  // namespace
@@ -152,7 +140,7 @@ Buffer BufferPool::Get(size_t size, bool zeroed) {
   }
   UnmapBlocks(victims);
   if (data == nullptr) {
-    data = MapBlock(capacity);  // Zero-filled by the kernel.
+    data = MapBlockOrThrow(capacity);  // Zero-filled by the kernel.
   } else if (zeroed) {
     std::memset(data, 0, size);
   }

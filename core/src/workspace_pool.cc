@@ -5,6 +5,7 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "mapped_block.h"
 
 namespace attnserve::core {
 namespace {
@@ -14,6 +15,16 @@ constexpr size_t kAlignment = 64;
 size_t RoundUp(uint64_t bytes) {
   const uint64_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   return static_cast<size_t>(std::max<uint64_t>(rounded, kAlignment));
+}
+
+// Workspaces are mapped blocks (mapped_block.h), rounded up there; the pool
+// counts the bytes asked for.
+std::byte* Map(size_t capacity) {
+  return reinterpret_cast<std::byte*>(MapBlock(MappedBlockCapacity(capacity)));
+}
+
+void Unmap(std::byte* data, size_t capacity) {
+  UnmapBlock(reinterpret_cast<char*>(data), MappedBlockCapacity(capacity));
 }
 
 }  // namespace
@@ -52,14 +63,14 @@ WorkspacePool::WorkspacePool(uint64_t budget_bytes) : budget_(budget_bytes) {}
 
 WorkspacePool::~WorkspacePool() {
   absl::MutexLock lock(&mu_);
-  for (const FreeBuffer& buffer : free_) std::free(buffer.data);
+  for (const FreeBuffer& buffer : free_) Unmap(buffer.data, buffer.capacity);
 }
 
 absl::StatusOr<WorkspaceLease> WorkspacePool::Acquire(uint64_t bytes) {
   const size_t want = RoundUp(bytes);
   std::byte* data = nullptr;
   size_t capacity = 0;
-  std::vector<std::byte*> evicted;
+  std::vector<FreeBuffer> evicted;
   {
     absl::MutexLock lock(&mu_);
     if (budget_ != 0 && in_use_ + want > budget_) {
@@ -83,24 +94,30 @@ absl::StatusOr<WorkspaceLease> WorkspacePool::Acquire(uint64_t bytes) {
     } else {
       capacity = want;
       reserved_ += want;
-      // Keep the memory held (leased + free) within the budget: release
-      // free buffers, largest first, until the new one fits.
-      while (budget_ != 0 && reserved_ > budget_ && !free_.empty()) {
+      peak_in_use_ = std::max(peak_in_use_, in_use_ + want);
+      // Keep the memory held (leased + free) within the budget and within
+      // the most ever leased at once: release free buffers, largest first,
+      // until the new one fits. (A free buffer too small for this lease
+      // would otherwise stay beside it, and requests of growing sizes would
+      // hold the sum of their workspaces instead of the largest.)
+      const uint64_t cap =
+          budget_ == 0 ? peak_in_use_ : std::min(budget_, peak_in_use_);
+      while (reserved_ > cap && !free_.empty()) {
         auto largest =
             std::max_element(free_.begin(), free_.end(),
                              [](const FreeBuffer& a, const FreeBuffer& b) {
                                return a.capacity < b.capacity;
                              });
-        evicted.push_back(largest->data);
+        evicted.push_back(*largest);
         reserved_ -= largest->capacity;
         free_.erase(largest);
       }
     }
     in_use_ += capacity;
   }
-  for (std::byte* p : evicted) std::free(p);
+  for (const FreeBuffer& buffer : evicted) Unmap(buffer.data, buffer.capacity);
   if (data == nullptr) {
-    data = static_cast<std::byte*>(std::aligned_alloc(kAlignment, capacity));
+    data = Map(capacity);
     if (data == nullptr) {
       absl::MutexLock lock(&mu_);
       in_use_ -= capacity;

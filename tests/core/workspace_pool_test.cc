@@ -150,6 +150,22 @@ TEST(WorkspacePoolTest, MixedSizesKeepLeasesAndHeldBytesWithinBudget) {
   EXPECT_LE(pool.reserved_bytes(), kBudget);
 }
 
+// Requests of growing sizes, one at a time: the pool holds the largest
+// workspace, not the sum of every size it was asked for.
+TEST(WorkspacePoolTest, GrowingLeasesOneAtATimeHoldOnlyTheLargest) {
+  WorkspacePool pool(/*budget_bytes=*/0);
+  for (uint64_t bytes : {1024, 4096, 16384, 65536}) {
+    ATTN_ASSERT_OK_AND_ASSIGN(WorkspaceLease lease, pool.Acquire(bytes));
+    EXPECT_EQ(pool.reserved_bytes(), bytes) << "leasing " << bytes;
+  }
+  // Smaller ones then reuse the largest.
+  ATTN_ASSERT_OK_AND_ASSIGN(WorkspaceLease small, pool.Acquire(1024));
+  EXPECT_EQ(pool.reserved_bytes(), 65536u);
+  // Two at once: the peak is both, and both are kept.
+  ATTN_ASSERT_OK_AND_ASSIGN(WorkspaceLease second, pool.Acquire(4096));
+  EXPECT_EQ(pool.reserved_bytes(), 65536u + 4096u);
+}
+
 TEST(WorkspacePoolTest, ManyThreadsNeverShareABufferOrPassTheBudget) {
   constexpr uint64_t kBudget = 256 << 10;
   WorkspacePool pool(kBudget);

@@ -7,7 +7,10 @@
 //
 // The budget caps the bytes leased at once; a lease that would exceed it
 // fails with RESOURCE_EXHAUSTED instead of allocating. Released buffers are
-// kept (up to the budget) and handed out again to requests that fit in them.
+// kept and handed out again to requests that fit in them (the smallest that
+// does); what the pool holds, leased and free, stays within the budget and
+// within the most it ever leased at once: a lease that needs a new buffer
+// first frees free ones, largest first, until it fits under that bound.
 // Thread-safe.
 #ifndef ATTNSERVE_CORE_WORKSPACE_POOL_H_
 #define ATTNSERVE_CORE_WORKSPACE_POOL_H_
@@ -80,6 +83,8 @@ class WorkspacePool {
   mutable absl::Mutex mu_;
   uint64_t in_use_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reserved_ ABSL_GUARDED_BY(mu_) = 0;
+  // The most bytes leased at once so far.
+  uint64_t peak_in_use_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<FreeBuffer> free_ ABSL_GUARDED_BY(mu_);
 };
 
