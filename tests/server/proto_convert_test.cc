@@ -303,6 +303,25 @@ std::vector<absl::string_view> InChunks(const std::string& message,
   return chunks;
 }
 
+// `request` serialized, received in 5-byte chunks and decoded as the server
+// does: the tensors' data left in the received bytes.
+template <typename Request>
+struct ReceivedInChunks {
+  explicit ReceivedInChunks(const Request& request)
+      : message(request.SerializeAsString()) {
+    wire::ReceivedBytes received(InChunks(message, 5));
+    wire::ReceivedPayloads ranges;
+    decoding = wire::DecodeMessage(received, &decoded, &ranges);
+    payloads = wire::RequestPayloads(received, std::move(ranges), &pool);
+  }
+
+  std::string message;
+  core::BufferPool pool;
+  Request decoded;
+  absl::Status decoding;
+  wire::RequestPayloads payloads;
+};
+
 // The bytes a chunked view holds, joined.
 std::string Joined(const core::TensorView& view) {
   EXPECT_NE(view.chunks, nullptr);
@@ -333,15 +352,10 @@ TEST(ProtoConvertTest, RowTensorsAreViewedWhereTheyWereReceived) {
   }
   r.set_head_num(1);
   r.set_input_layout("BSND");
-  const std::string message = r.SerializeAsString();
-  core::BufferPool pool;
-  wire::ReceivedBytes received(InChunks(message, 5));
-  v1::FlashAttentionScoreGradRequest decoded;
-  wire::ReceivedPayloads ranges;
-  ASSERT_THAT(wire::DecodeMessage(received, &decoded, &ranges), IsOk());
-  wire::RequestPayloads payloads(received, std::move(ranges), &pool);
+  ReceivedInChunks<v1::FlashAttentionScoreGradRequest> in(r);
+  ASSERT_THAT(in.decoding, IsOk());
   absl::StatusOr<core::BackwardArgs> args =
-      ToBackwardArgs(decoded, nullptr, &payloads);
+      ToBackwardArgs(in.decoded, nullptr, &in.payloads);
   ASSERT_THAT(args, IsOk());
   for (const auto& [view, sent] :
        {std::pair{&args->query, &r.query()}, std::pair{&args->key, &r.key()},
@@ -358,7 +372,7 @@ TEST(ProtoConvertTest, RowTensorsAreViewedWhereTheyWereReceived) {
   EXPECT_EQ(static_cast<const char*>(args->options.atten_mask->data)[3],
             r.atten_mask().data()[3]);
   // Only softmax_max and atten_mask were copied.
-  EXPECT_EQ(payloads.copied_bytes(), 64u + 4u);
+  EXPECT_EQ(in.payloads.copied_bytes(), 64u + 4u);
 }
 
 // NSA's kernels read their tensors whole: every payload is joined.
@@ -368,22 +382,17 @@ TEST(ProtoConvertTest, NsaTensorsAreJoined) {
   *r.mutable_key() = MakeTensor(v1::DATA_TYPE_FLOAT32, {2, 1, 4}, 32);
   *r.mutable_value() = MakeTensor(v1::DATA_TYPE_FLOAT32, {2, 1, 4}, 32);
   *r.mutable_topk_indices() = MakeTensor(v1::DATA_TYPE_INT32, {2, 1, 1}, 8);
-  const std::string message = r.SerializeAsString();
-  core::BufferPool pool;
-  wire::ReceivedBytes received(InChunks(message, 5));
-  v1::NsaSelectedAttentionRequest decoded;
-  wire::ReceivedPayloads ranges;
-  ASSERT_THAT(wire::DecodeMessage(received, &decoded, &ranges), IsOk());
-  wire::RequestPayloads payloads(received, std::move(ranges), &pool);
+  ReceivedInChunks<v1::NsaSelectedAttentionRequest> in(r);
+  ASSERT_THAT(in.decoding, IsOk());
   absl::StatusOr<core::NsaForwardArgs> args =
-      ToNsaForwardArgs(decoded, nullptr, &payloads);
+      ToNsaForwardArgs(in.decoded, nullptr, &in.payloads);
   ASSERT_THAT(args, IsOk());
   for (const core::TensorView* view :
        {&args->query, &args->key, &args->value, &args->topk_indices}) {
     EXPECT_EQ(view->chunks, nullptr);
     EXPECT_NE(view->data, nullptr);
   }
-  EXPECT_EQ(payloads.copied_bytes(), 3u * 32u + 8u);
+  EXPECT_EQ(in.payloads.copied_bytes(), 3u * 32u + 8u);
 }
 
 TEST(ProtoConvertTest, OutputSpecBecomesTensorSpec) {

@@ -70,6 +70,11 @@ class RequestPayloads {
   size_t copied_bytes() const { return copied_bytes_; }
 
  private:
+  // The field's range in the received bytes; null when it was not received
+  // as a payload or the received bytes no longer hold it.
+  const ByteRange* Received(const google::protobuf::Message& message,
+                            int field) const;
+
   ReceivedBytes bytes_;
   ReceivedPayloads ranges_;
   core::BufferPool* pool_ = nullptr;
