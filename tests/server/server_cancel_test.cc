@@ -27,8 +27,9 @@ v1::FlashAttentionScoreRequest Request(int64_t seq, int64_t head_dim) {
 // With one worker, a small request queued behind a big one waits for the big
 // one unless cancelling the big one stops it between tiles. The big one is
 // sized to take far longer than the bound the small one's queue time is
-// checked against: 2.2 TFLOP, over 8 s even at the 270 GFLOP/s of a fast
-// two-core AVX-512 host (and over a minute on one slow core).
+// checked against: 2.2 TFLOP (S 131072, D 32: the FLOPs of a long sequence
+// in the bytes of a short one), over 8 s even at the 270 GFLOP/s of a fast
+// two-core AVX-512 host, and over a minute on one slow core.
 class ServerCancelTest : public ::testing::Test {
  protected:
   static ServerOptions OneWorker() {
@@ -37,12 +38,12 @@ class ServerCancelTest : public ::testing::Test {
     return options;
   }
 
-  // Built before any deadline starts: packing 96 MiB takes a while.
+  // Built before any deadline starts: packing 48 MiB takes a while.
   void SetUp() override {
-    big_request_ = Request(/*seq=*/65536, /*head_dim=*/128);
+    big_request_ = Request(/*seq=*/131072, /*head_dim=*/32);
   }
 
-  // Starts the big request; returns once the worker is busy with it (96 MiB
+  // Starts the big request; returns once the worker is busy with it (48 MiB
   // take a while to arrive on a loaded machine), or it has ended.
   void StartBigRequest(grpc::ClientContext* context) {
     server_.stub().async()->FlashAttentionScore(
