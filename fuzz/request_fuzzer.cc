@@ -189,12 +189,20 @@ int64_t Elements(const std::vector<int64_t>& shape) {
   return n;
 }
 
-// The elements of a floating tensor as fp32 (empty for other dtypes).
+// The elements of a floating tensor as fp32 (empty for other dtypes); a
+// chunked view (read by the kernels where it was received) is joined first.
 std::vector<float> Values(const core::TensorView& view) {
   if (!IsFloating(view.dtype)) return {};
   const size_t n = view.size_bytes / core::ItemSize(view.dtype);
+  std::string joined;
+  const void* bytes = view.data;
+  if (view.chunks != nullptr) {
+    joined.resize(view.chunks->size());
+    view.chunks->CopyTo({0, joined.size()}, joined.data());
+    bytes = joined.data();
+  }
   std::vector<float> values(n);
-  core::ToFloat(view.dtype, view.data, values.data(), n);
+  core::ToFloat(view.dtype, bytes, values.data(), n);
   return values;
 }
 
