@@ -14,8 +14,6 @@
 namespace attnserve::core {
 namespace {
 
-size_t BlockCapacity(size_t size) { return MappedBlockCapacity(size); }
-
 char* MapBlockOrThrow(size_t capacity) {
   char* data = MapBlock(capacity);
   if (data == nullptr) throw std::bad_alloc();
@@ -110,7 +108,7 @@ Buffer BufferPool::AcquireZeroed(size_t size) { return Get(size, true); }
 
 Buffer BufferPool::Get(size_t size, bool zeroed) {
   if (size < options_.min_pooled_bytes) return Buffer(size);
-  const size_t want = BlockCapacity(size);
+  const size_t want = MappedBlockCapacity(size);
   char* data = nullptr;
   size_t capacity = want;
   std::vector<Block> victims;

@@ -51,16 +51,12 @@ class RowReader {
     if (!InChunk(chunk_, offset)) {
       chunk_ = InChunk(chunk_ + 1, offset) ? chunk_ + 1 : c.ChunkOf(offset);
     }
-    size_t at = offset - c.ChunkStart(chunk_);
-    absl::string_view piece = c.chunks()[chunk_];
+    const size_t at = offset - c.ChunkStart(chunk_);
+    const absl::string_view piece = c.chunks()[chunk_];
     if (piece.size() - at >= row_bytes_) return piece.data() + at;
+    // Rare: one row per chunk boundary at most.
     joined_.resize(row_bytes_);
-    for (size_t done = 0, i = chunk_; done < row_bytes_; ++i, at = 0) {
-      piece = c.chunks()[i];
-      const size_t n = std::min(row_bytes_ - done, piece.size() - at);
-      std::memcpy(joined_.data() + done, piece.data() + at, n);
-      done += n;
-    }
+    c.CopyTo(ByteRange{offset, row_bytes_}, joined_.data());
     return joined_.data();
   }
 
