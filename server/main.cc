@@ -158,8 +158,10 @@ sigset_t BlockShutdownSignals() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Before any thread starts: one heap that keeps what calls free, given
-  // back by the server once it is idle.
+  // First: a heap backed by huge pages (this may start the program again),
+  // then, before any thread starts, one heap that keeps what calls free,
+  // given back by the server once it is idle.
+  attnserve::wire::UseHugePagesForHeap(argv);
   attnserve::wire::KeepFreedHeap();
   absl::SetProgramUsageMessage(
       "Serves FlashAttention forward/backward over gRPC.\n"

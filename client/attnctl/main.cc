@@ -257,7 +257,9 @@ int Main(int argc, char** argv) {
 }  // namespace attnserve::attnctl
 
 int main(int argc, char** argv) {
-  // Each call's received messages land in memory the last one freed.
+  // A heap backed by huge pages (this may start the program again), and
+  // each call's received messages land in memory the last one freed.
+  attnserve::wire::UseHugePagesForHeap(argv);
   attnserve::wire::KeepFreedHeap();
   return attnserve::attnctl::Main(argc, argv);
 }

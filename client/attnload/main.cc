@@ -299,7 +299,9 @@ int Main(int argc, char** argv) {
 }  // namespace attnserve::attnload
 
 int main(int argc, char** argv) {
-  // Each call's received messages land in memory the last one freed.
+  // A heap backed by huge pages (this may start the program again), and
+  // each call's received messages land in memory the last one freed.
+  attnserve::wire::UseHugePagesForHeap(argv);
   attnserve::wire::KeepFreedHeap();
   return attnserve::attnload::Main(argc, argv);
 }

@@ -2,13 +2,20 @@
 // calls from 1 MB to 256 MB keep the resident set within 1.2x the peak
 // working set (each case alone, one after the other), and it falls back
 // once the server is idle (pooled buffers after their idle time, and the
-// heap's free memory).
+// heap's free memory). And the server runs with glibc's heap backed by huge
+// pages, unless its operator said otherwise.
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -96,6 +103,102 @@ TEST_F(MemoryE2eTest, MixedSizesStayNearThePeakWorkingSetAndIdleFallsBack) {
       static_cast<long long>(peak >> 20),
       static_cast<double>(peak) / static_cast<double>(working_set),
       static_cast<long long>(idle >> 20));
+}
+
+// AddressSanitizer and ThreadSanitizer replace malloc, and the server then
+// does not start again.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitizerAllocator = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitizerAllocator = true;
+#else
+constexpr bool kSanitizerAllocator = false;
+#endif
+#else
+constexpr bool kSanitizerAllocator = false;
+#endif
+
+// The kernel's transparent huge page mode: "always", "madvise" or "never".
+std::string HugePageMode() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string line;
+  std::getline(in, line);
+  const size_t open = line.find('['), close = line.find(']');
+  if (open == std::string::npos || close == std::string::npos) return "never";
+  return line.substr(open + 1, close - open - 1);
+}
+
+// Whether any of process `pid`'s heap mappings is advised to use huge
+// pages ("hg" in its VmFlags), which glibc's malloc does with the
+// glibc.malloc.hugetlb=1 tunable in the kernel's "madvise" mode.
+bool HeapAdvisedHugePages(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/smaps"));
+  bool in_heap = false;
+  for (std::string line; std::getline(in, line);) {
+    const bool header =
+        !line.empty() && line.find(':') > line.find(' ');  // "a-b rw-p ..."
+    if (header) in_heap = absl::EndsWith(line, "[heap]");
+    if (in_heap && absl::StartsWith(line, "VmFlags:")) {
+      for (absl::string_view flag : absl::StrSplit(
+               absl::string_view(line).substr(8), ' ', absl::SkipEmpty())) {
+        if (flag == "hg") return true;
+      }
+    }
+  }
+  return false;
+}
+
+// Sets GLIBC_TUNABLES for the servers this test starts, and restores it.
+class ScopedTunables {
+ public:
+  explicit ScopedTunables(const char* value) {
+    if (const char* old = std::getenv("GLIBC_TUNABLES")) old_ = old;
+    if (value == nullptr) {
+      unsetenv("GLIBC_TUNABLES");
+    } else {
+      setenv("GLIBC_TUNABLES", value, 1);
+    }
+  }
+  ~ScopedTunables() {
+    if (old_.has_value()) {
+      setenv("GLIBC_TUNABLES", old_->c_str(), 1);
+    } else {
+      unsetenv("GLIBC_TUNABLES");
+    }
+  }
+
+ private:
+  std::optional<std::string> old_;
+};
+
+// The server starts again (same process) with the tunable added to what it
+// was given, and its heap is then advised to use huge pages.
+TEST(ServerHeapE2eTest, ServerHeapIsAdvisedToUseHugePages) {
+  if (kSanitizerAllocator) GTEST_SKIP() << "a sanitizer's allocator";
+  if (HugePageMode() != "madvise") {
+    GTEST_SKIP() << "transparent huge pages are \"" << HugePageMode()
+                 << "\" here; glibc advises its heap only in \"madvise\"";
+  }
+  for (const char* given :
+       {static_cast<const char*>(nullptr), "glibc.malloc.arena_max=4"}) {
+    ScopedTunables tunables(given);
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(kAttnserveBinary, {"--workers=1"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    EXPECT_TRUE(HeapAdvisedHugePages((*server)->pid()))
+        << "GLIBC_TUNABLES given: " << (given ? given : "<unset>");
+    EXPECT_EQ((*server)->Stop(), 0) << (*server)->log();
+  }
+}
+
+TEST(ServerHeapE2eTest, AnOperatorsHugePageSettingIsKept) {
+  ScopedTunables tunables("glibc.malloc.hugetlb=0");
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(kAttnserveBinary, {"--workers=1"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_FALSE(HeapAdvisedHugePages((*server)->pid()));
+  EXPECT_EQ((*server)->Stop(), 0) << (*server)->log();
 }
 
 }  // namespace

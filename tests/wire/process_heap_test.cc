@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -30,6 +31,27 @@ TEST(ProcessHeapTest, GrowsWithAllocationsAndShrinksWhenTheyAreFreed) {
   for (void* block : blocks) std::free(block);
   // Freed memory an arena keeps for reuse no longer counts.
   EXPECT_LT(HeapBytesInUse() - before, kMiB);
+}
+
+TEST(ProcessHeapTest, HugePageTunableIsAddedToWhatIsGiven) {
+  EXPECT_EQ(TunablesWithHugePageHeap(nullptr), "glibc.malloc.hugetlb=1");
+  EXPECT_EQ(TunablesWithHugePageHeap(""), "glibc.malloc.hugetlb=1");
+  EXPECT_EQ(TunablesWithHugePageHeap("glibc.malloc.arena_max=2"),
+            "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1");
+  EXPECT_EQ(
+      TunablesWithHugePageHeap("glibc.malloc.tcache_count=0:glibc.rtld.nns=4"),
+      "glibc.malloc.tcache_count=0:glibc.rtld.nns=4:glibc.malloc.hugetlb=1");
+}
+
+TEST(ProcessHeapTest, HugePageTunableAlreadyNamedIsLeftAlone) {
+  EXPECT_EQ(TunablesWithHugePageHeap("glibc.malloc.hugetlb=0"), std::nullopt);
+  EXPECT_EQ(TunablesWithHugePageHeap("glibc.malloc.hugetlb=1"), std::nullopt);
+  EXPECT_EQ(TunablesWithHugePageHeap(
+                "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2"),
+            std::nullopt);
+  // A name that only begins the same is another tunable.
+  EXPECT_EQ(TunablesWithHugePageHeap("glibc.malloc.hugetlbx=1"),
+            "glibc.malloc.hugetlbx=1:glibc.malloc.hugetlb=1");
 }
 
 }  // namespace

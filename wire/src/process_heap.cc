@@ -1,6 +1,14 @@
 #include "attnserve/wire/process_heap.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <limits>
+#include <optional>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 
 // AddressSanitizer and ThreadSanitizer replace malloc.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -56,6 +64,41 @@ void KeepFreedHeap() {
   // Tensors themselves live in the engine's pools.
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_ARENA_MAX, 1);
+#endif
+}
+
+namespace {
+constexpr char kHugePageTunable[] = "glibc.malloc.hugetlb";
+}  // namespace
+
+std::optional<std::string> TunablesWithHugePageHeap(const char* tunables) {
+  const std::string added = std::string(kHugePageTunable) + "=1";
+  if (tunables == nullptr || *tunables == '\0') return added;
+  // GLIBC_TUNABLES is name=value pairs joined by ':'.
+  for (absl::string_view pair : absl::StrSplit(tunables, ':')) {
+    if (absl::StartsWith(pair, std::string(kHugePageTunable) + "=")) {
+      return std::nullopt;
+    }
+  }
+  return std::string(tunables) + ":" + added;
+}
+
+void UseHugePagesForHeap(char** argv) {
+// The tunable is glibc 2.35's; an older glibc would ignore it.
+#if !defined(ATTNSERVE_SANITIZER_ALLOCATOR) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+  const std::optional<std::string> tunables =
+      TunablesWithHugePageHeap(std::getenv("GLIBC_TUNABLES"));
+  if (!tunables.has_value()) return;
+  if (setenv("GLIBC_TUNABLES", tunables->c_str(), /*overwrite=*/1) != 0) {
+    return;
+  }
+  execv("/proc/self/exe", argv);
+  // Still here: the program runs on with the heap it has. The variable
+  // stays set, so programs it starts get huge pages, and a second call
+  // does not try again.
+#else
+  (void)argv;
 #endif
 }
 

@@ -10,7 +10,8 @@
 // held.
 //
 //   int main(int argc, char** argv) {
-//     attnserve::wire::KeepFreedHeap();  // first, before any thread
+//     attnserve::wire::UseHugePagesForHeap(argv);  // first: may restart
+//     attnserve::wire::KeepFreedHeap();  // before any thread
 //     ...
 //   }
 //   const int64_t before = HeapBytesInUse();
@@ -20,6 +21,8 @@
 #define ATTNSERVE_WIRE_PROCESS_HEAP_H_
 
 #include <cstdint>
+#include <optional>
+#include <string>
 
 namespace attnserve::wire {
 
@@ -54,6 +57,25 @@ bool ReleaseFreeHeap();
 // the C library has no such settings (or a sanitizer's allocator is in
 // place).
 void KeepFreedHeap();
+
+// Has glibc's malloc back the heap with transparent huge pages (its
+// glibc.malloc.hugetlb=1 tunable), so that memory the heap grows by costs a
+// page fault per 2 MiB rather than per 4 KiB. A program's first calls grow
+// the heap as gRPC receives their messages into slices of growing sizes;
+// on virtual machines, where each page fault is expensive, those calls
+// spent more time faulting than moving their bytes (docs/performance.md).
+// glibc reads the tunable only when a program starts, so unless
+// GLIBC_TUNABLES already names glibc.malloc.hugetlb (an operator's choice,
+// e.g. =0, is kept), this runs the program again in the same process
+// (execv of /proc/self/exe, same arguments) with the tunable added, and
+// returns only if that is not needed or fails. Call first thing in main,
+// before any thread starts or any output; no-op without glibc 2.35 or later
+// or under a sanitizer's allocator.
+void UseHugePagesForHeap(char** argv);
+
+// GLIBC_TUNABLES with glibc.malloc.hugetlb=1 added to `tunables` (null when
+// the variable is unset), or nullopt when it names that tunable already.
+std::optional<std::string> TunablesWithHugePageHeap(const char* tunables);
 
 }  // namespace attnserve::wire
 
