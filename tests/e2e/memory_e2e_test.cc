@@ -6,20 +6,19 @@
 // pages, unless its operator said otherwise.
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "attnserve/wire/process_heap.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_fixture.h"
+#include "tests/testing/process_memory.h"
 
 namespace attnserve::e2e {
 namespace {
@@ -105,46 +104,12 @@ TEST_F(MemoryE2eTest, MixedSizesStayNearThePeakWorkingSetAndIdleFallsBack) {
       static_cast<long long>(idle >> 20));
 }
 
-// AddressSanitizer and ThreadSanitizer replace malloc, and the server then
-// does not start again.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitizerAllocator = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitizerAllocator = true;
-#else
-constexpr bool kSanitizerAllocator = false;
-#endif
-#else
-constexpr bool kSanitizerAllocator = false;
-#endif
-
-// The kernel's transparent huge page mode: "always", "madvise" or "never".
-std::string HugePageMode() {
-  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
-  std::string line;
-  std::getline(in, line);
-  const size_t open = line.find('['), close = line.find(']');
-  if (open == std::string::npos || close == std::string::npos) return "never";
-  return line.substr(open + 1, close - open - 1);
-}
-
 // Whether any of process `pid`'s heap mappings is advised to use huge
 // pages ("hg" in its VmFlags), which glibc's malloc does with the
 // glibc.malloc.hugetlb=1 tunable in the kernel's "madvise" mode.
 bool HeapAdvisedHugePages(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/smaps"));
-  bool in_heap = false;
-  for (std::string line; std::getline(in, line);) {
-    const bool header =
-        !line.empty() && line.find(':') > line.find(' ');  // "a-b rw-p ..."
-    if (header) in_heap = absl::EndsWith(line, "[heap]");
-    if (in_heap && absl::StartsWith(line, "VmFlags:")) {
-      for (absl::string_view flag : absl::StrSplit(
-               absl::string_view(line).substr(8), ' ', absl::SkipEmpty())) {
-        if (flag == "hg") return true;
-      }
-    }
+  for (const test::MemoryMapping& mapping : test::ReadSmaps(pid)) {
+    if (mapping.name == "[heap]" && mapping.HasFlag("hg")) return true;
   }
   return false;
 }
@@ -175,9 +140,13 @@ class ScopedTunables {
 // The server starts again (same process) with the tunable added to what it
 // was given, and its heap is then advised to use huge pages.
 TEST(ServerHeapE2eTest, ServerHeapIsAdvisedToUseHugePages) {
-  if (kSanitizerAllocator) GTEST_SKIP() << "a sanitizer's allocator";
-  if (HugePageMode() != "madvise") {
-    GTEST_SKIP() << "transparent huge pages are \"" << HugePageMode()
+  // A sanitizer's allocator replaces malloc: the server does not start again.
+  if (!wire::HugePageHeapSupported()) {
+    GTEST_SKIP() << "this build's malloc takes no huge page tunable";
+  }
+  const std::string mode = test::TransparentHugePageMode();
+  if (mode != "madvise") {
+    GTEST_SKIP() << "transparent huge pages are \"" << mode
                  << "\" here; glibc advises its heap only in \"madvise\"";
   }
   for (const char* given :

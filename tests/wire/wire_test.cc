@@ -4,8 +4,6 @@
 #include <sys/mman.h>
 
 #include <cstdint>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "attnserve/core/dtype.h"
@@ -15,6 +13,7 @@
 #include "attnserve/wire/tensor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/process_memory.h"
 #include "tests/testing/status_matchers.h"
 
 namespace attnserve::wire {
@@ -125,39 +124,20 @@ TEST(WireTensorTest, DataLengthMustMatchTheShape) {
             "value.dtype");
 }
 
-// The "AnonHugePages:" of the mappings inside [begin, end) in
-// /proc/self/smaps, in kB (madvise may split a mapping where advice starts).
+// The "AnonHugePages:" of this process's mappings inside [begin, end), in kB.
 int64_t AnonHugePagesKb(uintptr_t begin, uintptr_t end) {
-  std::ifstream smaps("/proc/self/smaps");
-  std::string line;
-  bool inside = false;
   int64_t total = 0;
-  while (std::getline(smaps, line)) {
-    uintptr_t from = 0;
-    uintptr_t to = 0;
-    char dash = 0;
-    std::istringstream fields(line);
-    if (fields >> std::hex >> from >> dash >> to && dash == '-') {
-      inside = from >= begin && to <= end;
-      continue;
-    }
-    if (inside && line.rfind("AnonHugePages:", 0) == 0) {
-      total += std::stoll(line.substr(14));
+  for (const test::MemoryMapping& mapping : test::ReadSmaps()) {
+    if (mapping.begin >= begin && mapping.end <= end) {
+      total += mapping.anon_huge_pages_kb;
     }
   }
   return total;
 }
 
-std::string ThpMode() {
-  std::ifstream file("/sys/kernel/mm/transparent_hugepage/enabled");
-  std::string text;
-  std::getline(file, text);
-  return text;
-}
-
 TEST(HugePagesTest, AdvisedFreshMemoryIsBackedByHugePages) {
-  const std::string mode = ThpMode();
-  if (mode.empty() || mode.find("[never]") != std::string::npos) {
+  const std::string mode = test::TransparentHugePageMode();
+  if (mode == "never") {
     GTEST_SKIP() << "transparent huge pages are off on this host (\"" << mode
                  << "\"): the advice cannot be observed";
   }

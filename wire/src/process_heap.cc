@@ -83,10 +83,22 @@ std::optional<std::string> TunablesWithHugePageHeap(const char* tunables) {
   return std::string(tunables) + ":" + added;
 }
 
-void UseHugePagesForHeap(char** argv) {
 // The tunable is glibc 2.35's; an older glibc would ignore it.
 #if !defined(ATTNSERVE_SANITIZER_ALLOCATOR) && defined(__GLIBC__) && \
     (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+#define ATTNSERVE_HUGE_PAGE_HEAP 1
+#endif
+
+bool HugePageHeapSupported() {
+#if defined(ATTNSERVE_HUGE_PAGE_HEAP)
+  return true;
+#else
+  return false;
+#endif
+}
+
+void UseHugePagesForHeap(char** argv) {
+#if defined(ATTNSERVE_HUGE_PAGE_HEAP)
   const std::optional<std::string> tunables =
       TunablesWithHugePageHeap(std::getenv("GLIBC_TUNABLES"));
   if (!tunables.has_value()) return;

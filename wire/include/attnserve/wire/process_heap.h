@@ -73,6 +73,10 @@ void KeepFreedHeap();
 // or under a sanitizer's allocator.
 void UseHugePagesForHeap(char** argv);
 
+// Whether UseHugePagesForHeap takes effect in this build: glibc 2.35 or
+// later, and glibc's own malloc rather than a sanitizer's allocator.
+bool HugePageHeapSupported();
+
 // GLIBC_TUNABLES with glibc.malloc.hugetlb=1 added to `tunables` (null when
 // the variable is unset), or nullopt when it names that tunable already.
 std::optional<std::string> TunablesWithHugePageHeap(const char* tunables);
