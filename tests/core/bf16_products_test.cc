@@ -63,10 +63,12 @@ void CheckProductsMatchFloat64(bool widened) {
   struct Case {
     int64_t m, n, k;
   };
-  // Odd head dims too (a request's D and Dv are not padded).
+  // Odd head dims too (a request's D and Dv are not padded), and the few
+  // unpadded query rows of decoding (RoundUpProductRows).
   for (const Case& c :
        {Case{128, 128, 128}, Case{48, 64, 40}, Case{16, 32, 192},
-        Case{96, 16, 32}, Case{32, 37, 37}, Case{16, 128, 5}}) {
+        Case{96, 16, 32}, Case{32, 37, 37}, Case{16, 128, 5}, Case{1, 128, 128},
+        Case{4, 128, 128}, Case{7, 128, 64}}) {
     for (int flags = 0; flags < 8; ++flags) {
       Bf16GemmShape s;
       s.m = c.m;
@@ -117,6 +119,19 @@ TEST(Bf16GemmTest, MatchesFloat64InEveryOperandLayout) {
 
 TEST(Bf16GemmTest, WidenedFallbackMatchesFloat64InEveryOperandLayout) {
   CheckProductsMatchFloat64(/*widened=*/true);
+}
+
+TEST(Bf16GemmTest, FewQueryRowsAreNotPaddedAndNoneExceedTheGranule) {
+  EXPECT_EQ(core::RoundUpProductRows(1), 1);
+  EXPECT_EQ(core::RoundUpProductRows(4), 4);
+  EXPECT_EQ(core::RoundUpProductRows(31), 31);
+  EXPECT_EQ(core::RoundUpProductRows(32), 32);
+  EXPECT_EQ(core::RoundUpProductRows(33), 64);
+  for (int64_t rows = 1; rows <= 300; ++rows) {
+    EXPECT_GE(core::RoundUpProductRows(rows), rows);
+    // Buffers padded with RoundUpToGranule hold these rows.
+    EXPECT_LE(core::RoundUpProductRows(rows), core::RoundUpToGranule(rows));
+  }
 }
 
 TEST(Bf16GemmTest, EveryThreadComputesTheSameBits) {

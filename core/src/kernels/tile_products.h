@@ -6,10 +6,12 @@
 // softmax scale as alpha. bf16: operands bf16 with fp32 accumulation
 // through oneDNN matmul, on tiles padded to the bf16 granule: rows_p =
 // RoundUpToGranule(rows), cols_p likewise, everything outside the values
-// zero (see runtime/bf16_tiles.h). The bf16 products run unscaled (oneDNN
-// bakes a scale into the generated code, and requests differ in scale):
-// the softmax rows scale the scores as they read them (or, with a pse or a
-// scale <= 0, a pass right after the product does), dQ and dK are
+// zero (see runtime/bf16_tiles.h); the products whose rows are query rows
+// that are not contracted (scores, dP, output) take RoundUpProductRows(rows)
+// of them, which leaves fewer than a granule unpadded. The bf16 products run
+// unscaled (oneDNN bakes a scale into the generated code, and requests differ
+// in scale): the softmax rows scale the scores as they read them (or, with a
+// pse or a scale <= 0, a pass right after the product does), dQ and dK are
 // accumulated unscaled and scaled once when stored. dK and dV accumulate
 // transposed, as [D, tile_kv] blocks per kv tile, so that every bf16
 // product reads its operands as stored (A·B or A·Bᵀ; Qᵀ and dYᵀ are made
@@ -65,8 +67,8 @@ inline void ScoreProduct(const Tiling& t, const AttentionDims& d, float scale,
     return;
   }
   const int64_t lds = t.tile_kv;
-  Bf16Gemm({RoundUpToGranule(rows), RoundUpToGranule(cols), d.d, d.d, d.d, lds,
-            false, true, false},
+  Bf16Gemm({RoundUpProductRows(rows), RoundUpToGranule(cols), d.d, d.d, d.d,
+            lds, false, true, false},
            op.qb, op.kb + j0 * d.d, s);
   if (apply_scale) {
     for (int64_t r = 0; r < rows; ++r) Scale(s + r * lds, cols, scale);
@@ -82,7 +84,7 @@ inline void DpProduct(const Tiling& t, const AttentionDims& d,
            ds, cols);
     return;
   }
-  Bf16Gemm({RoundUpToGranule(rows), RoundUpToGranule(cols), d.dv, d.dv, d.dv,
+  Bf16Gemm({RoundUpProductRows(rows), RoundUpToGranule(cols), d.dv, d.dv, d.dv,
             t.tile_kv, false, true, false},
            op.dyb, op.vb + j0 * d.dv, ds);
 }
@@ -98,7 +100,7 @@ inline void OutputProduct(const Tiling& t, const AttentionDims& d,
            d.dv);
     return;
   }
-  Bf16Gemm({RoundUpToGranule(rows), d.dv, RoundUpToGranule(cols), t.tile_kv,
+  Bf16Gemm({RoundUpProductRows(rows), d.dv, RoundUpToGranule(cols), t.tile_kv,
             d.dv, d.dv, false, false, true},
            pb, op.vb + j0 * d.dv, o);
 }

@@ -16,7 +16,8 @@
 // Primitives are cached per shape and per thread (the JIT code itself is
 // shared through oneDNN's primitive cache), so callers should keep the set
 // of shapes small: the kernels round tile edges up to kBf16Granule and
-// zero-pad. Each call is single-threaded on the calling thread.
+// zero-pad (few query rows excepted: RoundUpProductRows). Each call is
+// single-threaded on the calling thread.
 #ifndef ATTNSERVE_CORE_SRC_RUNTIME_BF16_GEMM_H_
 #define ATTNSERVE_CORE_SRC_RUNTIME_BF16_GEMM_H_
 
@@ -40,6 +41,18 @@ const Bf16ProductSupport& Bf16Products();
 inline constexpr int64_t kBf16Granule = 32;
 inline int64_t RoundUpToGranule(int64_t n) {
   return (n + kBf16Granule - 1) / kBf16Granule * kBf16Granule;
+}
+
+// The rows of A of a product whose rows are not contracted (the query
+// rows of the score and output products): fewer than a granule are not
+// padded, so that decoding's few query rows (one per head, or a group's
+// heads stacked) do not pay for a whole granule of products (a 4-row tile
+// ran 8 times the arithmetic it needed, and decoding was bound by it);
+// from a granule on, as RoundUpToGranule. Never more than RoundUpToGranule,
+// so buffers padded for that hold these rows too. At most kBf16Granule - 1
+// shapes more per product.
+inline int64_t RoundUpProductRows(int64_t rows) {
+  return rows < kBf16Granule ? rows : RoundUpToGranule(rows);
 }
 
 // C[m,n] = A·B (+ C when `accumulate`), row-major with leading dimensions

@@ -156,6 +156,21 @@ void FenceStreaming() {
 void CopyBf16Rows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
                   int64_t rows, uint16_t* dst) {
   const size_t bytes = static_cast<size_t>(slice.cols) * sizeof(uint16_t);
+  if (slice.row_stride == slice.cols && rows > 0) {
+    // The rows are one run of bytes (a head of a BNSD tensor): copied in
+    // as few pieces as the bytes are in, not row by row.
+    const size_t begin =
+        static_cast<size_t>(slice.offset + row0 * slice.row_stride) *
+        sizeof(uint16_t);
+    const ByteRange range{begin, bytes * static_cast<size_t>(rows)};
+    if (src.chunks != nullptr) {
+      src.chunks->CopyTo(range, reinterpret_cast<char*>(dst));
+    } else {
+      std::memcpy(dst, static_cast<const char*>(src.data) + range.offset,
+                  range.size);
+    }
+    return;
+  }
   RowReader reader(src, bytes);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t elem = slice.offset + (row0 + r) * slice.row_stride;

@@ -80,7 +80,8 @@ void FenceStreaming();
 
 // dst[r][c] = src[slice row row0 + r][c] of a BFLOAT16 slice, copied as
 // they are (the bf16 tile path's operands); dst has leading dimension
-// slice.cols.
+// slice.cols. Rows that are one run of bytes (row_stride == cols, a BNSD
+// head) are copied as one block, piece by piece of the chunks they are in.
 void CopyBf16Rows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
                   int64_t rows, uint16_t* dst);
 
