@@ -74,10 +74,35 @@ class RowReader {
   std::vector<char> joined_;
 };
 
+// When rows [row0, row0 + rows) of `slice` are one run of bytes (row_stride
+// == cols: a head of a BNSD tensor), copies them to `dst` as they are, in
+// as few pieces as the bytes are in rather than row by row, and returns
+// true; false (nothing copied) otherwise.
+bool CopyRunOfRows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
+                   int64_t rows, void* dst) {
+  if (slice.row_stride != slice.cols || rows <= 0) return false;
+  const size_t item = ItemSize(slice.dtype);
+  const ByteRange range{
+      static_cast<size_t>(slice.offset + row0 * slice.row_stride) * item,
+      static_cast<size_t>(rows * slice.cols) * item};
+  if (src.chunks != nullptr) {
+    src.chunks->CopyTo(range, static_cast<char*>(dst));
+  } else {
+    std::memcpy(dst, static_cast<const char*>(src.data) + range.offset,
+                range.size);
+  }
+  return true;
+}
+
 }  // namespace
 
 void LoadRows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
               int64_t rows, float* dst) {
+  // FLOAT32 rows need no widening: a run of them is copied as it is.
+  if (slice.dtype == DType::kFloat32 &&
+      CopyRunOfRows(src, slice, row0, rows, dst)) {
+    return;
+  }
   const size_t item = ItemSize(slice.dtype);
   RowReader reader(src, static_cast<size_t>(slice.cols) * item);
   for (int64_t r = 0; r < rows; ++r) {
@@ -155,22 +180,8 @@ void FenceStreaming() {
 
 void CopyBf16Rows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
                   int64_t rows, uint16_t* dst) {
+  if (CopyRunOfRows(src, slice, row0, rows, dst)) return;
   const size_t bytes = static_cast<size_t>(slice.cols) * sizeof(uint16_t);
-  if (slice.row_stride == slice.cols && rows > 0) {
-    // The rows are one run of bytes (a head of a BNSD tensor): copied in
-    // as few pieces as the bytes are in, not row by row.
-    const size_t begin =
-        static_cast<size_t>(slice.offset + row0 * slice.row_stride) *
-        sizeof(uint16_t);
-    const ByteRange range{begin, bytes * static_cast<size_t>(rows)};
-    if (src.chunks != nullptr) {
-      src.chunks->CopyTo(range, reinterpret_cast<char*>(dst));
-    } else {
-      std::memcpy(dst, static_cast<const char*>(src.data) + range.offset,
-                  range.size);
-    }
-    return;
-  }
   RowReader reader(src, bytes);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t elem = slice.offset + (row0 + r) * slice.row_stride;

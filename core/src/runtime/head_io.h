@@ -55,7 +55,9 @@ struct InputBytes {
 };
 
 // dst[r][c] = float(src[slice row row0 + r][c]) for r < rows; dst is dense
-// with leading dimension slice.cols.
+// with leading dimension slice.cols. FLOAT32 rows that are one run of bytes
+// (row_stride == cols, a BNSD head) are copied as one block, piece by piece
+// of the chunks they are in.
 void LoadRows(const InputBytes& src, const HeadSlice& slice, int64_t row0,
               int64_t rows, float* dst);
 
