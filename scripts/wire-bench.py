@@ -16,7 +16,7 @@ runs everything R times, servers interleaved, and keeps each figure's best,
 so that a slow moment of a shared machine does not decide a comparison. The
 raw rates are measured again before each server's turn and their best is
 the reference (the strictest: a figure measured in a slow moment is still
-divided by the fastest raw rate of the run).
+divided by the fastest raw rate of the run). Exits 1 when a call failed.
 
   scripts/wire-bench.py --attnctl build/client/attnctl \\
       --server before=/path/old/attnserve --server after=build/server/attnserve
@@ -199,7 +199,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--cases", default="", help="regex of case names")
     ap.add_argument("--payloads", action="store_true",
-                    help="also PutTensor/GetTensor MB/s at 16, 64, 256 MB")
+                    help="also PutTensor/GetTensor MB/s (--payload_mb sizes)")
+    ap.add_argument("--payload_mb", default="16,64,256",
+                    help="the --payloads sizes, MB, comma-separated")
+    ap.add_argument("--reference_mb", type=int, default=256,
+                    help="bytes of each memcpy and raw-socket measurement, "
+                         "MB (smaller only for a quick check)")
     ap.add_argument("--unix", action="store_true",
                     help="serve and call over a unix socket, not TCP")
     a = ap.parse_args()
@@ -208,8 +213,10 @@ def main():
     refs = {"memcpy": 0.0, "tcp": 0.0, "unix": 0.0}
 
     def measure_references():
-        now = {"memcpy": memcpy_rate(), "tcp": socket_rate(socket.AF_INET),
-               "unix": socket_rate(socket.AF_UNIX)}
+        mb = a.reference_mb
+        now = {"memcpy": memcpy_rate(mb),
+               "tcp": socket_rate(socket.AF_INET, mb),
+               "unix": socket_rate(socket.AF_UNIX, mb)}
         for k, v in now.items():
             refs[k] = max(refs[k], v)
         print(f"references now: memcpy {now['memcpy']/1e9:.2f} GB/s, "
@@ -218,6 +225,7 @@ def main():
 
     best = {}  # (label, case) -> (wire, rt, cs, bytes)
     rates = {}  # (label, mb) -> [put, get]
+    failed = 0
     port = 50960
     for rnd in range(a.rounds):
         for spec in a.server:
@@ -237,6 +245,7 @@ def main():
                                                a.repeat)
                     if not runs:
                         print(f"{label:8} {name:38} FAILED {stdout}")
+                        failed += 1
                         continue
                     # Warm calls: from the second on; best = least wire time.
                     warm = runs[1:] or runs
@@ -248,9 +257,12 @@ def main():
                     if key not in best or wire < best[key][0]:
                         best[key] = (wire, rt, cs, nbytes)
                 if a.payloads:
-                    for mb in (16, 64, 256):
+                    for mb in (int(x) for x in a.payload_mb.split(",")):
                         put, get = payload_rates(attnctl, target, mb,
                                                  a.repeat)
+                        if put is None or get is None:
+                            print(f"{label:8} payload {mb} MiB FAILED")
+                            failed += 1
                         r = rates.setdefault((label, mb), [0.0, 0.0])
                         r[0] = max(r[0], put or 0.0)
                         r[1] = max(r[1], get or 0.0)
@@ -276,6 +288,7 @@ def main():
               f"({put*1e6/raw:.2f} of raw), get {get:.0f} MB/s "
               f"({get*1e6/raw:.2f} of raw)")
     print(f"load: {os.getloadavg()}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
