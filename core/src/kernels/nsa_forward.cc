@@ -90,9 +90,10 @@ void ForwardTile(const NsaKernelArgs& a, NsaForwardSlot& w, int64_t b,
       LoadRows(a.query, rows, 0, g, w.q + ti * g * d.d);
     }
   }
-  // Rows of a block's panel: its members' G rows (bf16: rounded up).
+  // Rows of a block's panel: its members' G rows (bf16: rounded up as the
+  // products' query rows are, RoundUpProductRows).
   const auto panel_rows = [&](int count) {
-    return bf16 ? RoundUpToGranule(count * g) : count * g;
+    return bf16 ? RoundUpProductRows(count * g) : count * g;
   };
   // S = scale Q Kᵀ per block, for every token of the tile that selects it;
   // row maxima over each row's kept columns.
