@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
