@@ -43,8 +43,8 @@ void Carve(const NsaDims& d, int64_t tile_tokens, TileProducts products,
     uint16_t* vb = arena.Take<uint16_t>(d.max_skv * d.dv);
     w->kv.Init(d, nullptr, nullptr, kb, vb);
     w->qb = arena.Take<uint16_t>(rows * d.d);
-    // Each selected block's panel is rounded up to the granule: at most
-    // tokens x K blocks per tile.
+    // Each selected block's panel is rounded up (RoundUpProductRows), by
+    // less than a granule: at most tokens x K blocks per tile.
     w->s =
         arena.Take<float>(rows * slots + tile_tokens * d.block_count *
                                              (kBf16Granule - 1) * d.block_size);
